@@ -1,0 +1,1 @@
+"""Adapters: the only places with subprocesses or HTTP."""

@@ -1,0 +1,216 @@
+"""The local forge: a real git repository on disk, no server.
+
+A branch `orch/<key>` and a worktree under the workspace root per task. "Pushed" means
+the branch has commits beyond the default branch. CI is the repo's configured command,
+run in the task's worktree at the head, recorded in the DB as a commit status bound to
+that sha. Merge is rebase-then-fast-forward, so the default branch stays linear; its
+probe asks git whether the task's head is in the default branch already.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from orch.adapters.git import GitError, git
+from orch.config import Config, Repo
+from orch.errors import EffectFailed, UsageError
+from orch.names import inside, safe_name
+from orch.ports import Runner
+from orch.store import Store, Task
+
+CI_CONTEXT = "orch/ci"
+
+
+class LocalForge:
+    def __init__(self, *, config: Config, store: Store, runner: Runner, clock: Any):
+        self.config = config
+        self.store = store
+        self.runner = runner
+        self.clock = clock
+
+    def _repo(self, task: Task) -> Repo:
+        repo = self.config.repos.get(task.repo)
+        if repo is None:
+            raise UsageError(f"task {task.key}: repo {task.repo!r} is not configured")
+        return repo
+
+    def branch(self, task: Task) -> str:
+        return f"orch/{safe_name(task.key)}"
+
+    def worktree_path(self, task: Task) -> Path:
+        root = self.config.workspace_root
+        path = root / safe_name(task.repo) / safe_name(task.key)
+        if not inside(path, root):
+            raise UsageError(f"worktree {path} would lie outside {root}")
+        return path
+
+    def ensure_worktree(self, task: Task) -> Path:
+        repo = self._repo(task)
+        path = self.worktree_path(task)
+        if (path / ".git").exists():
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        git("worktree", "prune", cwd=repo.path)
+        branch = self.branch(task)
+        if self._rev(repo, f"refs/heads/{branch}"):
+            git("worktree", "add", "-q", str(path), branch, cwd=repo.path)
+        else:
+            git("worktree", "add", "-q", "-b", branch, str(path), repo.default_branch, cwd=repo.path)
+        return path
+
+    def remove_worktree(self, task: Task) -> None:
+        repo = self.config.repos.get(task.repo)
+        path = self.worktree_path(task)
+        if repo is None or not path.exists():
+            return
+        if git("worktree", "remove", "--force", str(path), cwd=repo.path, check=False).returncode:
+            shutil.rmtree(path, ignore_errors=True)
+            git("worktree", "prune", cwd=repo.path, check=False)
+
+    def _rev(self, repo: Repo, ref: str) -> str | None:
+        out = git("rev-parse", "--verify", "-q", f"{ref}^{{commit}}", cwd=repo.path, check=False)
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    def branch_head(self, task: Task) -> str | None:
+        return self._rev(self._repo(task), f"refs/heads/{self.branch(task)}")
+
+    def branch_ahead(self, task: Task) -> bool:
+        repo = self._repo(task)
+        out = git(
+            "rev-list",
+            "--count",
+            f"{repo.default_branch}..refs/heads/{self.branch(task)}",
+            cwd=repo.path,
+            check=False,
+        )
+        return out.returncode == 0 and int(out.stdout.strip() or 0) > 0
+
+    def ci_status(self, task: Task, sha: str) -> tuple[str | None, dict[str, Any]]:
+        statuses = self.store.commit_statuses(task.repo, sha)
+        if not statuses:
+            return None, {}
+        states = {s for _, s, _ in statuses}
+        ev = {"statuses": {c: s for c, s, _ in statuses}}
+        for bad in ("failure", "error", "pending"):
+            if bad in states:
+                return bad, ev
+        return "success", ev
+
+    def request_ci(self, task: Task, sha: str) -> None:
+        """Run the repo's CI command at `sha` in the task's worktree; record the status."""
+        repo = self._repo(task)
+        if repo.ci is None:
+            self.store.set_commit_status(
+                repo=repo.name,
+                sha=sha,
+                context=CI_CONTEXT,
+                state="success",
+                description="no CI configured",
+                now=self.clock(),
+            )
+            return
+        wt = self.ensure_worktree(task)
+        current = git("rev-parse", "HEAD", cwd=wt).stdout.strip()
+        if current != sha:
+            self.store.set_commit_status(
+                repo=repo.name,
+                sha=sha,
+                context=CI_CONTEXT,
+                state="error",
+                description=f"worktree is at {current[:10]}",
+                now=self.clock(),
+            )
+            return
+        log = self.config.log_dir / f"ci-{safe_name(task.key)}-{sha[:12]}.log"
+        out = self.runner.run(
+            repo.ci,
+            cwd=wt,
+            env={"ORCH_CI_SHA": sha, "ORCH_TASK_KEY": task.key},
+            log_path=log,
+            timeout_s=repo.ci_timeout_s,
+        )
+        self.store.set_commit_status(
+            repo=repo.name,
+            sha=sha,
+            context=CI_CONTEXT,
+            state="success" if out.state == "succeeded" else "failure",
+            description=f"{out.reason} (log {log})",
+            now=self.clock(),
+        )
+
+    def rebase(self, task: Task) -> dict[str, Any]:
+        repo = self._repo(task)
+        wt = self.ensure_worktree(task)
+        before = self.branch_head(task)
+        base = self._rev(repo, f"refs/heads/{repo.default_branch}")
+        if (
+            before
+            and base
+            and git("merge-base", "--is-ancestor", base, before, cwd=wt, check=False).returncode == 0
+        ):
+            return {
+                "rebased": False,
+                "head": before,
+                "onto": base,
+            }  # up to date: a no-op, no new CI
+        out = git("rebase", "-q", repo.default_branch, cwd=wt, check=False)
+        if out.returncode != 0:
+            git("rebase", "--abort", cwd=wt, check=False)
+            raise EffectFailed(
+                f"rebase of {self.branch(task)} onto {repo.default_branch} conflicts: "
+                f"{(out.stdout + out.stderr).strip()[-500:]}"
+            )
+        return {"rebased": True, "head": self.branch_head(task), "onto": base, "was": before}
+
+    def merge(self, task: Task) -> dict[str, Any]:
+        repo = self._repo(task)
+        head = self.branch_head(task)
+        base = self._rev(repo, f"refs/heads/{repo.default_branch}")
+        if head is None or base is None:
+            raise EffectFailed(
+                f"nothing to merge: branch {self.branch(task)} or {repo.default_branch} missing"
+            )
+        if git("merge-base", "--is-ancestor", base, head, cwd=repo.path, check=False).returncode != 0:
+            raise EffectFailed(f"{self.branch(task)} is not on top of {repo.default_branch}: rebase first")
+        checked_out = self._worktree_of(repo, repo.default_branch)
+        try:
+            if checked_out is not None:
+                # The default branch is checked out (a plain repo): fast-forward there so
+                # its files follow; refuses (and changes nothing) if that would lose work.
+                git("merge", "-q", "--ff-only", head, cwd=checked_out)
+            else:
+                # Compare-and-swap on the ref itself: fails if main moved under us.
+                git("update-ref", f"refs/heads/{repo.default_branch}", head, base, cwd=repo.path)
+        except GitError as e:
+            raise EffectFailed(f"merge of {self.branch(task)} failed: {e}") from None
+        return {"merged": head, "previous": base}
+
+    def is_merged(self, task: Task) -> bool:
+        repo = self._repo(task)
+        head = self.branch_head(task)
+        if head is None:
+            return False
+        return (
+            git(
+                "merge-base",
+                "--is-ancestor",
+                head,
+                f"refs/heads/{repo.default_branch}",
+                cwd=repo.path,
+                check=False,
+            ).returncode
+            == 0
+        )
+
+    def _worktree_of(self, repo: Repo, branch: str) -> Path | None:
+        out = git("worktree", "list", "--porcelain", cwd=repo.path).stdout
+        path: str | None = None
+        for line in out.splitlines():
+            if line.startswith("worktree "):
+                path = line[len("worktree ") :]
+            elif line == f"branch refs/heads/{branch}" and path and os.path.isdir(path):
+                return Path(path)
+        return None

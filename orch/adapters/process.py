@@ -1,0 +1,83 @@
+"""Runs configured shell commands in their own process group, with a deadline.
+
+The command line comes from orch.toml (trusted); task data reaches it only through
+environment variables, so nothing from a tracker is ever parsed by a shell. A command
+that outlives its deadline gets SIGTERM on its whole group, a grace period, then
+SIGKILL, and its death is confirmed before the outcome is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from orch.ports import Outcome
+
+GRACE_S = 5.0
+
+
+def kill_group(pgid: int, *, grace_s: float = GRACE_S) -> bool:
+    """SIGTERM the group, wait up to grace_s, SIGKILL; True once the group is gone."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.05)
+    return False
+
+
+class ProcessRunner:
+    def __init__(self, *, grace_s: float = GRACE_S):
+        self.grace_s = grace_s
+
+    def run(
+        self,
+        command: str,
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        timeout_s: float,
+        on_start: Callable[[int], None] | None = None,
+    ) -> Outcome:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        full_env = {**os.environ, **env}
+        with open(log_path, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    ["/bin/sh", "-c", command],
+                    cwd=cwd,
+                    env=full_env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own group: a kill reaches its children
+                )
+            except OSError as e:
+                return Outcome("failed", None, f"could not start: {e.strerror}")
+            if on_start is not None:
+                on_start(proc.pid)
+            try:
+                code = proc.wait(timeout=timeout_s if timeout_s > 0 else None)
+            except subprocess.TimeoutExpired:
+                kill_group(proc.pid, grace_s=self.grace_s)
+                proc.wait()
+                return Outcome("timed_out", None, f"timed out after {timeout_s:g}s")
+            # The leader is gone; children left in its group are stray: end them too.
+            kill_group(proc.pid, grace_s=self.grace_s)
+        if code == 0:
+            return Outcome("succeeded", 0, "exit 0")
+        if code < 0:
+            return Outcome("failed", code, f"killed by signal {-code}")
+        return Outcome("failed", code, f"exit {code}")

@@ -1,0 +1,126 @@
+"""Pipeline commands: advance, work, history, lease."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+
+from orch.cli import app, emit_json, runtime
+
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+@app.command("advance")
+def advance(
+    key: str = typer.Argument(..., help="Task key."),
+    expect: str = typer.Option(None, "--expect", help="Only act if the task is at this stage."),
+    json_: bool = JSON,
+) -> None:
+    """Move a task one step if its gates are green (exit 3 if not, 4 if busy).
+
+    Example: orch advance ORCH-12 --expect development
+    """
+    from orch.engine.advance import advance as do_advance
+
+    result = do_advance(runtime(), key, expect=expect)
+    if json_:
+        emit_json(result.as_dict())
+    else:
+        if result.outcome == "advanced":
+            typer.echo(f"{key}: {result.stage} -> {result.to_stage}")
+        else:
+            typer.echo(
+                f"{key}: {result.outcome} at {result.stage}: {result.message}",
+                err=result.exit_code != 0,
+            )
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("work")
+def work(
+    max_jobs: int = typer.Option(None, "--max", min=1, help="Run at most this many jobs."),
+    json_: bool = JSON,
+) -> None:
+    """Run queued agent jobs, one after another, until none is left.
+
+    Example: orch work --max 1
+    """
+    from orch.engine.jobs import work as do_work
+
+    reports = do_work(runtime(actor="work"), max_jobs=max_jobs)
+    if json_:
+        emit_json([r.__dict__ for r in reports])
+        return
+    for r in reports:
+        typer.echo(f"job {r.job} {r.agent} for {r.task}: {r.state} ({r.reason})")
+    if not reports:
+        typer.echo("no queued jobs")
+
+
+def _ts(t: float) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("history")
+def history(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON) -> None:
+    """The audit trail of a task: gates, leases, effects, CAS results, jobs.
+
+    Example: orch history ORCH-12 --json
+    """
+    rt = runtime()
+    task = rt.task(key)
+    rows = rt.store.history(task.id)
+    if json_:
+        emit_json([r.as_dict() for r in rows])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("at", "actor", "event", "stage", "detail", title=f"{task.key}: {task.title}")
+    for r in rows:
+        move = f"{r.from_stage or ''} -> {r.to_stage}" if r.to_stage else (r.from_stage or "")
+        detail = ", ".join(f"{k}={v}" for k, v in r.detail.items() if v not in (None, "", [], {}))
+        table.add_row(_ts(r.at), r.actor, r.event, move, detail[:120])
+    Console().print(table)
+
+
+lease_app = typer.Typer(help="Show and release leases.\n\nExample: orch lease show", no_args_is_help=True)
+app.add_typer(lease_app, name="lease")
+
+
+@lease_app.command("show")
+def lease_show(
+    key: str = typer.Argument(None, help="Task key (default: every lease)."), json_: bool = JSON
+) -> None:
+    """Show leases with their owner, age and whether the owner is alive.
+
+    Example: orch lease show ORCH-12
+    """
+    from orch.engine import leases
+
+    rows = leases.show(runtime(), key)
+    if json_:
+        emit_json(rows)
+        return
+    if not rows:
+        typer.echo("no leases held")
+    for r in rows:
+        typer.echo(
+            f"{r['name']}: {r['actor']} on {r['owner']['host']} pid {r['owner']['pid']}, "
+            f"{r['age_s']:.0f}s, {'alive' if r['alive'] else 'DEAD'} ({r['purpose']})"
+        )
+
+
+@lease_app.command("release")
+def lease_release(
+    key: str = typer.Argument(..., help="Task key."),
+    force: bool = typer.Option(False, "--force", help="Release even if the owner is alive."),
+) -> None:
+    """Release a task's transition lease (a live owner's needs --force); audited.
+
+    Example: orch lease release ORCH-12 --force
+    """
+    from orch.engine import leases
+
+    typer.echo(leases.release(runtime(), key, force=force))

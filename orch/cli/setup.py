@@ -1,0 +1,152 @@
+"""Setting up: init, config show, demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+
+from orch.cli import _state, app, emit_json
+
+if TYPE_CHECKING:
+    from orch.app import demo as demo_mod
+
+config_app = typer.Typer(help="Inspect the configuration.\n\nExample: orch config show", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+_SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
+
+
+def redact(value: object, key: str = "") -> object:
+    """Hide anything that looks like a secret (keys ending in _env only name a variable)."""
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if any(w in key.lower() for w in _SECRET_WORDS) and not key.endswith("_env") and value:
+        return "***"
+    return value
+
+
+@app.command("init")
+def init(
+    force: bool = typer.Option(False, "--force", help="Overwrite an existing orch.toml."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The git repository orch manages."),
+) -> None:
+    """Write a starter orch.toml here and create the database.
+
+    Example: orch init --repo ../app
+    """
+    import tomli_w
+
+    target = Path(_state["config"] or "orch.toml")
+    if target.exists() and not force:
+        from orch.errors import UsageError
+
+        raise UsageError(f"{target} exists; pass --force to overwrite it")
+    starter = {
+        "transition_lease": {"enabled": True},
+        "tracker": {"kind": "local", "key_prefix": "ORCH"},
+        "repos": {"app": {"path": str(repo), "default_branch": "main"}},
+    }
+    text = "# orch configuration. Every key, with its default, is in orch.toml.example.\n" + tomli_w.dumps(
+        starter
+    )
+    tmp = target.with_suffix(".toml.tmp")
+    tmp.write_text(text)
+    from orch import config as config_mod
+
+    try:
+        cfg = config_mod.load(tmp)
+    except BaseException:
+        tmp.unlink()
+        raise
+    tmp.replace(target)
+    from orch.app import open_runtime
+
+    cfg = config_mod.load(target)
+    open_runtime(cfg).close()
+    typer.echo(f"wrote {target}; database at {cfg.db_path}")
+
+
+@config_app.command("show")
+def config_show(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Print the effective configuration (file + ORCH_* overrides), secrets redacted.
+
+    Example: ORCH_TRANSITION_LEASE_ENABLED=false orch config show --json
+    """
+    from orch import config as config_mod
+
+    cfg = config_mod.load(_state["config"])
+    data = {
+        "source": str(cfg.source) if cfg.source else None,
+        "state_dir": str(cfg.state_dir),
+        "db_path": str(cfg.db_path),
+        "config": redact(cfg.raw),
+    }
+    if json_:
+        emit_json(data)
+        return
+    import tomli_w
+
+    typer.echo(f"# source: {data['source'] or 'embedded defaults'}\n# database: {data['db_path']}")
+    typer.echo(tomli_w.dumps(redact(cfg.raw)))  # type: ignore[arg-type]
+
+
+@app.command("demo")
+def demo(
+    keep: Path = typer.Option(None, "--keep", help="Build the demo in DIR and leave it there."),
+    json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run three tasks through the whole pipeline in a throwaway repository, offline.
+
+    Example: orch demo --keep /tmp/orch-demo
+    """
+    import shutil
+    import tempfile
+
+    from orch.app import demo as demo_mod
+
+    root = keep or Path(tempfile.mkdtemp(prefix="orch-demo-")) / "demo"
+    say = (lambda s: None) if json_ else typer.echo
+    try:
+        result = demo_mod.run(root, say=say)
+    finally:
+        if keep is None:
+            shutil.rmtree(root.parent, ignore_errors=True)
+    if json_:
+        emit_json(
+            {
+                "ok": result.ok,
+                "seconds": round(result.seconds, 2),
+                "tasks": result.tasks,
+                "main_log": result.main_log,
+                "timeline": result.timeline,
+                "kept": str(keep) if keep else None,
+            }
+        )
+    else:
+        _print_timeline(result)
+        if keep:
+            typer.echo(f"kept in {keep}: cd {keep} && orch history DEMO-2")
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def _print_timeline(result: demo_mod.DemoResult) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t0 = result.timeline[0]["at"] if result.timeline else 0.0
+    table = Table("+s", "task", "actor", "event", "stage", title="orch demo: timeline")
+    for r in result.timeline:
+        move = f"{r['from'] or ''} -> {r['to']}" if r["to"] else (r["from"] or "")
+        if r["event"] == "effect_done":
+            move = r["detail"].get("effect", "")
+        table.add_row(f"{r['at'] - t0:6.2f}", r["task"], r["actor"], r["event"], move)
+    console = Console()
+    console.print(table)
+    console.print("main: " + " | ".join(reversed(result.main_log)))
+    for key, stage in result.tasks.items():
+        console.print(f"{key}: {stage}")
+    console.print(f"{'all done' if result.ok else 'NOT all done'} in {result.seconds:.1f}s")

@@ -1,0 +1,545 @@
+"""orch.toml + ORCH_* overrides -> one frozen, validated `Config`.
+
+Discovery, first hit wins: `--config PATH`, `$ORCH_CONFIG`, `./orch.toml`,
+`$ORCH_HOME/orch.toml`, else the embedded defaults (DEFAULTS below, which are also
+what `orch.toml.example` spells out). State (database, worktrees, logs) lives in
+`$ORCH_HOME` if set, else in `.orch/` beside the config file (or the current directory).
+
+Every scalar key of a plain section can be overridden from the environment as
+`ORCH_<SECTION>_<KEY>` (`ORCH_TRANSITION_LEASE_ENABLED=false`). Errors name the file,
+the key and what was expected. Secrets are never in this file: a key ending in `_env`
+names the environment variable that holds one.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from orch.errors import ConfigError
+
+DEFAULT_PROMPT = (
+    "You are the $agent of task $task_key.\n"
+    "Title: $task_title\n"
+    "Stage: $stage (retry $retries)\n"
+    "Work in: $worktree on branch $branch\n"
+)
+
+# The one place defaults live. orch.toml.example mirrors this (a test keeps them equal).
+DEFAULTS: dict[str, Any] = {
+    "store": {"path": "", "busy_timeout_ms": 5000},
+    "workspace": {"root": ""},
+    "transition_lease": {"enabled": True},
+    "tracker": {"kind": "local", "key_prefix": "ORCH"},
+    "forge": {"kind": "local"},
+    "notifier": {"kind": "console"},
+    "pipeline": {
+        "initial": "analysis",
+        "max_retries": 3,
+        "stages": {
+            "analysis": {"agent": "analyst", "human": True},
+            "development": {"agent": "developer"},
+            "review": {"agent": "reviewer"},
+            "merge": {},
+            "deploy": {},
+            "monitoring": {},
+            "done": {"terminal": True},
+            "cancelled": {"terminal": True},
+        },
+        "transitions": [
+            {"from": "analysis", "to": "development", "gates": ["human_approved", "agent_ok"]},
+            {
+                "from": "development",
+                "to": "review",
+                "gates": ["agent_ok", "branch_pushed", "ci_green"],
+            },
+            {"from": "review", "to": "development", "gates": ["review_rejected"], "retry": True},
+            {"from": "review", "to": "merge", "gates": ["review_approved"]},
+            {"from": "merge", "to": "deploy", "effects": ["premerge_rebase", "merge"]},
+            {"from": "deploy", "to": "monitoring", "effects": ["deploy"]},
+            {"from": "monitoring", "to": "done", "gates": ["monitor_healthy"]},
+        ],
+    },
+    "gates": {
+        "human_approved": {"type": "verdict", "verdict": "approve"},
+        "agent_ok": {"type": "agent"},
+        "branch_pushed": {"type": "branch"},
+        "ci_green": {"type": "ci"},
+        "review_approved": {"type": "verdict", "verdict": "approve", "bind_head": True},
+        "review_rejected": {"type": "verdict", "verdict": "reject", "bind_head": True},
+        "monitor_healthy": {"type": "command", "command": "true", "timeout_s": 60},
+    },
+    "effects": {
+        "premerge_rebase": {"type": "rebase", "irreversible": False},
+        "merge": {"type": "merge", "irreversible": True},
+        "deploy": {"type": "command", "command": "true", "irreversible": True, "timeout_s": 900},
+    },
+    "agents": {
+        "analyst": {"command": 'cat "$ORCH_PROMPT_FILE"', "timeout_s": 1800},
+        "developer": {
+            "command": "echo 'set [agents.developer] command in orch.toml' >&2; exit 1",
+            "timeout_s": 3600,
+        },
+        "reviewer": {
+            "command": "echo 'set [agents.reviewer] command in orch.toml' >&2; exit 1",
+            "timeout_s": 1800,
+        },
+    },
+    "repos": {},
+}
+
+# Sections whose scalar keys accept ORCH_<SECTION>_<KEY> overrides.
+_ENV_SECTIONS = (
+    "store",
+    "workspace",
+    "transition_lease",
+    "tracker",
+    "forge",
+    "notifier",
+    "pipeline",
+)
+GATE_TYPES = ("verdict", "agent", "branch", "ci", "command")
+EFFECT_TYPES = ("rebase", "merge", "command")
+TRACKER_KINDS = ("local",)
+FORGE_KINDS = ("local",)
+NOTIFIER_KINDS = ("console",)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    agent: str | None = None
+    human: bool = False
+    terminal: bool = False
+
+
+@dataclass(frozen=True)
+class Transition:
+    source: str
+    target: str
+    gates: tuple[str, ...] = ()
+    effects: tuple[str, ...] = ()
+    retry: bool = False
+
+    @property
+    def name(self) -> str:
+        return f"{self.source}->{self.target}"
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    type: str
+    verdict: str | None = None
+    bind_head: bool = False
+    command: str | None = None
+    timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class Effect:
+    name: str
+    type: str
+    irreversible: bool
+    command: str | None = None
+    probe: str | None = None
+    timeout_s: float = 900.0
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    command: str
+    prompt: str = DEFAULT_PROMPT
+    timeout_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class Repo:
+    name: str
+    path: Path
+    default_branch: str = "main"
+    ci: str | None = None
+    ci_timeout_s: float = 1800.0
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path | None
+    base_dir: Path
+    state_dir: Path
+    db_path: Path
+    workspace_root: Path
+    busy_timeout_ms: int
+    lease_enabled: bool
+    key_prefix: str
+    tracker_kind: str
+    forge_kind: str
+    notifier_kind: str
+    initial_stage: str
+    max_retries: int
+    stages: dict[str, Stage]
+    transitions: tuple[Transition, ...]
+    gates: dict[str, Gate]
+    effects: dict[str, Effect]
+    agents: dict[str, Agent]
+    repos: dict[str, Repo]
+    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / "logs"
+
+    def transitions_from(self, stage: str) -> tuple[Transition, ...]:
+        return tuple(t for t in self.transitions if t.source == stage)
+
+    def is_terminal(self, stage: str) -> bool:
+        s = self.stages.get(stage)
+        return bool(s and s.terminal)
+
+    def default_repo(self) -> str:
+        if len(self.repos) == 1:
+            return next(iter(self.repos))
+        if not self.repos:
+            raise ConfigError("no repository configured: add a [repos.NAME] section with path = ...")
+        raise ConfigError(f"several repositories configured ({', '.join(self.repos)}): pass --repo")
+
+
+def discover(explicit: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Path | None:
+    """The config file to read, or None for the embedded defaults."""
+    cwd = cwd or Path.cwd()
+    if explicit:
+        p = Path(explicit)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        return p
+    env = os.environ.get("ORCH_CONFIG")
+    if env:
+        p = Path(env)
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file (from $ORCH_CONFIG)")
+        return p
+    if (cwd / "orch.toml").is_file():
+        return cwd / "orch.toml"
+    home = os.environ.get("ORCH_HOME")
+    if home and (Path(home) / "orch.toml").is_file():
+        return Path(home) / "orch.toml"
+    return None
+
+
+def load(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Find, read, override and validate the configuration."""
+    env = os.environ if environ is None else environ
+    cwd = cwd or Path.cwd()
+    path = discover(explicit, cwd=cwd)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    return build(data, source=path, cwd=cwd, environ=env)
+
+
+def merged(data: dict[str, Any]) -> dict[str, Any]:
+    """DEFAULTS with `data` laid over it (tables merge, lists and scalars replace)."""
+    out = copy.deepcopy(DEFAULTS)
+
+    def lay(dst: dict[str, Any], src: dict[str, Any]) -> None:
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                lay(dst[k], v)
+            else:
+                dst[k] = copy.deepcopy(v)
+
+    lay(out, data)
+    return out
+
+
+def build(
+    data: dict[str, Any],
+    *,
+    source: Path | None = None,
+    cwd: Path | None = None,
+    environ: dict[str, str] | os._Environ[str] | None = None,
+) -> Config:
+    env = os.environ if environ is None else environ
+    where = str(source) if source else "embedded defaults"
+    raw = merged(data)
+    for section in data:
+        if section not in DEFAULTS:
+            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(DEFAULTS)})")
+    _apply_env(raw, env)
+    v = _Validator(where)
+    base_dir = (source.parent if source else (cwd or Path.cwd())).resolve()
+    home = env.get("ORCH_HOME")
+    state_dir = Path(home).resolve() if home else base_dir / ".orch"
+
+    store = v.table(raw, "store")
+    db = v.string(store, "store", "path")
+    ws = v.string(v.table(raw, "workspace"), "workspace", "root")
+    pipe = v.table(raw, "pipeline")
+
+    stages: dict[str, Stage] = {}
+    for name, st in v.table(pipe, "pipeline", "stages").items():
+        st = v.is_table(st, f"pipeline.stages.{name}")
+        v.only(st, f"pipeline.stages.{name}", {"agent", "human", "terminal"})
+        stages[name] = Stage(
+            name=name,
+            agent=v.opt_string(st, f"pipeline.stages.{name}", "agent"),
+            human=v.boolean(st, f"pipeline.stages.{name}", "human", False),
+            terminal=v.boolean(st, f"pipeline.stages.{name}", "terminal", False),
+        )
+    gates = {
+        name: _gate(v, name, v.is_table(g, f"gates.{name}")) for name, g in v.table(raw, "gates").items()
+    }
+    effects = {
+        name: _effect(v, name, v.is_table(e, f"effects.{name}"))
+        for name, e in v.table(raw, "effects").items()
+    }
+    agents = {
+        name: _agent(v, name, v.is_table(a, f"agents.{name}")) for name, a in v.table(raw, "agents").items()
+    }
+    transitions = []
+    tlist = pipe.get("transitions")
+    if not isinstance(tlist, list):
+        raise ConfigError(f"{where}: [pipeline] transitions: expected an array of tables")
+    for i, t in enumerate(tlist):
+        key = f"pipeline.transitions[{i}]"
+        t = v.is_table(t, key)
+        v.only(t, key, {"from", "to", "gates", "effects", "retry"})
+        tr = Transition(
+            source=v.string(t, key, "from"),
+            target=v.string(t, key, "to"),
+            gates=v.names(t, key, "gates"),
+            effects=v.names(t, key, "effects"),
+            retry=v.boolean(t, key, "retry", False),
+        )
+        for s in (tr.source, tr.target):
+            if s not in stages:
+                raise ConfigError(f"{where}: [{key}] stage {s!r} is not in [pipeline.stages]")
+        for g in tr.gates:
+            if g not in gates:
+                raise ConfigError(f"{where}: [{key}] gates: unknown gate {g!r} (define [gates.{g}])")
+        for e in tr.effects:
+            if e not in effects:
+                raise ConfigError(f"{where}: [{key}] effects: unknown effect {e!r} (define [effects.{e}])")
+        transitions.append(tr)
+    for st in stages.values():
+        if st.agent and st.agent not in agents:
+            raise ConfigError(
+                f"{where}: [pipeline.stages.{st.name}] agent: unknown agent {st.agent!r} "
+                f"(define [agents.{st.agent}])"
+            )
+    initial = v.string(pipe, "pipeline", "initial")
+    if initial not in stages:
+        raise ConfigError(f"{where}: [pipeline] initial: {initial!r} is not in [pipeline.stages]")
+    if not any(s.terminal for s in stages.values()):
+        raise ConfigError(f"{where}: [pipeline.stages]: no stage has terminal = true")
+
+    repos: dict[str, Repo] = {}
+    for name, r in v.table(raw, "repos").items():
+        key = f"repos.{name}"
+        r = v.is_table(r, key)
+        v.only(r, key, {"path", "default_branch", "ci", "ci_timeout_s"})
+        p = Path(v.string(r, key, "path")).expanduser()
+        repos[name] = Repo(
+            name=name,
+            path=(p if p.is_absolute() else base_dir / p),
+            default_branch=r.get("default_branch", "main"),
+            ci=v.opt_string(r, key, "ci"),
+            ci_timeout_s=v.number(r, key, "ci_timeout_s", 1800.0),
+        )
+    if not repos and (base_dir / ".git").exists():
+        # With nothing configured, the directory orch runs in is the repository.
+        repos["default"] = Repo(name="default", path=base_dir)
+
+    tracker = v.table(raw, "tracker")
+    return Config(
+        source=source,
+        base_dir=base_dir,
+        state_dir=state_dir,
+        db_path=_path(db, base_dir) if db else state_dir / "orch.db",
+        workspace_root=_path(ws, base_dir) if ws else state_dir / "worktrees",
+        busy_timeout_ms=int(v.number(store, "store", "busy_timeout_ms", 5000)),
+        lease_enabled=v.boolean(v.table(raw, "transition_lease"), "transition_lease", "enabled", True),
+        key_prefix=v.string(tracker, "tracker", "key_prefix"),
+        tracker_kind=v.choice(tracker, "tracker", "kind", TRACKER_KINDS),
+        forge_kind=v.choice(v.table(raw, "forge"), "forge", "kind", FORGE_KINDS),
+        notifier_kind=v.choice(v.table(raw, "notifier"), "notifier", "kind", NOTIFIER_KINDS),
+        initial_stage=initial,
+        max_retries=int(v.number(pipe, "pipeline", "max_retries", 3)),
+        stages=stages,
+        transitions=tuple(transitions),
+        gates=gates,
+        effects=effects,
+        agents=agents,
+        repos=repos,
+        raw=raw,
+    )
+
+
+def _path(p: str, base: Path) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else base / q
+
+
+def _gate(v: _Validator, name: str, g: dict[str, Any]) -> Gate:
+    key = f"gates.{name}"
+    v.only(g, key, {"type", "verdict", "bind_head", "command", "timeout_s"})
+    gtype = v.choice(g, key, "type", GATE_TYPES)
+    gate = Gate(
+        name=name,
+        type=gtype,
+        verdict=v.opt_string(g, key, "verdict"),
+        bind_head=v.boolean(g, key, "bind_head", False),
+        command=v.opt_string(g, key, "command"),
+        timeout_s=v.number(g, key, "timeout_s", 60.0),
+    )
+    if gtype == "command" and not gate.command:
+        raise ConfigError(f'{v.where}: [{key}] command: required for type = "command"')
+    if gtype == "verdict" and gate.verdict not in ("approve", "reject"):
+        raise ConfigError(f'{v.where}: [{key}] verdict: expected "approve" or "reject"')
+    return gate
+
+
+def _effect(v: _Validator, name: str, e: dict[str, Any]) -> Effect:
+    key = f"effects.{name}"
+    v.only(e, key, {"type", "irreversible", "command", "probe", "timeout_s"})
+    etype = v.choice(e, key, "type", EFFECT_TYPES)
+    eff = Effect(
+        name=name,
+        type=etype,
+        irreversible=v.boolean(e, key, "irreversible", True),
+        command=v.opt_string(e, key, "command"),
+        probe=v.opt_string(e, key, "probe"),
+        timeout_s=v.number(e, key, "timeout_s", 900.0),
+    )
+    if etype == "command" and not eff.command:
+        raise ConfigError(f'{v.where}: [{key}] command: required for type = "command"')
+    return eff
+
+
+def _agent(v: _Validator, name: str, a: dict[str, Any]) -> Agent:
+    key = f"agents.{name}"
+    v.only(a, key, {"command", "prompt", "timeout_s"})
+    return Agent(
+        name=name,
+        command=v.string(a, key, "command"),
+        prompt=v.opt_string(a, key, "prompt") or DEFAULT_PROMPT,
+        timeout_s=v.number(a, key, "timeout_s", 3600.0),
+    )
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _apply_env(raw: dict[str, Any], env: Any) -> None:
+    for section in _ENV_SECTIONS:
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key, current in list(table.items()):
+            if isinstance(current, dict | list):
+                continue
+            var = f"ORCH_{section}_{key}".upper()
+            if var not in env:
+                continue
+            text = env[var].strip()
+            default = DEFAULTS.get(section, {}).get(key, current)
+            if isinstance(default, bool):
+                if text.lower() in _TRUE:
+                    table[key] = True
+                elif text.lower() in _FALSE:
+                    table[key] = False
+                else:
+                    raise ConfigError(f"${var}: expected true or false, got {text!r}")
+            elif isinstance(default, int):
+                try:
+                    table[key] = int(text)
+                except ValueError:
+                    raise ConfigError(f"${var}: expected an integer, got {text!r}") from None
+            elif isinstance(default, float):
+                try:
+                    table[key] = float(text)
+                except ValueError:
+                    raise ConfigError(f"${var}: expected a number, got {text!r}") from None
+            else:
+                table[key] = text
+
+
+class _Validator:
+    """Typed reads that fail with the file, the key and what was expected."""
+
+    def __init__(self, where: str):
+        self.where = where
+
+    def _fail(self, section: str, key: str, expected: str, got: Any) -> ConfigError:
+        return ConfigError(f"{self.where}: [{section}] {key}: expected {expected}, got {got!r}")
+
+    def table(self, d: dict[str, Any], section: str, key: str | None = None) -> dict[str, Any]:
+        val = d.get(key if key else section, {})
+        if not isinstance(val, dict):
+            raise ConfigError(f"{self.where}: [{section}] {key or ''}: expected a table, got {val!r}")
+        return val
+
+    def is_table(self, val: Any, section: str) -> dict[str, Any]:
+        if not isinstance(val, dict):
+            raise ConfigError(f"{self.where}: [{section}]: expected a table, got {val!r}")
+        return val
+
+    def only(self, d: dict[str, Any], section: str, allowed: set[str]) -> None:
+        for k in d:
+            if k not in allowed:
+                known = ", ".join(sorted(allowed))
+                raise ConfigError(f"{self.where}: [{section}] {k}: unknown key (expected one of {known})")
+
+    def string(self, d: dict[str, Any], section: str, key: str) -> str:
+        val = d.get(key)
+        if not isinstance(val, str):
+            raise self._fail(section, key, "a string", val)
+        return val
+
+    def opt_string(self, d: dict[str, Any], section: str, key: str) -> str | None:
+        val = d.get(key)
+        if val is None:
+            return None
+        if not isinstance(val, str):
+            raise self._fail(section, key, "a string", val)
+        return val
+
+    def boolean(self, d: dict[str, Any], section: str, key: str, default: bool) -> bool:
+        val = d.get(key, default)
+        if not isinstance(val, bool):
+            raise self._fail(section, key, "true or false", val)
+        return val
+
+    def number(self, d: dict[str, Any], section: str, key: str, default: float) -> float:
+        val = d.get(key, default)
+        if isinstance(val, bool) or not isinstance(val, int | float) or val < 0:
+            raise self._fail(section, key, "a non-negative number", val)
+        return float(val)
+
+    def names(self, d: dict[str, Any], section: str, key: str) -> tuple[str, ...]:
+        val = d.get(key, [])
+        if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
+            raise self._fail(section, key, "an array of names", val)
+        return tuple(val)
+
+    def choice(self, d: dict[str, Any], section: str, key: str, options: tuple[str, ...]) -> str:
+        val = d.get(key)
+        if val not in options:
+            raise self._fail(section, key, "one of " + ", ".join(repr(o) for o in options), val)
+        return str(val)

@@ -1,0 +1,1 @@
+"""Pure pipeline logic over the ports: gates, effects, advance, tasks, jobs."""

@@ -1,0 +1,229 @@
+"""advance(): move one task one step, exactly as DESIGN section 5 says.
+
+  1. read the task; terminal, blocked or not at --expect -> nothing to do
+  2. evaluate each transition's gates (read-only); all red -> stop, no write, no message
+  3. take the transition lease; live owner -> busy; dead owner -> reclaim (audited)
+  4. re-read the stage under the lease; moved on -> release, stop
+  5. run the effects through the ledger (skip done, probe started)
+  6. CAS the stage, with its follow-ups in the same transaction; lost -> stop
+  7. tell the tracker, flush the outbox
+  8. release the lease
+
+The stage is written nowhere else: Store.commit_transition is the CAS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from orch import faults
+from orch.config import Transition
+from orch.engine import effects, outbox
+from orch.engine.gates import GateResult, evaluate
+from orch.engine.runtime import Runtime, task_lease
+from orch.errors import Busy, NotReady, OrchError, PermanentFailure, UsageError
+from orch.store import Audit, Task
+
+
+@dataclass
+class AdvanceResult:
+    task: str
+    outcome: str  # advanced | not_ready | busy | nothing | failed
+    stage: str
+    to_stage: str | None = None
+    message: str = ""
+    gates: list[GateResult] = field(default_factory=list)
+    effects: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return {
+            "advanced": 0,
+            "nothing": 0,
+            "not_ready": NotReady.exit_code,
+            "busy": Busy.exit_code,
+            "failed": PermanentFailure.exit_code,
+        }[self.outcome]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "outcome": self.outcome,
+            "stage": self.stage,
+            "to_stage": self.to_stage,
+            "message": self.message,
+            "exit_code": self.exit_code,
+            "gates": [g.as_dict() for g in self.gates],
+            "effects": self.effects,
+        }
+
+
+def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResult:
+    cfg = rt.config
+    if expect is not None and expect not in cfg.stages:
+        raise UsageError(f"--expect {expect!r}: no such stage (stages: {', '.join(cfg.stages)})")
+    task = rt.task(key)
+    lease = task_lease(task)
+    # A dead owner's lease is cleared on any entry, so a crash after the CAS leaves
+    # nothing behind even when the next step's gates are red.
+    rt.store.clear_dead_lease(lease, actor=rt.actor, now=rt.now(), audit_task=task.id)
+
+    if expect is not None and task.stage != expect:
+        return AdvanceResult(key, "nothing", task.stage, message=f"task is at {task.stage}, not {expect}")
+    if cfg.is_terminal(task.stage):
+        return AdvanceResult(key, "nothing", task.stage, message=f"task is {task.stage}")
+    if task.blocked:
+        why = "escalated" if task.escalated else "blocked"
+        return AdvanceResult(key, "not_ready", task.stage, message=f"{why}: {task.block_reason}")
+
+    chosen, results = _choose(rt, task)
+    if chosen is None:
+        if not results:
+            return AdvanceResult(key, "nothing", task.stage, message=f"no transition leaves {task.stage}")
+        red = "; ".join(f"{g.name}: {g.reason}" for g in results if not g.passed)
+        return AdvanceResult(key, "not_ready", task.stage, message=red, gates=results)
+
+    if cfg.lease_enabled:
+        ok, holder = rt.store.acquire_lease(
+            lease,
+            owner=rt.owner,
+            actor=rt.actor,
+            purpose=chosen.name,
+            now=rt.now(),
+            audit_task=task.id,
+        )
+        if not ok:
+            assert holder is not None
+            return AdvanceResult(
+                key,
+                "busy",
+                task.stage,
+                chosen.target,
+                f"lease held by {holder.actor} ({holder.owner.label()})",
+                results,
+            )
+        if holder is not None:
+            rt.store.notify(
+                f"reclaim:{lease}:{rt.now()}",
+                task.id,
+                f"{task.key}: reclaimed the lease of dead owner {holder.owner.label()}",
+                now=rt.now(),
+            )
+        faults.point("after_lease")
+    try:
+        return _locked_step(rt, task, chosen, results, expect)
+    finally:
+        if cfg.lease_enabled:
+            faults.point("before_release")
+            rt.store.release_lease(
+                lease,
+                owner=rt.owner,
+                now=rt.now(),
+                audit=Audit(task.id, rt.actor, "lease_released", {"lease": lease}),
+            )
+        outbox.flush(rt)
+
+
+def _choose(rt: Runtime, task: Task) -> tuple[Transition | None, list[GateResult]]:
+    """The first transition whose gates are all green, and every gate result seen."""
+    seen: list[GateResult] = []
+    for tr in rt.config.transitions_from(task.stage):
+        results = [evaluate(rt, task, rt.config.gates[g]) for g in tr.gates]
+        seen.extend(results)
+        if all(r.passed for r in results):
+            return tr, seen
+    return None, seen
+
+
+def _locked_step(
+    rt: Runtime, task: Task, tr: Transition, gates: list[GateResult], expect: str | None
+) -> AdvanceResult:
+    fresh = rt.task(task.key)
+    if fresh.stage != task.stage or fresh.version != task.version:
+        return AdvanceResult(
+            task.key,
+            "nothing" if expect is None else "busy",
+            fresh.stage,
+            message=f"moved on to {fresh.stage} while we checked",
+        )
+    rt.store.audit(
+        Audit(
+            task.id,
+            rt.actor,
+            "gates_green",
+            {
+                "transition": tr.name,
+                "gates": {g.name: g.evidence or g.reason for g in gates if g.passed},
+            },
+            task.stage,
+            tr.target,
+        ),
+        now=rt.now(),
+    )
+    try:
+        ran = effects.run_all(rt, fresh, tr)
+    except Busy as e:
+        return AdvanceResult(task.key, "busy", fresh.stage, tr.target, str(e), gates)
+    except PermanentFailure as e:
+        _block(rt, fresh, f"{tr.name}: {e}")
+        return AdvanceResult(task.key, "failed", fresh.stage, tr.target, str(e), gates)
+    faults.point("before_cas")
+    cfg = rt.config
+    new_version = fresh.version + 1
+    escalate = None
+    if tr.retry and fresh.retries + 1 >= cfg.max_retries:
+        escalate = f"escalated after {fresh.retries + 1} retries (max_retries = {cfg.max_retries})"
+    agent = cfg.stages[tr.target].agent
+    text = f"{fresh.key} {fresh.stage} -> {tr.target}: {fresh.title}"
+    if escalate:
+        text = f"{fresh.key} ESCALATED at {tr.target}: {escalate}. A person must look, then `orch unblock`."
+    won = rt.store.commit_transition(
+        task_id=fresh.id,
+        expected_stage=fresh.stage,
+        expected_version=fresh.version,
+        new_stage=tr.target,
+        retry=tr.retry,
+        now=rt.now(),
+        audit=Audit(
+            fresh.id,
+            rt.actor,
+            "stage_changed",
+            {
+                "transition": tr.name,
+                "version": new_version,
+                "effects": ran,
+                "escalated": bool(escalate),
+            },
+            fresh.stage,
+            tr.target,
+        ),
+        job={"agent": agent} if agent else None,
+        notification=(f"task:{fresh.key}:v{new_version}", text),
+        escalate=escalate,
+    )
+    if not won:
+        rt.store.audit(Audit(fresh.id, rt.actor, "cas_lost", {"transition": tr.name}), now=rt.now())
+        return AdvanceResult(
+            task.key, "busy", fresh.stage, tr.target, "lost the compare-and-swap", gates, ran
+        )
+    faults.point("after_cas")
+    moved = rt.task(task.key)
+    try:
+        rt.tracker.stage_changed(moved, tr.target)
+        if cfg.is_terminal(tr.target):
+            rt.forge.remove_worktree(moved)
+    except OrchError as e:  # the stage moved; a follow-up failing is reported, not undone
+        rt.store.audit(Audit(fresh.id, rt.actor, "follow_up_failed", {"error": str(e)}), now=rt.now())
+    return AdvanceResult(task.key, "advanced", fresh.stage, tr.target, text, gates, ran)
+
+
+def _block(rt: Runtime, task: Task, reason: str) -> None:
+    rt.store.set_blocked(
+        task.id,
+        blocked=True,
+        reason=reason,
+        now=rt.now(),
+        audit=Audit(task.id, rt.actor, "blocked", {"reason": reason}),
+        notify=(f"blocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} BLOCKED: {reason}"),
+    )

@@ -1,0 +1,129 @@
+"""Effects through the ledger: each runs at most once per transition.
+
+The ledger key is (task, transition@version, effect). Re-entry skips `done`. A `started`
+row whose owner is dead means the owner died mid-effect: the effect's probe settles it
+(is the head in main already?) before anything is retried. An irreversible effect with
+no probe cannot be settled automatically: the task is blocked and a person is told.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orch import faults
+from orch.config import Effect, Transition
+from orch.engine.env import task_env
+from orch.engine.runtime import Runtime
+from orch.errors import Busy, EffectFailed, PermanentFailure
+from orch.identity import is_alive
+from orch.store import Audit, Task
+
+
+def ledger_key(task: Task, tr: Transition) -> str:
+    return f"{tr.name}@v{task.version}"
+
+
+def run_all(rt: Runtime, task: Task, tr: Transition) -> list[dict[str, Any]]:
+    """Run the transition's effects in order; returns what each did."""
+    done: list[dict[str, Any]] = []
+    tkey = ledger_key(task, tr)
+    for name in tr.effects:
+        done.append(_run_one(rt, task, tkey, rt.config.effects[name]))
+    return done
+
+
+def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
+    store = rt.store
+    row = store.get_effect(task.id, tkey, eff.name)
+    if row is not None and row.state == "done":
+        return {"effect": eff.name, "ran": False, "why": "done already"}
+    if row is not None and row.state == "started" and row.owner != rt.owner:
+        if is_alive(row.owner):
+            raise Busy(f"effect {eff.name} of {task.key} is running under {row.owner.label()}")
+        settled = _probe(rt, task, eff)
+        if settled is True:
+            store.end_effect(
+                task.id,
+                tkey,
+                eff.name,
+                state="done",
+                result={"settled_by": "probe"},
+                now=rt.now(),
+                audit=Audit(task.id, rt.actor, "effect_settled", {"effect": eff.name, "probe": "done"}),
+            )
+            return {"effect": eff.name, "ran": False, "why": "probe: already done"}
+        if settled is None and eff.irreversible:
+            raise PermanentFailure(
+                f"effect {eff.name} of {task.key} was interrupted and has no probe: it may have run. "
+                "Check by hand, then `orch unblock` the task"
+            )
+    started, existing = store.start_effect(task.id, tkey, eff.name, owner=rt.owner, now=rt.now())
+    if not started:
+        assert existing is not None
+        if existing.state == "done":
+            return {"effect": eff.name, "ran": False, "why": "done already"}
+        raise Busy(f"effect {eff.name} of {task.key} is running under {existing.owner.label()}")
+    faults.point("after_effect_started")
+    try:
+        result = _do(rt, task, eff)
+    except EffectFailed as e:
+        store.end_effect(
+            task.id,
+            tkey,
+            eff.name,
+            state="failed",
+            result={"error": str(e)},
+            now=rt.now(),
+            audit=Audit(task.id, rt.actor, "effect_failed", {"effect": eff.name, "error": str(e)}),
+        )
+        raise
+    store.end_effect(
+        task.id,
+        tkey,
+        eff.name,
+        state="done",
+        result=result,
+        now=rt.now(),
+        audit=Audit(task.id, rt.actor, "effect_done", {"effect": eff.name, **result}),
+    )
+    faults.point("after_effect_done")
+    return {"effect": eff.name, "ran": True, **result}
+
+
+def _do(rt: Runtime, task: Task, eff: Effect) -> dict[str, Any]:
+    if eff.type == "rebase":
+        return rt.forge.rebase(task)
+    if eff.type == "merge":
+        return rt.forge.merge(task)
+    assert eff.command is not None
+    log = rt.config.log_dir / f"effect-{task.key}-{eff.name}-v{task.version}.log"
+    out = rt.runner.run(
+        eff.command,
+        cwd=rt.config.base_dir,
+        env=task_env(rt, task),
+        log_path=log,
+        timeout_s=eff.timeout_s,
+    )
+    if out.state != "succeeded":
+        raise EffectFailed(f"effect {eff.name} {out.reason} (log: {log})")
+    return {"exit_code": out.exit_code, "log": str(log)}
+
+
+def _probe(rt: Runtime, task: Task, eff: Effect) -> bool | None:
+    """Did the interrupted effect happen? True yes, False no, None cannot tell."""
+    if eff.type == "merge":
+        return rt.forge.is_merged(task)
+    if eff.type == "rebase":
+        return False  # reversible and idempotent: just run it again
+    if eff.probe:
+        log = rt.config.log_dir / f"probe-{task.key}-{eff.name}.log"
+        out = rt.runner.run(
+            eff.probe,
+            cwd=rt.config.base_dir,
+            env=task_env(rt, task),
+            log_path=log,
+            timeout_s=eff.timeout_s,
+        )
+        if out.exit_code in (0, 1):
+            return out.exit_code == 0
+    return None if eff.irreversible else False

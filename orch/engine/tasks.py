@@ -1,0 +1,132 @@
+"""The local tracker's verbs: add a task, and what a person does to one.
+
+approve/reject record a verdict for the task's current stage visit (and, where the
+stage has a branch, its head): the human gate of analysis and the review gates read
+them. block/unblock pause automatic actors; cancel ends the task through the CAS.
+"""
+
+from __future__ import annotations
+
+from orch.engine import outbox
+from orch.engine.runtime import Runtime
+from orch.errors import Busy, UsageError
+from orch.names import is_safe_name, safe_name
+from orch.store import Audit, Task, Verdict
+
+
+def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = None) -> Task:
+    cfg = rt.config
+    title = title.strip()
+    if not title:
+        raise UsageError("a task needs a title")
+    if len(title) > 500:
+        raise UsageError(f"title is {len(title)} characters; at most 500")
+    if key is not None and (not is_safe_name(key) or len(key) > 64):
+        raise UsageError(f"key {key!r} may hold only A-Z a-z 0-9 . _ - (at most 64), e.g. {safe_name(key)!r}")
+    repo = repo or cfg.default_repo()
+    if repo not in cfg.repos:
+        raise UsageError(f"unknown repo {repo!r} (configured: {', '.join(cfg.repos) or 'none'})")
+    task = rt.store.add_task(
+        title=title,
+        repo=repo,
+        stage=cfg.initial_stage,
+        now=rt.now(),
+        key=key,
+        key_prefix=safe_name(cfg.key_prefix),
+        actor=rt.actor,
+    )
+    agent = cfg.stages[task.stage].agent
+    if agent:
+        rt.store.enqueue_job(
+            task_id=task.id, agent=agent, stage=task.stage, task_version=task.version, now=rt.now()
+        )
+    return task
+
+
+def verdict(
+    rt: Runtime,
+    key: str,
+    verdict: str,
+    *,
+    reason: str | None = None,
+    by_agent: str | None = None,
+    sha: str | None = None,
+) -> Verdict:
+    """Record approve/reject for the current stage visit (bound to the head where there is one)."""
+    task = rt.task(key)
+    if rt.config.is_terminal(task.stage):
+        raise UsageError(f"{key} is {task.stage}: nothing to {verdict}")
+    if sha is None and rt.config.stages[task.stage].human is False:
+        sha = rt.forge.branch_head(task)
+    actor = f"agent:{by_agent}" if by_agent else rt.actor
+    v = Verdict(task.id, task.version, task.stage, sha, verdict, actor, reason, rt.now())
+    rt.store.add_verdict(v, audit=Audit(task.id, actor, verdict, {"reason": reason, "sha": sha}, task.stage))
+    return v
+
+
+def block(rt: Runtime, key: str, reason: str | None) -> bool:
+    task = rt.task(key)
+    why = reason or f"blocked by {rt.actor}"
+    changed = rt.store.set_blocked(
+        task.id,
+        blocked=True,
+        reason=why,
+        now=rt.now(),
+        audit=Audit(task.id, rt.actor, "blocked", {"reason": why}, task.stage),
+        notify=(f"blocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} blocked: {why}"),
+    )
+    outbox.flush(rt)
+    return changed
+
+
+def unblock(rt: Runtime, key: str, reason: str | None) -> bool:
+    """Clear a block (and an escalation: a person has looked)."""
+    task = rt.task(key)
+    changed = rt.store.set_blocked(
+        task.id,
+        blocked=False,
+        reason=None,
+        now=rt.now(),
+        escalated=False,
+        audit=Audit(task.id, rt.actor, "unblocked", {"reason": reason, "was": task.block_reason}, task.stage),
+        notify=(f"unblocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} unblocked"),
+    )
+    outbox.flush(rt)
+    return changed
+
+
+def cancel(rt: Runtime, key: str, reason: str | None) -> Task:
+    """Move the task to the terminal `cancelled` stage, by CAS like any other move."""
+    cancelled = next((s for s in rt.config.stages.values() if s.terminal and s.name == "cancelled"), None)
+    if cancelled is None:
+        raise UsageError("the pipeline has no `cancelled` stage")
+    for _ in range(5):
+        task = rt.task(key)
+        if rt.config.is_terminal(task.stage):
+            raise UsageError(f"{key} is {task.stage} already")
+        won = rt.store.commit_transition(
+            task_id=task.id,
+            expected_stage=task.stage,
+            expected_version=task.version,
+            new_stage=cancelled.name,
+            retry=False,
+            now=rt.now(),
+            audit=Audit(
+                task.id,
+                rt.actor,
+                "stage_changed",
+                {"transition": f"{task.stage}->cancelled", "reason": reason},
+                task.stage,
+                "cancelled",
+            ),
+            notification=(
+                f"task:{task.key}:v{task.version + 1}",
+                f"{task.key} cancelled: {reason or 'by ' + rt.actor}",
+            ),
+        )
+        if won:
+            moved = rt.task(key)
+            rt.forge.remove_worktree(moved)
+            outbox.flush(rt)
+            return moved
+    raise Busy(f"{key} kept changing under us; try again")

@@ -1,0 +1,102 @@
+"""Who owns a lease or a job, and whether that owner is still alive.
+
+An owner is (host, boot id, pid, process start time). Liveness is decided from identity,
+never from a heartbeat: a 15-minute blocking merge cannot beat a heartbeat, and a dead
+process is dead however recently it wrote. Rules:
+
+- another host: not provably dead, so treated as alive (never steal across hosts);
+- same host, another boot: dead (every process of an older boot is gone);
+- same boot, pid missing: dead;
+- same boot, pid present with another start time: dead (the pid was reused).
+
+`ORCH_BOOT_ID` overrides the kernel's boot id: tests use it to simulate a reboot, and
+containers that share a kernel but not a process table can set it.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from functools import cache
+
+
+@dataclass(frozen=True)
+class Owner:
+    host: str
+    boot_id: str
+    pid: int
+    start_time: str
+
+    def label(self) -> str:
+        return f"{self.host}/pid {self.pid}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "host": self.host,
+            "boot_id": self.boot_id,
+            "pid": self.pid,
+            "start_time": self.start_time,
+        }
+
+
+@cache
+def _boot_id() -> str:
+    override = os.environ.get("ORCH_BOOT_ID")
+    if override:
+        return override
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        # No /proc (macOS): fall back to the boot time, which is stable for the boot.
+        import subprocess
+
+        out = subprocess.run(["sysctl", "-n", "kern.boottime"], capture_output=True, text=True)
+        return out.stdout.strip() or "unknown-boot"
+
+
+def process_start_time(pid: int) -> str | None:
+    """The start time of `pid` in clock ticks since boot, or None if it does not exist."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    # After the name, field 3 is index 0; starttime is field 22 -> index 19.
+    state = fields[0]
+    if state in (b"Z", b"X"):
+        return None  # a zombie has finished; only its exit status is left
+    return fields[19].decode()
+
+
+@cache
+def host() -> str:
+    return socket.gethostname()
+
+
+def me() -> Owner:
+    """This process's identity."""
+    pid = os.getpid()
+    return Owner(host=host(), boot_id=_boot_id(), pid=pid, start_time=process_start_time(pid) or "?")
+
+
+def of_pid(pid: int) -> Owner | None:
+    """The identity of another local process, or None if it is not running."""
+    start = process_start_time(pid)
+    if start is None:
+        return None
+    return Owner(host=host(), boot_id=_boot_id(), pid=pid, start_time=start)
+
+
+def is_alive(owner: Owner) -> bool:
+    """Is `owner` provably still running? Another host is assumed alive."""
+    if owner.host != host():
+        return True
+    if owner.boot_id != _boot_id():
+        return False
+    return process_start_time(owner.pid) == owner.start_time

@@ -1,0 +1,33 @@
+"""The one sanitizer between tracker text and the file system, git and prompts.
+
+Tracker data is untrusted (DESIGN invariant 7): a key or a title becomes a directory
+name, a branch name or a prompt fragment only through `safe_name`, and a path is used
+as a worktree only after `inside` has proved it lies under the workspace root.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+MAX_NAME = 64
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(text: str, *, limit: int = MAX_NAME) -> str:
+    """Map any text to `[A-Za-z0-9._-]`, capped at `limit`; never empty, never dot-led."""
+    name = _UNSAFE.sub("-", text).strip("-.")[:limit].strip("-.")
+    return name or "x"
+
+
+def is_safe_name(text: str) -> bool:
+    return safe_name(text) == text
+
+
+def inside(path: Path, root: Path) -> bool:
+    """True when `path` resolves to a location under `root` (symlinks followed)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True

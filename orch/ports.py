@@ -1,0 +1,61 @@
+"""The ports the engine talks through. Adapters implement them; the engine never imports one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from orch.store import Task
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a command ended: one distinct state and the reason in words."""
+
+    state: str  # succeeded | failed | timed_out | stalled | cancelled | reaped
+    exit_code: int | None
+    reason: str
+
+
+class Runner(Protocol):
+    """Runs a shell command (from config, never from tracker text) in its own process group."""
+
+    def run(
+        self,
+        command: str,
+        *,
+        cwd: Path,
+        env: Mapping[str, str],
+        log_path: Path,
+        timeout_s: float,
+        on_start: Callable[[int], None] | None = None,
+    ) -> Outcome: ...
+
+
+class Forge(Protocol):
+    """Git host + CI: branches, worktrees, commit statuses, rebase and merge."""
+
+    def branch(self, task: Task) -> str: ...
+    def ensure_worktree(self, task: Task) -> Path: ...
+    def remove_worktree(self, task: Task) -> None: ...
+    def branch_head(self, task: Task) -> str | None: ...
+    def branch_ahead(self, task: Task) -> bool: ...
+    def ci_status(self, task: Task, sha: str) -> tuple[str | None, dict[str, Any]]: ...
+    def request_ci(self, task: Task, sha: str) -> None: ...
+    def rebase(self, task: Task) -> dict[str, Any]: ...
+    def merge(self, task: Task) -> dict[str, Any]: ...
+    def is_merged(self, task: Task) -> bool: ...
+
+
+class Tracker(Protocol):
+    """Where people see and move work. The local tracker is the orch DB itself."""
+
+    def stage_changed(self, task: Task, stage: str) -> None: ...
+
+
+class Notifier(Protocol):
+    """Tells people something. Called only with messages already committed to the outbox."""
+
+    def send(self, text: str) -> None: ...

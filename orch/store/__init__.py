@@ -1,0 +1,16 @@
+"""SQLite storage: the only package with SQL."""
+
+from orch.store.db import Store
+from orch.store.models import Audit, AuditRow, EffectRow, Job, Lease, Notification, Task, Verdict
+
+__all__ = [
+    "Audit",
+    "AuditRow",
+    "EffectRow",
+    "Job",
+    "Lease",
+    "Notification",
+    "Store",
+    "Task",
+    "Verdict",
+]

@@ -1,0 +1,764 @@
+"""The Store: orch's only SQL, over one SQLite file in WAL mode.
+
+Writes go through `write()`: `BEGIN IMMEDIATE` (the write lock is taken before any read
+that decides the write), retried with jitter when the database is locked. SQLite's own
+busy handler is not fair (under bursts some writers starve for seconds), so each attempt
+waits only a short slice in SQLite and the rest of the budget is spent in our loop,
+where sleeping with jitter lets writers interleave. Past `busy_timeout_ms` the write
+raises `Busy` (exit 4) having changed nothing.
+
+`durable=True` runs the transaction with `synchronous=FULL`: used for writes that
+precede an acknowledgement or an irreversible act (an effect marked started, an inbox
+insert), which must survive power loss, not just a crash. Elsewhere WAL + NORMAL.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from orch.errors import Busy, SchemaTooNew, StoreError
+from orch.identity import Owner, is_alive
+from orch.store import schema
+from orch.store.models import (
+    Audit,
+    AuditRow,
+    EffectRow,
+    Job,
+    Lease,
+    Notification,
+    Task,
+    Verdict,
+)
+
+# One SQLite busy-wait slice; the rest of the budget is our jittered loop.
+_SLICE_MS = 25
+TERMINAL_JOB_STATES = ("succeeded", "failed", "timed_out", "stalled", "cancelled", "reaped")
+
+
+def _locked(e: sqlite3.OperationalError) -> bool:
+    msg = str(e)
+    return "locked" in msg or "busy" in msg
+
+
+class Store:
+    """orch's state in one SQLite file. Open with `Store.open(path)`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, *, busy_timeout_ms: int):
+        self.conn = conn
+        self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
+
+    # -- opening and migrating -------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: Path | str, *, busy_timeout_ms: int = 5000, create: bool = True) -> Store:
+        path = Path(path)
+        if not path.exists():
+            if not create:
+                raise StoreError(f"{path}: no database here (run `orch init`)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                str(path), isolation_level=None, timeout=_SLICE_MS / 1000, check_same_thread=False
+            )
+        except sqlite3.Error as e:
+            raise StoreError(f"{path}: cannot open database: {e}") from None
+        conn.row_factory = sqlite3.Row
+        store = cls(conn, path, busy_timeout_ms=busy_timeout_ms)
+        try:
+            store._prepare()
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _retrying(self, fn: Callable[[], Any]) -> Any:
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        delay = 0.002
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as e:
+                if not _locked(e):
+                    raise StoreError(f"{self.path}: {e}") from None
+                if time.monotonic() >= deadline:
+                    raise Busy(
+                        f"{self.path}: database stayed locked for {self.busy_timeout_ms} ms; "
+                        "nothing was changed, try again"
+                    ) from None
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 0.05)
+
+    def _prepare(self) -> None:
+        # Read the version before anything that could write (journal_mode=WAL writes the
+        # header): a database from a newer orch must be left exactly as it was.
+        version = self._retrying(lambda: self.conn.execute("PRAGMA user_version").fetchone()[0])
+        if version > schema.LATEST:
+            raise SchemaTooNew(
+                f"{self.path}: database schema {version} was written by a newer orch "
+                f"(this one knows {schema.LATEST}); refusing to touch it"
+            )
+        self._retrying(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        if version < schema.LATEST:
+            self._migrate()
+
+    def _migrate(self) -> None:
+        # Imported here only: the hot path never needs sqlite_utils (~90 ms of imports).
+        import sqlite_utils
+        from sqlite_utils.migrations import Migrations
+
+        migrations = Migrations(schema.MIGRATION_SET)
+        for name, fn in schema.MIGRATIONS:
+            migrations(name=name)(fn)
+        known = {name for name, _ in schema.MIGRATIONS}
+        db = sqlite_utils.Database(self.conn)
+        with self.write():
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version >= schema.LATEST:
+                return  # another process migrated while we waited for the lock
+            unknown = {m.name for m in migrations.applied(db)} - known
+            if unknown:
+                raise SchemaTooNew(
+                    f"{self.path}: has migrations this orch does not know: {', '.join(sorted(unknown))}"
+                )
+            # Inside our BEGIN IMMEDIATE, Migrations' atomic() nests as savepoints, so
+            # two processes creating one fresh database cannot both migrate it.
+            migrations.apply(db)
+            self.conn.execute(f"PRAGMA user_version = {schema.LATEST}")
+
+    @contextmanager
+    def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), retried while the database is locked."""
+        if self.conn.in_transaction:
+            raise StoreError("nested write transaction")  # a bug, not a state
+        if durable:
+            self.conn.execute("PRAGMA synchronous=FULL")
+        try:
+            self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self._retrying(lambda: self.conn.execute("COMMIT"))
+        finally:
+            if durable:
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    def _read(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
+        return self._retrying(lambda: self.conn.execute(sql, params).fetchall())
+
+    def _one(self, sql: str, params: Any = ()) -> sqlite3.Row | None:
+        rows = self._read(sql, params)
+        return rows[0] if rows else None
+
+    def schema_version(self) -> int:
+        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def integrity(self) -> str:
+        return str(self.conn.execute("PRAGMA quick_check").fetchone()[0])
+
+    # -- tasks -----------------------------------------------------------------------
+
+    @staticmethod
+    def _task(r: sqlite3.Row) -> Task:
+        return Task(
+            id=r["id"],
+            key=r["key"],
+            title=r["title"],
+            repo=r["repo"],
+            stage=r["stage"],
+            version=r["version"],
+            retries=r["retries"],
+            blocked=bool(r["blocked"]),
+            block_reason=r["block_reason"],
+            escalated=bool(r["escalated"]),
+            created_at=r["created_at"],
+            updated_at=r["updated_at"],
+        )
+
+    def add_task(
+        self,
+        *,
+        title: str,
+        repo: str,
+        stage: str,
+        now: float,
+        key: str | None,
+        key_prefix: str,
+        actor: str,
+    ) -> Task:
+        """Insert a task; with no key, the key is `<prefix>-<id>`. A taken key is a UsageError."""
+        from orch.errors import UsageError
+
+        with self.write() as c:
+            placeholder = key or f"pending-{random.getrandbits(64):x}"
+            try:
+                cur = c.execute(
+                    "INSERT INTO tasks (key, title, repo, stage, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (placeholder, title, repo, stage, now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise UsageError(f"task {key} exists already") from None
+            task_id = int(cur.lastrowid or 0)
+            if key is None:
+                key = f"{key_prefix}-{task_id}"
+                try:
+                    c.execute("UPDATE tasks SET key = ? WHERE id = ?", (key, task_id))
+                except sqlite3.IntegrityError:
+                    raise UsageError(f"task {key} exists already (pass --key)") from None
+            self._audit(
+                c,
+                Audit(task_id, actor, "created", {"title": title, "repo": repo}, None, stage),
+                now,
+            )
+            row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return self._task(row)
+
+    def get_task(self, key: str) -> Task | None:
+        r = self._one("SELECT * FROM tasks WHERE key = ?", (key,))
+        return self._task(r) if r else None
+
+    def get_task_by_id(self, task_id: int) -> Task | None:
+        r = self._one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        return self._task(r) if r else None
+
+    def list_tasks(self, *, stage: str | None = None, limit: int = 1000) -> list[Task]:
+        if stage:
+            rows = self._read("SELECT * FROM tasks WHERE stage = ? ORDER BY id LIMIT ?", (stage, limit))
+        else:
+            rows = self._read("SELECT * FROM tasks ORDER BY id LIMIT ?", (limit,))
+        return [self._task(r) for r in rows]
+
+    def set_blocked(
+        self,
+        task_id: int,
+        *,
+        blocked: bool,
+        reason: str | None,
+        now: float,
+        audit: Audit,
+        notify: tuple[str, str] | None = None,
+        escalated: bool | None = None,
+    ) -> bool:
+        """Block or unblock; False if the task already was in that state."""
+        with self.write() as c:
+            sets = "blocked = ?, block_reason = ?, updated_at = ?"
+            params: list[Any] = [int(blocked), reason, now]
+            if escalated is not None:
+                sets += ", escalated = ?"
+                params.append(int(escalated))
+            cur = c.execute(
+                f"UPDATE tasks SET {sets} WHERE id = ? AND blocked = ?",
+                (*params, task_id, int(not blocked)),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._audit(c, audit, now)
+            if notify:
+                self._notify(c, notify[0], task_id, notify[1], now)
+        return True
+
+    def commit_transition(
+        self,
+        *,
+        task_id: int,
+        expected_stage: str,
+        expected_version: int,
+        new_stage: str,
+        retry: bool,
+        now: float,
+        audit: Audit,
+        job: dict[str, Any] | None = None,
+        notification: tuple[str, str] | None = None,
+        escalate: str | None = None,
+    ) -> bool:
+        """The only write of a stage: compare-and-swap, with its follow-ups in one transaction.
+
+        The follow-ups (the next agent job, the outbox message, the audit row) commit with
+        the CAS or not at all, so a crash after the CAS loses none of them.
+        """
+        with self.write() as c:
+            cur = c.execute(
+                "UPDATE tasks SET stage = ?, version = version + 1, retries = retries + ?, "
+                "updated_at = ? WHERE id = ? AND stage = ? AND version = ?",
+                (new_stage, int(retry), now, task_id, expected_stage, expected_version),
+            )
+            if cur.rowcount != 1:
+                return False
+            self._audit(c, audit, now)
+            if escalate:
+                c.execute(
+                    "UPDATE tasks SET blocked = 1, escalated = 1, block_reason = ? WHERE id = ?",
+                    (escalate, task_id),
+                )
+            elif job:
+                c.execute(
+                    "INSERT INTO jobs (task_id, agent, stage, task_version, state, queued_at) "
+                    "VALUES (?, ?, ?, ?, 'queued', ?)",
+                    (task_id, job["agent"], new_stage, expected_version + 1, now),
+                )
+            if notification:
+                self._notify(c, notification[0], task_id, notification[1], now)
+        return True
+
+    # -- audit -----------------------------------------------------------------------
+
+    @staticmethod
+    def _audit(c: sqlite3.Connection, a: Audit, now: float) -> None:
+        c.execute(
+            "INSERT INTO transitions (task_id, at, actor, event, from_stage, to_stage, detail) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (a.task_id, now, a.actor, a.event, a.from_stage, a.to_stage, a.detail_json()),
+        )
+
+    def audit(self, a: Audit, *, now: float) -> None:
+        with self.write() as c:
+            self._audit(c, a, now)
+
+    def history(self, task_id: int) -> list[AuditRow]:
+        rows = self._read("SELECT * FROM transitions WHERE task_id = ? ORDER BY id", (task_id,))
+        return [
+            AuditRow(
+                r["id"],
+                r["at"],
+                r["actor"],
+                r["event"],
+                r["from_stage"],
+                r["to_stage"],
+                json.loads(r["detail"]),
+            )
+            for r in rows
+        ]
+
+    def count_events(self, task_id: int, event: str) -> int:
+        r = self._one("SELECT count(*) FROM transitions WHERE task_id = ? AND event = ?", (task_id, event))
+        return int(r[0]) if r else 0
+
+    # -- leases ----------------------------------------------------------------------
+
+    @staticmethod
+    def _lease(r: sqlite3.Row) -> Lease:
+        return Lease(
+            name=r["name"],
+            owner=Owner(r["owner_host"], r["owner_boot"], r["owner_pid"], r["owner_start"]),
+            actor=r["actor"],
+            purpose=r["purpose"],
+            acquired_at=r["acquired_at"],
+        )
+
+    def get_lease(self, name: str) -> Lease | None:
+        r = self._one("SELECT * FROM leases WHERE name = ?", (name,))
+        return self._lease(r) if r else None
+
+    def list_leases(self) -> list[Lease]:
+        return [self._lease(r) for r in self._read("SELECT * FROM leases ORDER BY acquired_at")]
+
+    def acquire_lease(
+        self,
+        name: str,
+        *,
+        owner: Owner,
+        actor: str,
+        purpose: str,
+        now: float,
+        audit_task: int | None = None,
+        alive: Callable[[Owner], bool] = is_alive,
+    ) -> tuple[bool, Lease | None]:
+        """Take `name` for `owner`. Returns (acquired, holder-or-reclaimed-from).
+
+        (True, None): taken fresh or already ours. (True, old): reclaimed from a dead
+        owner, audited. (False, holder): a live owner holds it; nothing written.
+        """
+        with self.write() as c:
+            r = c.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
+            held = self._lease(r) if r else None
+            if held is not None:
+                if held.owner == owner:
+                    return True, None
+                if alive(held.owner):
+                    return False, held
+                c.execute("DELETE FROM leases WHERE name = ?", (name,))
+                if audit_task is not None:
+                    self._audit(
+                        c,
+                        Audit(
+                            audit_task,
+                            actor,
+                            "lease_reclaimed",
+                            {
+                                "lease": name,
+                                "dead_owner": held.owner.as_dict(),
+                                "dead_actor": held.actor,
+                            },
+                        ),
+                        now,
+                    )
+            c.execute(
+                "INSERT INTO leases (name, owner_host, owner_boot, owner_pid, owner_start, actor, "
+                "purpose, acquired_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (name, owner.host, owner.boot_id, owner.pid, owner.start_time, actor, purpose, now),
+            )
+            if audit_task is not None:
+                self._audit(c, Audit(audit_task, actor, "lease_acquired", {"lease": name}), now)
+        return True, held
+
+    def release_lease(
+        self, name: str, *, owner: Owner | None, now: float, audit: Audit | None = None
+    ) -> bool:
+        """Release `name`; only if held by `owner` unless owner is None (forced)."""
+        with self.write() as c:
+            if owner is None:
+                cur = c.execute("DELETE FROM leases WHERE name = ?", (name,))
+            else:
+                cur = c.execute(
+                    "DELETE FROM leases WHERE name = ? AND owner_host = ? AND owner_boot = ? "
+                    "AND owner_pid = ? AND owner_start = ?",
+                    (name, owner.host, owner.boot_id, owner.pid, owner.start_time),
+                )
+            if cur.rowcount and audit is not None:
+                self._audit(c, audit, now)
+            return cur.rowcount == 1
+
+    def clear_dead_lease(
+        self,
+        name: str,
+        *,
+        actor: str,
+        now: float,
+        audit_task: int | None,
+        alive: Callable[[Owner], bool] = is_alive,
+    ) -> Lease | None:
+        """Remove `name` if its owner is dead; returns the removed lease. Reads first: free when absent."""
+        held = self.get_lease(name)
+        if held is None or alive(held.owner):
+            return None
+        with self.write() as c:
+            cur = c.execute(
+                "DELETE FROM leases WHERE name = ? AND owner_pid = ? AND owner_start = ? AND owner_boot = ?",
+                (name, held.owner.pid, held.owner.start_time, held.owner.boot_id),
+            )
+            if cur.rowcount and audit_task is not None:
+                self._audit(
+                    c,
+                    Audit(
+                        audit_task,
+                        actor,
+                        "lease_reclaimed",
+                        {
+                            "lease": name,
+                            "dead_owner": held.owner.as_dict(),
+                            "dead_actor": held.actor,
+                        },
+                    ),
+                    now,
+                )
+        return held if cur.rowcount else None
+
+    # -- effect ledger ---------------------------------------------------------------
+
+    @staticmethod
+    def _effect(r: sqlite3.Row) -> EffectRow:
+        return EffectRow(
+            task_id=r["task_id"],
+            transition=r["transition"],
+            effect=r["effect"],
+            state=r["state"],
+            attempts=r["attempts"],
+            owner=Owner(r["owner_host"], r["owner_boot"], r["owner_pid"], r["owner_start"]),
+            started_at=r["started_at"],
+            ended_at=r["ended_at"],
+            result=r["result"],
+        )
+
+    def get_effect(self, task_id: int, transition: str, effect: str) -> EffectRow | None:
+        r = self._one(
+            "SELECT * FROM effects WHERE task_id = ? AND transition = ? AND effect = ?",
+            (task_id, transition, effect),
+        )
+        return self._effect(r) if r else None
+
+    def effects_of(self, task_id: int) -> list[EffectRow]:
+        rows = self._read("SELECT * FROM effects WHERE task_id = ? ORDER BY started_at", (task_id,))
+        return [self._effect(r) for r in rows]
+
+    def start_effect(
+        self,
+        task_id: int,
+        transition: str,
+        effect: str,
+        *,
+        owner: Owner,
+        now: float,
+        alive: Callable[[Owner], bool] = is_alive,
+    ) -> tuple[bool, EffectRow | None]:
+        """Mark an effect started (durably). Returns (started, existing row).
+
+        (False, row): the row is done, or started by a live owner: do not run.
+        (True, row): the row was started by a dead owner or failed; the caller probed
+        it already and restarts it. (True, None): a first start.
+        """
+        with self.write(durable=True) as c:
+            r = c.execute(
+                "SELECT * FROM effects WHERE task_id = ? AND transition = ? AND effect = ?",
+                (task_id, transition, effect),
+            ).fetchone()
+            row = self._effect(r) if r else None
+            if row is None:
+                c.execute(
+                    "INSERT INTO effects (task_id, transition, effect, state, owner_host, owner_boot, "
+                    "owner_pid, owner_start, started_at) VALUES (?, ?, ?, 'started', ?, ?, ?, ?, ?)",
+                    (
+                        task_id,
+                        transition,
+                        effect,
+                        owner.host,
+                        owner.boot_id,
+                        owner.pid,
+                        owner.start_time,
+                        now,
+                    ),
+                )
+                return True, None
+            if row.state == "done" or (row.state == "started" and row.owner != owner and alive(row.owner)):
+                return False, row
+            c.execute(
+                "UPDATE effects SET state = 'started', attempts = attempts + 1, owner_host = ?, "
+                "owner_boot = ?, owner_pid = ?, owner_start = ?, started_at = ?, ended_at = NULL "
+                "WHERE task_id = ? AND transition = ? AND effect = ?",
+                (
+                    owner.host,
+                    owner.boot_id,
+                    owner.pid,
+                    owner.start_time,
+                    now,
+                    task_id,
+                    transition,
+                    effect,
+                ),
+            )
+            return True, row
+
+    def end_effect(
+        self,
+        task_id: int,
+        transition: str,
+        effect: str,
+        *,
+        state: str,
+        result: dict[str, Any],
+        now: float,
+        audit: Audit,
+    ) -> None:
+        with self.write(durable=True) as c:
+            c.execute(
+                "UPDATE effects SET state = ?, result = ?, ended_at = ? "
+                "WHERE task_id = ? AND transition = ? AND effect = ?",
+                (state, json.dumps(result, sort_keys=True), now, task_id, transition, effect),
+            )
+            self._audit(c, audit, now)
+
+    # -- jobs ------------------------------------------------------------------------
+
+    @staticmethod
+    def _job(r: sqlite3.Row) -> Job:
+        return Job(
+            id=r["id"],
+            task_id=r["task_id"],
+            agent=r["agent"],
+            stage=r["stage"],
+            task_version=r["task_version"],
+            attempt=r["attempt"],
+            state=r["state"],
+            queued_at=r["queued_at"],
+            started_at=r["started_at"],
+            ended_at=r["ended_at"],
+            exit_code=r["exit_code"],
+            reason=r["reason"],
+            log_path=r["log_path"],
+            head_sha=r["head_sha"],
+        )
+
+    def enqueue_job(
+        self,
+        *,
+        task_id: int,
+        agent: str,
+        stage: str,
+        task_version: int,
+        now: float,
+        attempt: int = 1,
+    ) -> Job | None:
+        """Queue a job; None if that visit already has this attempt (idempotent)."""
+        with self.write() as c:
+            try:
+                cur = c.execute(
+                    "INSERT INTO jobs (task_id, agent, stage, task_version, attempt, state, queued_at) "
+                    "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
+                    (task_id, agent, stage, task_version, attempt, now),
+                )
+            except sqlite3.IntegrityError:
+                return None
+            r = c.execute("SELECT * FROM jobs WHERE id = ?", (cur.lastrowid,)).fetchone()
+        return self._job(r)
+
+    def claim_job(self, *, owner: Owner, now: float, log_dir: Path) -> Job | None:
+        """Claim the next queued job (priority, then age) in one write transaction."""
+        with self.write() as c:
+            r = c.execute(
+                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id LIMIT 1"
+            ).fetchone()
+            if r is None:
+                return None
+            job_id = r["id"]
+            log_path = str(log_dir / f"job-{job_id}.log")
+            c.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, owner_host = ?, owner_boot = ?, "
+                "owner_pid = ?, owner_start = ?, log_path = ? WHERE id = ? AND state = 'queued'",
+                (now, owner.host, owner.boot_id, owner.pid, owner.start_time, log_path, job_id),
+            )
+            row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return self._job(row)
+
+    def finish_job(
+        self,
+        job_id: int,
+        *,
+        state: str,
+        exit_code: int | None,
+        reason: str,
+        now: float,
+        head_sha: str | None,
+        audit: Audit,
+    ) -> None:
+        assert state in TERMINAL_JOB_STATES
+        with self.write() as c:
+            c.execute(
+                "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, ended_at = ?, head_sha = ? "
+                "WHERE id = ?",
+                (state, exit_code, reason, now, head_sha, job_id),
+            )
+            self._audit(c, audit, now)
+
+    def set_job_process(self, job_id: int, *, pgid: int, deadline: float) -> None:
+        with self.write() as c:
+            c.execute("UPDATE jobs SET pgid = ?, deadline = ? WHERE id = ?", (pgid, deadline, job_id))
+
+    def get_job(self, job_id: int) -> Job | None:
+        r = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return self._job(r) if r else None
+
+    def latest_job(self, task_id: int, agent: str, task_version: int) -> Job | None:
+        r = self._one(
+            "SELECT * FROM jobs WHERE task_id = ? AND agent = ? AND task_version = ? "
+            "ORDER BY attempt DESC LIMIT 1",
+            (task_id, agent, task_version),
+        )
+        return self._job(r) if r else None
+
+    def jobs(self, *, task_id: int | None = None, states: tuple[str, ...] | None = None) -> list[Job]:
+        sql, params = "SELECT * FROM jobs WHERE 1=1", list[Any]()
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params.extend(states)
+        return [self._job(r) for r in self._read(sql + " ORDER BY id", params)]
+
+    def active_job(self, task_id: int) -> Job | None:
+        r = self._one(
+            "SELECT * FROM jobs WHERE task_id = ? AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+            (task_id,),
+        )
+        return self._job(r) if r else None
+
+    # -- verdicts --------------------------------------------------------------------
+
+    def add_verdict(self, v: Verdict, *, audit: Audit) -> None:
+        with self.write() as c:
+            c.execute(
+                "INSERT INTO verdicts (task_id, task_version, stage, sha, verdict, actor, reason, at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (v.task_id, v.task_version, v.stage, v.sha, v.verdict, v.actor, v.reason, v.at),
+            )
+            self._audit(c, audit, v.at)
+
+    def latest_verdict(self, task_id: int, task_version: int) -> Verdict | None:
+        r = self._one(
+            "SELECT * FROM verdicts WHERE task_id = ? AND task_version = ? ORDER BY id DESC LIMIT 1",
+            (task_id, task_version),
+        )
+        if r is None:
+            return None
+        return Verdict(
+            r["task_id"],
+            r["task_version"],
+            r["stage"],
+            r["sha"],
+            r["verdict"],
+            r["actor"],
+            r["reason"],
+            r["at"],
+        )
+
+    # -- commit statuses (the local forge's CI results) ----------------------------
+
+    def set_commit_status(
+        self, *, repo: str, sha: str, context: str, state: str, description: str | None, now: float
+    ) -> None:
+        with self.write() as c:
+            c.execute(
+                "INSERT INTO commit_statuses (repo, sha, context, state, description, at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (repo, sha, context) DO UPDATE SET "
+                "state = excluded.state, description = excluded.description, at = excluded.at",
+                (repo, sha, context, state, description, now),
+            )
+
+    def commit_statuses(self, repo: str, sha: str) -> list[tuple[str, str, str | None]]:
+        rows = self._read(
+            "SELECT context, state, description FROM commit_statuses WHERE repo = ? AND sha = ? "
+            "ORDER BY context",
+            (repo, sha),
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    # -- outbox ----------------------------------------------------------------------
+
+    @staticmethod
+    def _notify(c: sqlite3.Connection, key: str, task_id: int | None, text: str, now: float) -> None:
+        # The key is the change being reported: the same change is queued once, ever.
+        c.execute(
+            "INSERT INTO outbox (key, task_id, text, created_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (key) DO NOTHING",
+            (key, task_id, text, now),
+        )
+
+    def notify(self, key: str, task_id: int | None, text: str, *, now: float) -> None:
+        with self.write() as c:
+            self._notify(c, key, task_id, text, now)
+
+    def pending_notifications(self, limit: int = 100) -> list[Notification]:
+        rows = self._read(
+            "SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY created_at, key LIMIT ?", (limit,)
+        )
+        return [Notification(r["key"], r["task_id"], r["text"], r["created_at"]) for r in rows]
+
+    def claim_notification(self, key: str, *, now: float) -> bool:
+        """Mark a message sent before sending it: at most once, even with two senders."""
+        with self.write() as c:
+            cur = c.execute("UPDATE outbox SET sent_at = ? WHERE key = ? AND sent_at IS NULL", (now, key))
+            return cur.rowcount == 1

@@ -1,0 +1,149 @@
+"""Rows as frozen dataclasses: what the store hands to the engine."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from orch.identity import Owner
+
+
+@dataclass(frozen=True)
+class Task:
+    id: int
+    key: str
+    title: str
+    repo: str
+    stage: str
+    version: int
+    retries: int
+    blocked: bool
+    block_reason: str | None
+    escalated: bool
+    created_at: float
+    updated_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "title": self.title,
+            "repo": self.repo,
+            "stage": self.stage,
+            "version": self.version,
+            "retries": self.retries,
+            "blocked": self.blocked,
+            "block_reason": self.block_reason,
+            "escalated": self.escalated,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class Lease:
+    name: str
+    owner: Owner
+    actor: str
+    purpose: str
+    acquired_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "owner": self.owner.as_dict(),
+            "actor": self.actor,
+            "purpose": self.purpose,
+            "acquired_at": self.acquired_at,
+        }
+
+
+@dataclass(frozen=True)
+class EffectRow:
+    task_id: int
+    transition: str
+    effect: str
+    state: str
+    attempts: int
+    owner: Owner
+    started_at: float
+    ended_at: float | None
+    result: str | None
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    task_id: int
+    agent: str
+    stage: str
+    task_version: int
+    attempt: int
+    state: str
+    queued_at: float
+    started_at: float | None
+    ended_at: float | None
+    exit_code: int | None
+    reason: str | None
+    log_path: str | None
+    head_sha: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    task_id: int
+    task_version: int
+    stage: str
+    sha: str | None
+    verdict: str
+    actor: str
+    reason: str | None
+    at: float
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    id: int
+    at: float
+    actor: str
+    event: str
+    from_stage: str | None
+    to_stage: str | None
+    detail: dict[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "event": self.event,
+            "from": self.from_stage,
+            "to": self.to_stage,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class Notification:
+    key: str
+    task_id: int | None
+    text: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Audit:
+    """An audit row to write, inside whatever transaction writes the change it reports."""
+
+    task_id: int
+    actor: str
+    event: str
+    detail: dict[str, Any]
+    from_stage: str | None = None
+    to_stage: str | None = None
+
+    def detail_json(self) -> str:
+        return json.dumps(self.detail, sort_keys=True, default=str)

@@ -1,0 +1,153 @@
+"""The schema, as an ordered list of migrations applied with `sqlite_utils.Migrations`.
+
+`PRAGMA user_version` mirrors the number of migrations applied, so that the hot path
+(every cron run, every webhook) can tell "up to date" from one pragma without importing
+sqlite_utils (~90 ms of imports). A database whose user_version is higher than
+LATEST was written by a newer orch and is refused untouched.
+
+SQL here is kept portable where that costs nothing (a PostgreSQL backend is planned).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+MIGRATION_SET = "orch"
+
+_V1 = [
+    """
+    CREATE TABLE tasks (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL UNIQUE,
+        title TEXT NOT NULL,
+        repo TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        version INTEGER NOT NULL DEFAULT 1,
+        retries INTEGER NOT NULL DEFAULT 0,
+        blocked INTEGER NOT NULL DEFAULT 0,
+        block_reason TEXT,
+        escalated INTEGER NOT NULL DEFAULT 0,
+        tracker_ref TEXT UNIQUE,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX tasks_stage ON tasks(stage, updated_at)",
+    """
+    CREATE TABLE transitions (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL REFERENCES tasks(id),
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        event TEXT NOT NULL,
+        from_stage TEXT,
+        to_stage TEXT,
+        detail TEXT NOT NULL DEFAULT '{}'
+    )
+    """,
+    "CREATE INDEX transitions_task ON transitions(task_id, id)",
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        owner_host TEXT NOT NULL,
+        owner_boot TEXT NOT NULL,
+        owner_pid INTEGER NOT NULL,
+        owner_start TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        purpose TEXT NOT NULL,
+        acquired_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE effects (
+        task_id INTEGER NOT NULL REFERENCES tasks(id),
+        transition TEXT NOT NULL,
+        effect TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('started', 'done', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 1,
+        owner_host TEXT NOT NULL,
+        owner_boot TEXT NOT NULL,
+        owner_pid INTEGER NOT NULL,
+        owner_start TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        ended_at REAL,
+        result TEXT,
+        PRIMARY KEY (task_id, transition, effect)
+    )
+    """,
+    """
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL REFERENCES tasks(id),
+        agent TEXT NOT NULL,
+        stage TEXT NOT NULL,
+        task_version INTEGER NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 1,
+        state TEXT NOT NULL CHECK (state IN
+            ('queued', 'running', 'succeeded', 'failed', 'timed_out', 'stalled',
+             'cancelled', 'reaped')),
+        priority INTEGER NOT NULL DEFAULT 0,
+        queued_at REAL NOT NULL,
+        started_at REAL,
+        ended_at REAL,
+        deadline REAL,
+        owner_host TEXT,
+        owner_boot TEXT,
+        owner_pid INTEGER,
+        owner_start TEXT,
+        pgid INTEGER,
+        exit_code INTEGER,
+        reason TEXT,
+        log_path TEXT,
+        head_sha TEXT
+    )
+    """,
+    "CREATE UNIQUE INDEX jobs_visit ON jobs(task_id, agent, task_version, attempt)",
+    "CREATE INDEX jobs_queue ON jobs(state, priority, id)",
+    "CREATE INDEX jobs_task ON jobs(task_id, agent, task_version)",
+    """
+    CREATE TABLE verdicts (
+        id INTEGER PRIMARY KEY,
+        task_id INTEGER NOT NULL REFERENCES tasks(id),
+        task_version INTEGER NOT NULL,
+        stage TEXT NOT NULL,
+        sha TEXT,
+        verdict TEXT NOT NULL CHECK (verdict IN ('approve', 'reject')),
+        actor TEXT NOT NULL,
+        reason TEXT,
+        at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX verdicts_task ON verdicts(task_id, task_version, id)",
+    """
+    CREATE TABLE commit_statuses (
+        repo TEXT NOT NULL,
+        sha TEXT NOT NULL,
+        context TEXT NOT NULL,
+        state TEXT NOT NULL,
+        description TEXT,
+        at REAL NOT NULL,
+        PRIMARY KEY (repo, sha, context)
+    )
+    """,
+    """
+    CREATE TABLE outbox (
+        key TEXT PRIMARY KEY,
+        task_id INTEGER,
+        text TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        sent_at REAL
+    )
+    """,
+    "CREATE INDEX outbox_pending ON outbox(sent_at, created_at)",
+]
+
+
+def _v1(db: Any) -> None:
+    for sql in _V1:
+        db.execute(sql)
+
+
+# Append only: never edit a migration that has shipped.
+MIGRATIONS: list[tuple[str, Any]] = [("v1_core", _v1)]
+LATEST = len(MIGRATIONS)
