@@ -84,7 +84,7 @@ def write_setup(root: Path) -> Path:
                 "type": "command",
                 "irreversible": True,
                 "command": 'echo "deployed $ORCH_TASK_KEY" >> deploys.log',
-                "probe": 'grep -q "deployed $ORCH_TASK_KEY$" deploys.log',
+                "probe": '[ -f deploys.log ] && grep -qx "deployed $ORCH_TASK_KEY" deploys.log',
             }
         },
         "gates": {

@@ -63,7 +63,7 @@ def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
         if existing.state == "done":
             return {"effect": eff.name, "ran": False, "why": "done already"}
         raise Busy(f"effect {eff.name} of {task.key} is running under {existing.owner.label()}")
-    faults.point("after_effect_started")
+    faults.point("after_effect_started", eff.name)
     try:
         result = _do(rt, task, eff)
     except EffectFailed as e:
@@ -77,6 +77,7 @@ def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
             audit=Audit(task.id, rt.actor, "effect_failed", {"effect": eff.name, "error": str(e)}),
         )
         raise
+    faults.point("before_effect_done", eff.name)
     store.end_effect(
         task.id,
         tkey,
@@ -86,7 +87,7 @@ def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
         now=rt.now(),
         audit=Audit(task.id, rt.actor, "effect_done", {"effect": eff.name, **result}),
     )
-    faults.point("after_effect_done")
+    faults.point("after_effect_done", eff.name)
     return {"effect": eff.name, "ran": True, **result}
 
 

@@ -1,0 +1,127 @@
+"""Shared fixtures: a real git repository, real agents, a real SQLite file per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orch import config as config_mod
+from orch.app import demo, open_runtime
+from orch.engine import advance, jobs, tasks
+from orch.engine.runtime import Runtime
+
+
+class Quiet:
+    """A notifier that keeps messages for assertions instead of printing them."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, text: str) -> None:
+        self.sent.append(text)
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in list(os.environ):
+        if var.startswith("ORCH_"):
+            monkeypatch.delenv(var)
+
+
+class Setup:
+    """The demo's repository, agents and orch.toml under tmp_path, plus helpers."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.config_path = demo.write_setup(root)
+        self.repo = root / "repo"
+
+    def config(self, **env: str) -> config_mod.Config:
+        return config_mod.load(self.config_path, environ=dict(env))
+
+    def runtime(self, actor: str = "test", **env: str) -> Runtime:
+        rt = open_runtime(self.config(**env), actor=actor)
+        rt.notifier = Quiet()
+        return rt
+
+    def update_config(self, changes: dict[str, Any]) -> None:
+        """Lay `changes` over orch.toml (tables merge, values replace, None deletes) and rewrite it."""
+        import tomllib
+
+        import tomli_w
+
+        data = tomllib.loads(self.config_path.read_text())
+
+        def lay(dst: dict[str, Any], src: dict[str, Any]) -> None:
+            for k, v in src.items():
+                if v is None:
+                    dst.pop(k, None)
+                elif isinstance(v, dict) and isinstance(dst.get(k), dict):
+                    lay(dst[k], v)
+                else:
+                    dst[k] = v
+
+        lay(data, changes)
+        self.config_path.write_text(tomli_w.dumps(data))
+
+    def orch(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return run_orch("-c", str(self.config_path), *args, env=env, cwd=self.root, timeout=timeout)
+
+    def git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=self.repo, capture_output=True, text=True, check=True
+        ).stdout
+
+
+def run_orch(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "orch", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def drive_to(rt: Runtime, key: str, stage: str, *, rounds: int = 40) -> None:
+    """Run jobs one at a time, approve at the human gate and advance until `key` is at `stage`."""
+    for _ in range(rounds):
+        task = rt.task(key)
+        if task.stage == stage:
+            return
+        if jobs.work(rt, max_jobs=1):
+            continue
+        if task.stage == "analysis" and rt.store.latest_verdict(task.id, task.version) is None:
+            tasks.verdict(rt, key, "approve")
+        advance.advance(rt, key, expect=task.stage)
+    raise AssertionError(f"{key} stuck at {rt.task(key).stage}, wanted {stage}")
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    yield Setup(tmp_path / "demo")
+
+
+@pytest.fixture
+def rt(setup: Setup) -> Iterator[Runtime]:
+    r = setup.runtime()
+    yield r
+    r.close()
+
+
+def stage_changes(rt: Runtime, key: str) -> list[tuple[Any, Any]]:
+    task = rt.task(key)
+    return [(r.from_stage, r.to_stage) for r in rt.store.history(task.id) if r.event == "stage_changed"]

@@ -1,0 +1,94 @@
+"""Many real `orch advance` processes entering the same transition at the same moment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import Setup, drive_to
+
+from orch.engine import tasks
+
+RACERS = 16
+
+
+def _race(
+    setup: Setup, key: str, env: dict[str, str] | None = None
+) -> list[subprocess.CompletedProcess[str]]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    base.update(env or {})
+    cmd = [sys.executable, "-m", "orch", "-c", str(setup.config_path), "advance", key, "--expect", "merge"]
+    procs = [
+        subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base, cwd=setup.root
+        )
+        for _ in range(RACERS)
+    ]
+    out = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
+    return out
+
+
+def _main_updates(setup: Setup) -> int:
+    """How many times the default branch moved (its reflog), the initial commit included."""
+    return len(setup.git("reflog", "show", "--format=%H", "refs/heads/main").split())
+
+
+def _check_one_winner(
+    setup: Setup, key: str, results: list[subprocess.CompletedProcess[str]], updates_before: int
+) -> None:
+    codes = sorted(r.returncode for r in results)
+    assert set(codes) <= {0, 4}, [(r.returncode, r.stderr) for r in results if r.returncode not in (0, 4)]
+    winners = [r for r in results if f"{key}: merge -> deploy" in r.stdout]
+    assert len(winners) == 1, [(r.returncode, r.stdout, r.stderr) for r in results]
+    rt = setup.runtime()
+    task = rt.task(key)
+    assert task.stage == "deploy"
+    changes = [r for r in rt.store.history(task.id) if r.event == "stage_changed" and r.from_stage == "merge"]
+    assert len(changes) == 1
+    merge_rows = [e for e in rt.store.effects_of(task.id) if e.effect == "merge"]
+    assert [(e.state, e.attempts) for e in merge_rows] == [("done", 1)]
+    assert rt.store.count_events(task.id, "effect_done") == 2  # rebase + merge, once each
+    assert _main_updates(setup) == updates_before + 1  # the merge moved main exactly once
+    assert rt.store.list_leases() == []
+    rt.close()
+
+
+@pytest.mark.slow
+def test_sixteen_processes_one_merge_repeated_twenty_times(setup: Setup) -> None:
+    rt = setup.runtime()
+    keys = [tasks.add(rt, f"race {i}").key for i in range(20)]
+    for key in keys:
+        drive_to(rt, key, "merge")
+    rt.close()
+    for key in keys:
+        before = _main_updates(setup)
+        _check_one_winner(setup, key, _race(setup, key), before)
+    # Every task's work is on main, in a linear history.
+    log = setup.git("log", "--format=%s", "--first-parent", "main")
+    for key in keys:
+        assert f"{key}: race" in log
+    assert setup.git("rev-list", "--merges", "--count", "main").strip() == "0"
+
+
+@pytest.mark.slow
+def test_with_the_lease_switched_off_the_ledger_and_cas_still_allow_one_merge(setup: Setup) -> None:
+    rt = setup.runtime()
+    keys = [tasks.add(rt, f"nolease {i}").key for i in range(3)]
+    for key in keys:
+        drive_to(rt, key, "merge")
+    rt.close()
+    for key in keys:
+        rt = setup.runtime()
+        leases_before = rt.store.count_events(rt.task(key).id, "lease_acquired")
+        rt.close()
+        before = _main_updates(setup)
+        results = _race(setup, key, env={"ORCH_TRANSITION_LEASE_ENABLED": "false"})
+        _check_one_winner(setup, key, results, before)
+        rt = setup.runtime()
+        assert rt.store.count_events(rt.task(key).id, "lease_acquired") == leases_before
+        rt.close()
