@@ -95,17 +95,7 @@ def test_crash_in_deploy_runs_the_deploy_once(at_deploy: tuple[Setup, str], poin
 
 def test_interrupted_irreversible_effect_without_probe_blocks_the_task(at_deploy: tuple[Setup, str]) -> None:
     setup, key = at_deploy
-    setup.update_config(
-        {
-            "effects": {
-                "deploy": {
-                    "type": "command",
-                    "irreversible": True,
-                    "command": "echo deployed $ORCH_TASK_KEY >> deploys.log",
-                }
-            }
-        }
-    )
+    setup.update_config({"effects": {"deploy": {"probe": None}}})
     died = setup.orch("advance", key, "--expect", "deploy", env={"ORCH_FAULT": "before_effect_done:deploy"})
     assert died.returncode == -signal.SIGKILL
     again = setup.orch("advance", key, "--expect", "deploy")
