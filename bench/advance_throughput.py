@@ -6,7 +6,7 @@ check, the transition lease, the audit rows, the CAS, the outbox flush, the leas
 
 For 1, 2, 4 and 8 worker processes (multiprocessing, 'spawn'), two workloads:
 
-  disjoint  every worker advances its own tasks (8 tasks in all, split between workers)
+  disjoint  every worker advances its own tasks (16 tasks in all, split between them)
   shared    every worker advances the same 4 tasks, so they contend for leases and the CAS
 
 Each worker opens its own runtime (`orch.app.open_runtime`), with a notifier that drops
@@ -42,7 +42,7 @@ from typing import Any
 
 GOAL_RATIO = 0.10
 WORKER_COUNTS = (1, 2, 4, 8)
-DISJOINT_TASKS = 8  # split between the workers: 8, 4, 2, 1 each
+DISJOINT_TASKS = 16  # split between the workers: 16, 8, 4, 2 each
 SHARED_TASKS = 4  # every worker advances all of them
 BUSY_TIMEOUT_MS = 5000
 
@@ -345,8 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-lease-rows", action="store_true", help="skip the transition_lease=false rows")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
-    stages = 20 if args.quick else 50
-    raw_steps = 500 if args.quick else 1500
+    stages = 25 if args.quick else 100
+    raw_steps = 400 if args.quick else 1500
     with_nolease = not (args.quick or args.no_lease_rows)
 
     import sqlite3 as _sqlite

@@ -1,0 +1,89 @@
+"""Config discovery, ORCH_* overrides and errors that name the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orch import config as config_mod
+from orch.errors import ConfigError
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_embedded_defaults_when_nothing_is_configured(tmp_path: Path) -> None:
+    cfg = config_mod.load(cwd=tmp_path, environ={})
+    assert cfg.source is None
+    assert cfg.db_path == tmp_path.resolve() / ".orch" / "orch.db"
+    assert [t.name for t in cfg.transitions_from("review")] == ["review->development", "review->merge"]
+    assert cfg.lease_enabled
+
+
+def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    here = _write(tmp_path / "orch.toml", "[tracker]\nkey_prefix = 'HERE'\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    _write(home / "orch.toml", "[tracker]\nkey_prefix = 'HOME'\n")
+    env_file = _write(tmp_path / "env.toml", "[tracker]\nkey_prefix = 'ENV'\n")
+    explicit = _write(tmp_path / "x.toml", "[tracker]\nkey_prefix = 'EXPLICIT'\n")
+    monkeypatch.setenv("ORCH_HOME", str(home))
+    monkeypatch.setenv("ORCH_CONFIG", str(env_file))
+    assert config_mod.load(explicit, cwd=tmp_path).key_prefix == "EXPLICIT"
+    assert config_mod.load(cwd=tmp_path).key_prefix == "ENV"
+    monkeypatch.delenv("ORCH_CONFIG")
+    assert config_mod.load(cwd=tmp_path).key_prefix == "HERE"
+    here.unlink()
+    cfg = config_mod.load(cwd=tmp_path)
+    assert cfg.key_prefix == "HOME"
+    assert cfg.state_dir == home.resolve()
+
+
+def test_env_overrides_with_types(tmp_path: Path) -> None:
+    env = {
+        "ORCH_TRANSITION_LEASE_ENABLED": "false",
+        "ORCH_STORE_BUSY_TIMEOUT_MS": "250",
+        "ORCH_PIPELINE_MAX_RETRIES": "7",
+    }
+    cfg = config_mod.load(cwd=tmp_path, environ=env)
+    assert (cfg.lease_enabled, cfg.busy_timeout_ms, cfg.max_retries) == (False, 250, 7)
+    with pytest.raises(ConfigError, match="ORCH_TRANSITION_LEASE_ENABLED: expected true or false"):
+        config_mod.load(cwd=tmp_path, environ={"ORCH_TRANSITION_LEASE_ENABLED": "maybe"})
+
+
+@pytest.mark.parametrize(
+    ("text", "names"),
+    [
+        ("[transition_lease]\nenabled = 'yes'\n", ["[transition_lease] enabled", "true or false"]),
+        ("[store]\nbusy_timeout_ms = -1\n", ["[store] busy_timeout_ms", "non-negative"]),
+        ("[tracker]\nkind = 'jira'\n", ["[tracker] kind", "'local'"]),
+        ("[nonsense]\nx = 1\n", ["unknown section [nonsense]"]),
+        ("[agents.dev]\ncommand = 'x'\ntimout_s = 3\n", ["[agents.dev] timout_s: unknown key"]),
+        ("[[pipeline.transitions]]\nfrom = 'analysis'\nto = 'nowhere'\n", ["stage 'nowhere'"]),
+        (
+            "[[pipeline.transitions]]\nfrom = 'analysis'\nto = 'done'\ngates = ['magic']\n",
+            ["unknown gate 'magic'", "[gates.magic]"],
+        ),
+        ("[pipeline.stages.review]\nagent = 'ghost'\n", ["unknown agent 'ghost'"]),
+        ("[gates.g]\ntype = 'command'\n", ["[gates.g] command: required"]),
+        ("this is not toml", ["not valid TOML"]),
+    ],
+)
+def test_bad_config_names_the_file_and_the_key(tmp_path: Path, text: str, names: list[str]) -> None:
+    path = _write(tmp_path / "orch.toml", text)
+    with pytest.raises(ConfigError) as e:
+        config_mod.load(path, environ={})
+    assert e.value.exit_code == 2
+    assert str(path) in str(e.value)
+    for n in names:
+        assert n in str(e.value)
+
+
+def test_repo_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = _write(tmp_path / "orch.toml", "[repos.app]\npath = 'code'\n")
+    cfg = config_mod.load(path, environ={})
+    assert cfg.repos["app"].path == tmp_path.resolve() / "code"
+    assert cfg.default_repo() == "app"

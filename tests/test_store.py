@@ -1,0 +1,134 @@
+"""The store: CAS, ledger, migrations, locking, schema from the future."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from orch.errors import Busy, SchemaTooNew
+from orch.identity import me
+from orch.store import Audit, Store
+from orch.store import schema
+
+
+def _store(tmp_path: Path, **kw: int) -> Store:
+    return Store.open(tmp_path / "o.db", **kw)
+
+
+def test_fresh_database_is_migrated_and_marked(tmp_path: Path) -> None:
+    s = _store(tmp_path)
+    assert s.schema_version() == schema.LATEST
+    names = {r[0] for r in s.conn.execute("SELECT name FROM _sqlite_migrations")}
+    assert names == {n for n, _ in schema.MIGRATIONS}
+    assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_cas_with_a_stale_version_changes_nothing(tmp_path: Path) -> None:
+    s = _store(tmp_path)
+    t = s.add_task(title="t", repo="r", stage="a", now=1, key="K-1", key_prefix="K", actor="x")
+    common = dict(
+        task_id=t.id,
+        expected_stage="a",
+        new_stage="b",
+        retry=False,
+        now=2.0,
+        audit=Audit(t.id, "x", "stage_changed", {}),
+        job={"agent": "dev"},
+        notification=("task:K-1:v2", "moved"),
+    )
+    assert s.commit_transition(expected_version=t.version, **common)  # type: ignore[arg-type]
+    # The same CAS again (stale version and stage): lost, and none of its follow-ups happen.
+    rows = s.conn.execute(
+        "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM outbox), "
+        "(SELECT count(*) FROM transitions)"
+    ).fetchone()
+    assert not s.commit_transition(expected_version=t.version, **common)  # type: ignore[arg-type]
+    assert (
+        s.conn.execute(
+            "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM outbox), "
+            "(SELECT count(*) FROM transitions)"
+        ).fetchone()
+        == rows
+    )
+    task = s.get_task("K-1")
+    assert task is not None and (task.stage, task.version) == ("b", 2)
+
+
+def test_effect_ledger_refuses_a_second_start_by_a_live_owner(tmp_path: Path) -> None:
+    s = _store(tmp_path)
+    t = s.add_task(title="t", repo="r", stage="a", now=1, key=None, key_prefix="K", actor="x")
+    assert s.start_effect(t.id, "a->b@v1", "merge", owner=me(), now=1) == (True, None)
+    from dataclasses import replace
+
+    other = replace(me(), host="elsewhere")  # alive by definition
+    started, row = s.start_effect(t.id, "a->b@v1", "merge", owner=other, now=2)
+    assert not started and row is not None and row.state == "started"
+    s.end_effect(t.id, "a->b@v1", "merge", state="done", result={}, now=3, audit=Audit(t.id, "x", "e", {}))
+    started, row = s.start_effect(t.id, "a->b@v1", "merge", owner=other, now=4)
+    assert not started and row is not None and row.state == "done"
+
+
+def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    _store(tmp_path).close()
+    c = sqlite3.connect(path)
+    c.execute(f"PRAGMA user_version = {schema.LATEST + 1}")
+    c.close()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(SchemaTooNew) as e:
+        Store.open(path)
+    assert e.value.exit_code == 2 and "newer orch" in str(e.value)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+def test_locked_past_the_timeout_is_busy_and_writes_nothing(tmp_path: Path) -> None:
+    s = _store(tmp_path, busy_timeout_ms=200)
+    holder = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(Busy) as e:
+            s.add_task(title="t", repo="r", stage="a", now=1, key="K-1", key_prefix="K", actor="x")
+        assert e.value.exit_code == 4
+    finally:
+        holder.execute("ROLLBACK")
+    assert s.get_task("K-1") is None
+
+
+def test_a_writer_waits_for_a_short_lock(tmp_path: Path) -> None:
+    s = _store(tmp_path, busy_timeout_ms=5000)
+    holder = sqlite3.connect(tmp_path / "o.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: holder.execute("ROLLBACK")).start()
+    t = s.add_task(title="t", repo="r", stage="a", now=1, key="K-1", key_prefix="K", actor="x")
+    assert t.key == "K-1"
+
+
+def test_outbox_dedups_on_the_change_key(tmp_path: Path) -> None:
+    s = _store(tmp_path)
+    s.notify("task:K-1:v2", None, "moved", now=1)
+    s.notify("task:K-1:v2", None, "moved again", now=2)
+    (n,) = s.pending_notifications()
+    assert n.text == "moved"
+    assert s.claim_notification(n.key, now=3)
+    assert not s.claim_notification(n.key, now=4)
+    assert s.pending_notifications() == []
+
+
+def test_processes_racing_to_create_one_database_migrate_it_once(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "race.db"
+    code = f"from orch.store import Store; Store.open({str(path)!r}).close()"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True) for _ in range(8)
+    ]
+    errors = [p.communicate(timeout=60)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    c = sqlite3.connect(path)
+    assert c.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(schema.MIGRATIONS)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
