@@ -11,8 +11,7 @@ import pytest
 
 from orch.errors import Busy, SchemaTooNew
 from orch.identity import me
-from orch.store import Audit, Store
-from orch.store import schema
+from orch.store import Audit, Store, schema
 
 
 def _store(tmp_path: Path, **kw: int) -> Store:
