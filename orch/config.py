@@ -16,9 +16,8 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from orch.errors import ConfigError
 
@@ -109,16 +108,14 @@ FORGE_KINDS = ("local",)
 NOTIFIER_KINDS = ("console",)
 
 
-@dataclass(frozen=True)
-class Stage:
+class Stage(NamedTuple):
     name: str
     agent: str | None = None
     human: bool = False
     terminal: bool = False
 
 
-@dataclass(frozen=True)
-class Transition:
+class Transition(NamedTuple):
     source: str
     target: str
     gates: tuple[str, ...] = ()
@@ -130,8 +127,7 @@ class Transition:
         return f"{self.source}->{self.target}"
 
 
-@dataclass(frozen=True)
-class Gate:
+class Gate(NamedTuple):
     name: str
     type: str
     verdict: str | None = None
@@ -140,8 +136,7 @@ class Gate:
     timeout_s: float = 60.0
 
 
-@dataclass(frozen=True)
-class Effect:
+class Effect(NamedTuple):
     name: str
     type: str
     irreversible: bool
@@ -150,16 +145,14 @@ class Effect:
     timeout_s: float = 900.0
 
 
-@dataclass(frozen=True)
-class Agent:
+class Agent(NamedTuple):
     name: str
     command: str
     prompt: str = DEFAULT_PROMPT
     timeout_s: float = 3600.0
 
 
-@dataclass(frozen=True)
-class Repo:
+class Repo(NamedTuple):
     name: str
     path: Path
     default_branch: str = "main"
@@ -167,8 +160,7 @@ class Repo:
     ci_timeout_s: float = 1800.0
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     source: Path | None
     base_dir: Path
     state_dir: Path
@@ -188,7 +180,7 @@ class Config:
     effects: dict[str, Effect]
     agents: dict[str, Agent]
     repos: dict[str, Repo]
-    raw: dict[str, Any] = field(repr=False, compare=False, default_factory=dict)
+    raw: dict[str, Any] | None = None  # the merged tables, for `orch config show`
 
     @property
     def log_dir(self) -> Path:

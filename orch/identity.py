@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Owner:
+class Owner(NamedTuple):
     host: str
     boot_id: str
     pid: int

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -38,16 +37,16 @@ def test_a_live_child_is_alive_and_dead_once_it_exits() -> None:
 
 def test_dead_pid() -> None:
     mine = me()
-    assert not is_alive(replace(mine, pid=_dead_pid()))
+    assert not is_alive(mine._replace(pid=_dead_pid()))
 
 
 def test_reused_pid_is_caught_by_its_start_time() -> None:
     mine = me()
-    assert not is_alive(replace(mine, start_time=str(int(mine.start_time) + 1)))
+    assert not is_alive(mine._replace(start_time=str(int(mine.start_time) + 1)))
 
 
 def test_another_boot_is_dead() -> None:
-    assert not is_alive(replace(me(), boot_id="an-older-boot"))
+    assert not is_alive(me()._replace(boot_id="an-older-boot"))
 
 
 def test_another_host_is_never_provably_dead() -> None:
@@ -95,9 +94,9 @@ def test_lease_of_a_live_owner_is_not_taken(store: Store) -> None:
 @pytest.mark.parametrize(
     "dead",
     [
-        lambda m: replace(m, pid=_dead_pid()),
-        lambda m: replace(m, start_time="1"),
-        lambda m: replace(m, boot_id="old-boot"),
+        lambda m: m._replace(pid=_dead_pid()),
+        lambda m: m._replace(start_time="1"),
+        lambda m: m._replace(boot_id="old-boot"),
     ],
     ids=["dead-pid", "reused-pid", "other-boot"],
 )

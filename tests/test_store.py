@@ -61,9 +61,7 @@ def test_effect_ledger_refuses_a_second_start_by_a_live_owner(tmp_path: Path) ->
     s = _store(tmp_path)
     t = s.add_task(title="t", repo="r", stage="a", now=1, key=None, key_prefix="K", actor="x")
     assert s.start_effect(t.id, "a->b@v1", "merge", owner=me(), now=1) == (True, None)
-    from dataclasses import replace
-
-    other = replace(me(), host="elsewhere")  # alive by definition
+    other = me()._replace(host="elsewhere")  # alive by definition
     started, row = s.start_effect(t.id, "a->b@v1", "merge", owner=other, now=2)
     assert not started and row is not None and row.state == "started"
     s.end_effect(t.id, "a->b@v1", "merge", state="done", result={}, now=3, audit=Audit(t.id, "x", "e", {}))

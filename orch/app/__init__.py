@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orch import config as config_mod
 from orch.config import Config
 from orch.engine.runtime import Runtime
 from orch.identity import me
 from orch.store import Store
+
+if TYPE_CHECKING:
+    from orch.adapters.forge_local import LocalForge
+    from orch.adapters.process import ProcessRunner
 
 
 def actor_name(default: str = "cli") -> str:
@@ -26,7 +32,6 @@ def open_runtime(
     create: bool = True,
 ) -> Runtime:
     from orch.adapters.console import ConsoleNotifier, LocalTracker
-    from orch.adapters.forge_local import LocalForge
     from orch.adapters.process import ProcessRunner
 
     cfg = cfg or config_mod.load(config_path)
@@ -36,7 +41,7 @@ def open_runtime(
     return Runtime(
         config=cfg,
         store=store,
-        forge=LocalForge(config=cfg, store=store, runner=runner, clock=clock),
+        forge=lambda: _local_forge(cfg, store, runner, clock),
         tracker=LocalTracker(),
         notifier=ConsoleNotifier(),
         runner=runner,
@@ -44,3 +49,9 @@ def open_runtime(
         owner=me(),
         actor=actor or actor_name(),
     )
+
+
+def _local_forge(cfg: Config, store: Store, runner: ProcessRunner, clock: Callable[[], float]) -> LocalForge:
+    from orch.adapters.forge_local import LocalForge
+
+    return LocalForge(config=cfg, store=store, runner=runner, clock=clock)

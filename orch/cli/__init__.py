@@ -1,84 +1,40 @@
 """The `orch` command line: parse, call one library function, render, map errors to exit codes.
 
-Start-up is on the hot path (cron every minute, every webhook): only typer is imported
-here; rich, sqlite_utils and the adapters are imported inside the commands that use them.
+`main()` imports nothing heavy: machine-run forms take the fast path (orch.cli.fast),
+everything else goes to the typer app in orch.cli.commands.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
-import typer
-
 from orch.errors import OrchError
-
-app = typer.Typer(
-    name="orch",
-    help="Move tracker issues through analysis, development, review, merge, deploy and "
-    "monitoring, with agents as jobs and all coordination in SQLite.\n\n"
-    "Example: orch demo",
-    no_args_is_help=True,
-    add_completion=True,
-    # Plain help: rich-formatted help costs ~100 ms of imports on every `--help`.
-    rich_markup_mode=None,
-    pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-_state: dict[str, Any] = {"config": None}
-
-
-def _version(value: bool) -> None:
-    if value:
-        from orch import __version__
-
-        typer.echo(f"orch {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def _root(
-    config: str = typer.Option(
-        None,
-        "--config",
-        "-c",
-        envvar="ORCH_CONFIG",
-        help="Path to orch.toml (default: ./orch.toml, then $ORCH_HOME).",
-    ),
-    version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
-    ),
-) -> None:
-    _state["config"] = config
-
-
-def runtime(actor: str | None = None, *, create: bool = True) -> Any:
-    from orch.app import open_runtime
-
-    return open_runtime(config_path=_state["config"], actor=actor, create=create)
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def fail(message: str, code: int) -> None:
-    sys.stderr.write(f"orch: {message}\n")
-    raise typer.Exit(code)
-
-
-# Register the command modules (they only import typer at module level).
-from orch.cli import pipeline, setup, tasks  # noqa: E402, F401
 
 
 def main() -> None:
     try:
-        app()
+        from orch.cli import fast
+
+        code = fast.run(sys.argv[1:])
+        if code is None:
+            from orch.cli.commands import app
+
+            app()
+            code = 0
+        sys.exit(code)
     except OrchError as e:
         sys.stderr.write(f"orch: {e}\n")
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         sys.stderr.write("orch: interrupted\n")
         sys.exit(130)
+
+
+def __getattr__(name: str) -> Any:
+    # `orch.cli.app` stays importable for tests and tools without loading typer eagerly.
+    if name == "app":
+        from orch.cli.commands import app
+
+        return app
+    raise AttributeError(name)

@@ -6,7 +6,7 @@ import datetime as dt
 
 import typer
 
-from orch.cli import app, emit_json, runtime
+from orch.cli.commands import app, emit_json, runtime
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
@@ -50,7 +50,7 @@ def work(
 
     reports = do_work(runtime(actor="work"), max_jobs=max_jobs)
     if json_:
-        emit_json([r.__dict__ for r in reports])
+        emit_json([r._asdict() for r in reports])
         return
     for r in reports:
         typer.echo(f"job {r.job} {r.agent} for {r.task}: {r.state} ({r.reason})")

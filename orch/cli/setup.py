@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from orch.cli import _state, app, emit_json
+from orch.cli.commands import _state, app, emit_json
 
 if TYPE_CHECKING:
     from orch.app import demo as demo_mod
@@ -83,7 +83,7 @@ def config_show(json_: bool = typer.Option(False, "--json", help="Print JSON."))
         "source": str(cfg.source) if cfg.source else None,
         "state_dir": str(cfg.state_dir),
         "db_path": str(cfg.db_path),
-        "config": redact(cfg.raw),
+        "config": redact(cfg.raw or {}),
     }
     if json_:
         emit_json(data)
@@ -91,7 +91,7 @@ def config_show(json_: bool = typer.Option(False, "--json", help="Print JSON."))
     import tomli_w
 
     typer.echo(f"# source: {data['source'] or 'embedded defaults'}\n# database: {data['db_path']}")
-    typer.echo(tomli_w.dumps(redact(cfg.raw)))  # type: ignore[arg-type]
+    typer.echo(tomli_w.dumps(redact(cfg.raw or {})))  # type: ignore[arg-type]
 
 
 @app.command("demo")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from orch.cli import app, emit_json, runtime
+from orch.cli.commands import app, emit_json, runtime
 
 task_app = typer.Typer(
     help="Add, list and show tasks (the local tracker).\n\nExample: orch task list",

@@ -14,8 +14,7 @@ The stage is written nowhere else: Store.commit_transition is the CAS.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from orch import faults
 from orch.config import Transition
@@ -26,15 +25,14 @@ from orch.errors import Busy, NotReady, OrchError, PermanentFailure, UsageError
 from orch.store import Audit, Task
 
 
-@dataclass
-class AdvanceResult:
+class AdvanceResult(NamedTuple):
     task: str
     outcome: str  # advanced | not_ready | busy | nothing | failed
     stage: str
     to_stage: str | None = None
     message: str = ""
-    gates: list[GateResult] = field(default_factory=list)
-    effects: list[dict[str, Any]] = field(default_factory=list)
+    gates: list[GateResult] = []  # noqa: RUF012 (never mutated)
+    effects: list[dict[str, Any]] = []  # noqa: RUF012
 
     @property
     def exit_code(self) -> int:

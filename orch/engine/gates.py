@@ -6,20 +6,18 @@ for (bind_head): when the branch head moves, the old verdict stops counting.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from orch.config import Gate
 from orch.engine.runtime import Runtime
 from orch.store import Task
 
 
-@dataclass(frozen=True)
-class GateResult:
+class GateResult(NamedTuple):
     name: str
     passed: bool
     reason: str
-    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence: dict[str, Any] = {}  # noqa: RUF012 (never mutated)
     error: bool = False
 
     def as_dict(self) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import string
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from orch.engine import advance as advance_mod
 from orch.engine import tasks
@@ -21,8 +21,7 @@ from orch.names import inside
 from orch.store import Audit, Job, Task
 
 
-@dataclass(frozen=True)
-class JobReport:
+class JobReport(NamedTuple):
     job: int
     task: str
     agent: str

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from orch.config import Config
 from orch.errors import UsageError
@@ -12,17 +11,42 @@ from orch.ports import Forge, Notifier, Runner, Tracker
 from orch.store import Store, Task
 
 
-@dataclass
 class Runtime:
-    config: Config
-    store: Store
-    forge: Forge
-    tracker: Tracker
-    notifier: Notifier
-    runner: Runner
-    clock: Callable[[], float]
-    owner: Owner
-    actor: str
+    """The wiring of one process. `forge` is built on first use: a red gate that never
+    looks at git should not pay for the forge's imports."""
+
+    def __init__(
+        self,
+        *,
+        config: Config,
+        store: Store,
+        forge: Forge | Callable[[], Forge],
+        tracker: Tracker,
+        notifier: Notifier,
+        runner: Runner,
+        clock: Callable[[], float],
+        owner: Owner,
+        actor: str,
+    ):
+        self.config = config
+        self.store = store
+        self._forge = forge
+        self.tracker = tracker
+        self.notifier = notifier
+        self.runner = runner
+        self.clock = clock
+        self.owner = owner
+        self.actor = actor
+
+    @property
+    def forge(self) -> Forge:
+        if callable(self._forge):
+            self._forge = self._forge()
+        return self._forge
+
+    @forge.setter
+    def forge(self, value: Forge) -> None:
+        self._forge = value
 
     def now(self) -> float:
         return self.clock()

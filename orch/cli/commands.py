@@ -1,0 +1,70 @@
+"""The typer app: the one definition of orch's command-line interface.
+
+Only typer is imported at module level; rich, sqlite_utils and the adapters are
+imported inside the commands that use them (start-up runs every minute from cron).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from orch.cli.render import emit_json
+
+app = typer.Typer(
+    name="orch",
+    help="Move tracker issues through analysis, development, review, merge, deploy and "
+    "monitoring, with agents as jobs and all coordination in SQLite.\n\n"
+    "Example: orch demo",
+    no_args_is_help=True,
+    add_completion=True,
+    # Plain help: rich-formatted help costs ~100 ms of imports on every `--help`.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+_state: dict[str, Any] = {"config": None}
+
+
+def _version(value: bool) -> None:
+    if value:
+        from orch import __version__
+
+        typer.echo(f"orch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    config: str = typer.Option(
+        None,
+        "--config",
+        "-c",
+        envvar="ORCH_CONFIG",
+        help="Path to orch.toml (default: ./orch.toml, then $ORCH_HOME).",
+    ),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    _state["config"] = config
+
+
+def runtime(actor: str | None = None, *, create: bool = True) -> Any:
+    from orch.app import open_runtime
+
+    return open_runtime(config_path=_state["config"], actor=actor, create=create)
+
+
+def fail(message: str, code: int) -> None:
+    sys.stderr.write(f"orch: {message}\n")
+    raise typer.Exit(code)
+
+
+# Register the command modules (they only import typer at module level).
+from orch.cli import pipeline, setup, tasks  # noqa: E402, F401
+
+__all__ = ["app", "emit_json", "fail", "runtime"]
