@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -31,8 +32,19 @@ DEFAULT_PROMPT = (
 # The one place defaults live. orch.toml.example mirrors this (a test keeps them equal).
 DEFAULTS: dict[str, Any] = {
     "store": {"path": "", "busy_timeout_ms": 5000},
-    "workspace": {"root": ""},
+    "workspace": {
+        "root": "",
+        "hook_timeout_s": 120,
+        "after_create": "",
+        "before_run": "",
+        "after_run": "",
+        "before_remove": "",
+    },
     "transition_lease": {"enabled": True},
+    "work": {"max_concurrency": 4, "backoff_base_s": 30, "backoff_max_s": 600},
+    "reaper": {"max_running_s": 14400, "grace_s": 5},
+    "deps": {"enabled": True, "finished_stages": ["deploy", "monitoring", "done"]},
+    "merge": {"premerge_rebase_always": True},
     "tracker": {"kind": "local", "key_prefix": "ORCH"},
     "forge": {"kind": "local"},
     "notifier": {"kind": "console"},
@@ -58,7 +70,12 @@ DEFAULTS: dict[str, Any] = {
             },
             {"from": "review", "to": "development", "gates": ["review_rejected"], "retry": True},
             {"from": "review", "to": "merge", "gates": ["review_approved"]},
-            {"from": "merge", "to": "deploy", "effects": ["premerge_rebase", "merge"]},
+            {
+                "from": "merge",
+                "to": "deploy",
+                "effects": ["premerge_rebase", "merge"],
+                "on_fail": "development",
+            },
             {"from": "deploy", "to": "monitoring", "effects": ["deploy"]},
             {"from": "monitoring", "to": "done", "gates": ["monitor_healthy"]},
         ],
@@ -91,16 +108,34 @@ DEFAULTS: dict[str, Any] = {
     "repos": {},
 }
 
+# Sections whose keys are all known (a typo there is an error, not a silent default).
+_PLAIN_SECTIONS = (
+    "store",
+    "workspace",
+    "transition_lease",
+    "work",
+    "reaper",
+    "deps",
+    "merge",
+    "tracker",
+    "forge",
+    "notifier",
+)
 # Sections whose scalar keys accept ORCH_<SECTION>_<KEY> overrides.
 _ENV_SECTIONS = (
     "store",
     "workspace",
     "transition_lease",
+    "work",
+    "reaper",
+    "deps",
+    "merge",
     "tracker",
     "forge",
     "notifier",
     "pipeline",
 )
+HOOKS = ("after_create", "before_run", "after_run", "before_remove")
 GATE_TYPES = ("verdict", "agent", "branch", "ci", "command")
 EFFECT_TYPES = ("rebase", "merge", "command")
 TRACKER_KINDS = ("local",)
@@ -121,6 +156,7 @@ class Transition(NamedTuple):
     gates: tuple[str, ...] = ()
     effects: tuple[str, ...] = ()
     retry: bool = False
+    on_fail: str | None = None  # where a failed effect sends the task (else: blocked)
 
     @property
     def name(self) -> str:
@@ -150,6 +186,9 @@ class Agent(NamedTuple):
     command: str
     prompt: str = DEFAULT_PROMPT
     timeout_s: float = 3600.0
+    stall_timeout_s: float = 0.0  # 0: off
+    max_attempts: int = 3
+    max_concurrency: int = 0  # 0: only the global limit
 
 
 class Repo(NamedTuple):
@@ -168,6 +207,16 @@ class Config(NamedTuple):
     workspace_root: Path
     busy_timeout_ms: int
     lease_enabled: bool
+    max_concurrency: int
+    backoff_base_s: float
+    backoff_max_s: float
+    max_running_s: float
+    reap_grace_s: float
+    deps_enabled: bool
+    finished_stages: tuple[str, ...]
+    premerge_rebase_always: bool
+    hooks: dict[str, str]
+    hook_timeout_s: float
     key_prefix: str
     tracker_kind: str
     forge_kind: str
@@ -201,23 +250,29 @@ class Config(NamedTuple):
         raise ConfigError(f"several repositories configured ({', '.join(self.repos)}): pass --repo")
 
 
-def discover(explicit: str | os.PathLike[str] | None = None, *, cwd: Path | None = None) -> Path | None:
+def discover(
+    explicit: str | os.PathLike[str] | None = None,
+    *,
+    cwd: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Path | None:
     """The config file to read, or None for the embedded defaults."""
+    env = os.environ if environ is None else environ
     cwd = cwd or Path.cwd()
     if explicit:
         p = Path(explicit)
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file")
         return p
-    env = os.environ.get("ORCH_CONFIG")
-    if env:
-        p = Path(env)
+    from_env = env.get("ORCH_CONFIG")
+    if from_env:
+        p = Path(from_env)
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file (from $ORCH_CONFIG)")
         return p
     if (cwd / "orch.toml").is_file():
         return cwd / "orch.toml"
-    home = os.environ.get("ORCH_HOME")
+    home = env.get("ORCH_HOME")
     if home and (Path(home) / "orch.toml").is_file():
         return Path(home) / "orch.toml"
     return None
@@ -227,12 +282,12 @@ def load(
     explicit: str | os.PathLike[str] | None = None,
     *,
     cwd: Path | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Find, read, override and validate the configuration."""
     env = os.environ if environ is None else environ
     cwd = cwd or Path.cwd()
-    path = discover(explicit, cwd=cwd)
+    path = discover(explicit, cwd=cwd, environ=env)
     data: dict[str, Any] = {}
     if path is not None:
         try:
@@ -264,14 +319,22 @@ def build(
     *,
     source: Path | None = None,
     cwd: Path | None = None,
-    environ: dict[str, str] | os._Environ[str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
     env = os.environ if environ is None else environ
     where = str(source) if source else "embedded defaults"
     raw = merged(data)
-    for section in data:
+    for section, table in data.items():
         if section not in DEFAULTS:
             raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(DEFAULTS)})")
+        if section in _PLAIN_SECTIONS and isinstance(table, dict):
+            for key in table:
+                if key not in DEFAULTS[section]:
+                    known = ", ".join(DEFAULTS[section])
+                    raise ConfigError(f"{where}: [{section}] {key}: unknown key (expected one of {known})")
+    # A pipeline that names its stages replaces the default stages; it does not add to them.
+    if isinstance(data.get("pipeline"), dict) and isinstance(data["pipeline"].get("stages"), dict):
+        raw["pipeline"]["stages"] = copy.deepcopy(data["pipeline"]["stages"])
     _apply_env(raw, env)
     v = _Validator(where)
     base_dir = (source.parent if source else (cwd or Path.cwd())).resolve()
@@ -280,7 +343,8 @@ def build(
 
     store = v.table(raw, "store")
     db = v.string(store, "store", "path")
-    ws = v.string(v.table(raw, "workspace"), "workspace", "root")
+    workspace = v.table(raw, "workspace")
+    ws = v.string(workspace, "workspace", "root")
     pipe = v.table(raw, "pipeline")
 
     stages: dict[str, Stage] = {}
@@ -310,15 +374,16 @@ def build(
     for i, t in enumerate(tlist):
         key = f"pipeline.transitions[{i}]"
         t = v.is_table(t, key)
-        v.only(t, key, {"from", "to", "gates", "effects", "retry"})
+        v.only(t, key, {"from", "to", "gates", "effects", "retry", "on_fail"})
         tr = Transition(
             source=v.string(t, key, "from"),
             target=v.string(t, key, "to"),
             gates=v.names(t, key, "gates"),
             effects=v.names(t, key, "effects"),
             retry=v.boolean(t, key, "retry", False),
+            on_fail=v.opt_string(t, key, "on_fail"),
         )
-        for s in (tr.source, tr.target):
+        for s in (tr.source, tr.target, *([tr.on_fail] if tr.on_fail else [])):
             if s not in stages:
                 raise ConfigError(f"{where}: [{key}] stage {s!r} is not in [pipeline.stages]")
         for g in tr.gates:
@@ -349,7 +414,9 @@ def build(
         repos[name] = Repo(
             name=name,
             path=(p if p.is_absolute() else base_dir / p),
-            default_branch=r.get("default_branch", "main"),
+            default_branch=r.get("default_branch", "main")
+            if isinstance(r.get("default_branch", "main"), str)
+            else v.string(r, key, "default_branch"),
             ci=v.opt_string(r, key, "ci"),
             ci_timeout_s=v.number(r, key, "ci_timeout_s", 1800.0),
         )
@@ -358,20 +425,37 @@ def build(
         repos["default"] = Repo(name="default", path=base_dir)
 
     tracker = v.table(raw, "tracker")
+    work, reaper, deps = v.table(raw, "work"), v.table(raw, "reaper"), v.table(raw, "deps")
+    for h in HOOKS:
+        v.opt_string(workspace, "workspace", h)
+    finished = v.names(deps, "deps", "finished_stages")
+    for st_name in finished:
+        if st_name not in stages:
+            raise ConfigError(f"{where}: [deps] finished_stages: {st_name!r} is not in [pipeline.stages]")
     return Config(
         source=source,
         base_dir=base_dir,
         state_dir=state_dir,
         db_path=_path(db, base_dir) if db else state_dir / "orch.db",
         workspace_root=_path(ws, base_dir) if ws else state_dir / "worktrees",
-        busy_timeout_ms=int(v.number(store, "store", "busy_timeout_ms", 5000)),
+        busy_timeout_ms=v.integer(store, "store", "busy_timeout_ms", 5000),
         lease_enabled=v.boolean(v.table(raw, "transition_lease"), "transition_lease", "enabled", True),
+        max_concurrency=v.integer(work, "work", "max_concurrency", 4, minimum=1),
+        backoff_base_s=v.number(work, "work", "backoff_base_s", 30),
+        backoff_max_s=v.number(work, "work", "backoff_max_s", 600),
+        max_running_s=v.number(reaper, "reaper", "max_running_s", 14400),
+        reap_grace_s=v.number(reaper, "reaper", "grace_s", 5),
+        deps_enabled=v.boolean(deps, "deps", "enabled", True),
+        finished_stages=finished,
+        premerge_rebase_always=v.boolean(v.table(raw, "merge"), "merge", "premerge_rebase_always", True),
+        hooks={h: str(workspace[h]) for h in HOOKS if workspace.get(h)},
+        hook_timeout_s=v.number(workspace, "workspace", "hook_timeout_s", 120),
         key_prefix=v.string(tracker, "tracker", "key_prefix"),
         tracker_kind=v.choice(tracker, "tracker", "kind", TRACKER_KINDS),
         forge_kind=v.choice(v.table(raw, "forge"), "forge", "kind", FORGE_KINDS),
         notifier_kind=v.choice(v.table(raw, "notifier"), "notifier", "kind", NOTIFIER_KINDS),
         initial_stage=initial,
-        max_retries=int(v.number(pipe, "pipeline", "max_retries", 3)),
+        max_retries=v.integer(pipe, "pipeline", "max_retries", 3, minimum=1),
         stages=stages,
         transitions=tuple(transitions),
         gates=gates,
@@ -425,13 +509,40 @@ def _effect(v: _Validator, name: str, e: dict[str, Any]) -> Effect:
 
 def _agent(v: _Validator, name: str, a: dict[str, Any]) -> Agent:
     key = f"agents.{name}"
-    v.only(a, key, {"command", "prompt", "timeout_s"})
-    return Agent(
+    v.only(a, key, {"command", "prompt", "timeout_s", "stall_timeout_s", "max_attempts", "max_concurrency"})
+    agent = Agent(
         name=name,
         command=v.string(a, key, "command"),
         prompt=v.opt_string(a, key, "prompt") or DEFAULT_PROMPT,
         timeout_s=v.number(a, key, "timeout_s", 3600.0),
+        stall_timeout_s=v.number(a, key, "stall_timeout_s", 0.0),
+        max_attempts=v.integer(a, key, "max_attempts", 3, minimum=1),
+        max_concurrency=v.integer(a, key, "max_concurrency", 0),
     )
+    unknown = _template_names(agent.prompt) - PROMPT_VARIABLES
+    if unknown:
+        raise ConfigError(
+            f"{v.where}: [{key}] prompt: unknown variable ${sorted(unknown)[0]} "
+            f"(known: {', '.join(sorted(PROMPT_VARIABLES))})"
+        )
+    return agent
+
+
+# What a prompt template may use; rendering fails on anything else.
+PROMPT_VARIABLES = frozenset(
+    {"agent", "task_key", "task_title", "stage", "retries", "worktree", "branch", "repo", "attempt", "note"}
+)
+
+
+def _template_names(template: str) -> set[str]:
+    import string
+
+    names = set()
+    for match in string.Template.pattern.finditer(template):
+        name = match.group("named") or match.group("braced")
+        if name:
+            names.add(name)
+    return names
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -523,6 +634,12 @@ class _Validator:
         if isinstance(val, bool) or not isinstance(val, int | float) or val < 0:
             raise self._fail(section, key, "a non-negative number", val)
         return float(val)
+
+    def integer(self, d: dict[str, Any], section: str, key: str, default: int, *, minimum: int = 0) -> int:
+        val = d.get(key, default)
+        if isinstance(val, bool) or not isinstance(val, int) or val < minimum:
+            raise self._fail(section, key, f"a whole number >= {minimum}", val)
+        return val
 
     def names(self, d: dict[str, Any], section: str, key: str) -> tuple[str, ...]:
         val = d.get(key, [])

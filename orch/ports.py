@@ -29,7 +29,16 @@ class Runner(Protocol):
         log_path: Path,
         timeout_s: float,
         on_start: Callable[[int], None] | None = None,
+        stall_timeout_s: float = 0.0,
     ) -> Outcome: ...
+
+    def kill_group(self, pgid: int, start_time: str | None) -> bool:
+        """End process group `pgid` (whose leader started at `start_time`); True once it is gone."""
+        ...
+
+    def spawn(self, argv: list[str], *, log_path: Path, env: Mapping[str, str]) -> int:
+        """Start a detached process (its own session); returns its pid."""
+        ...
 
 
 class Forge(Protocol):

@@ -35,12 +35,29 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class Setup:
-    """The demo's repository, agents and orch.toml under tmp_path, plus helpers."""
+    """The demo's repository, agents and orch.toml under tmp_path, plus helpers.
+
+    The merge transition waits on a `merge_window` gate (a file), so that a test can
+    park tasks at merge and then let many processes race for it.
+    """
 
     def __init__(self, root: Path):
         self.root = root
         self.config_path = demo.write_setup(root)
         self.repo = root / "repo"
+        transitions = [dict(t) for t in config_mod.DEFAULTS["pipeline"]["transitions"]]
+        for t in transitions:
+            if t["from"] == "merge":
+                t["gates"] = ["merge_window"]
+        self.update_config(
+            {
+                "pipeline": {"transitions": transitions},
+                "gates": {"merge_window": {"type": "command", "command": "test -f merge-window.open"}},
+            }
+        )
+
+    def open_merge_window(self) -> None:
+        (self.root / "merge-window.open").touch()
 
     def config(self, **env: str) -> config_mod.Config:
         return config_mod.load(self.config_path, environ=dict(env))

@@ -86,6 +86,7 @@ def test_live_lease_makes_advance_busy_and_release_needs_force(setup: Setup) -> 
     drive_to(rt, key, "merge")
     parent = os.getpid()  # this test process: alive for the whole test
     owner = Owner(identity.host(), identity.me().boot_id, parent, identity.process_start_time(parent) or "")
+    setup.open_merge_window()
     rt.store.acquire_lease(f"task:{key}", owner=owner, actor="someone", purpose="merge->deploy", now=rt.now())
     out = setup.orch("advance", key)
     assert out.returncode == 4 and "lease held by someone" in out.stderr
@@ -103,7 +104,7 @@ def test_live_lease_makes_advance_busy_and_release_needs_force(setup: Setup) -> 
 
 def test_person_commands_and_json_outputs(setup: Setup) -> None:
     assert setup.orch("task", "add", "people", "--key", "P-1").returncode == 0
-    work = json.loads(setup.orch("work", "--json").stdout)
+    work = json.loads(setup.orch("work", "--inline", "--json").stdout)
     assert [j["state"] for j in work] == ["succeeded"]
     out = setup.orch("approve", "P-1", "--reason", "fine")
     assert out.returncode == 0 and "analysis -> development" in out.stdout

@@ -58,7 +58,7 @@ def test_env_overrides_with_types(tmp_path: Path) -> None:
     ("text", "names"),
     [
         ("[transition_lease]\nenabled = 'yes'\n", ["[transition_lease] enabled", "true or false"]),
-        ("[store]\nbusy_timeout_ms = -1\n", ["[store] busy_timeout_ms", "non-negative"]),
+        ("[store]\nbusy_timeout_ms = -1\n", ["[store] busy_timeout_ms", "a whole number >= 0"]),
         ("[tracker]\nkind = 'jira'\n", ["[tracker] kind", "'local'"]),
         ("[nonsense]\nx = 1\n", ["unknown section [nonsense]"]),
         ("[agents.dev]\ncommand = 'x'\ntimout_s = 3\n", ["[agents.dev] timout_s: unknown key"]),
@@ -67,7 +67,12 @@ def test_env_overrides_with_types(tmp_path: Path) -> None:
             "[[pipeline.transitions]]\nfrom = 'analysis'\nto = 'done'\ngates = ['magic']\n",
             ["unknown gate 'magic'", "[gates.magic]"],
         ),
-        ("[pipeline.stages.review]\nagent = 'ghost'\n", ["unknown agent 'ghost'"]),
+        (
+            "[pipeline]\ntransitions = []\n[pipeline.stages.analysis]\nagent = 'ghost'\n"
+            "[pipeline.stages.done]\nterminal = true\n",
+            ["unknown agent 'ghost'"],
+        ),
+        ("[transition_lease]\nenable = false\n", ["[transition_lease] enable: unknown key"]),
         ("[gates.g]\ntype = 'command'\n", ["[gates.g] command: required"]),
         ("this is not toml", ["not valid TOML"]),
     ],

@@ -117,13 +117,14 @@ def test_task_text_never_reaches_a_shell(setup: Setup, rt: Runtime) -> None:
     assert evil in (wt / "features" / f"{t.key}.txt").read_text()
 
 
-def test_unknown_prompt_variable_fails_the_job_with_its_name(setup: Setup) -> None:
+def test_unknown_prompt_variable_is_a_config_error_naming_it(setup: Setup) -> None:
+    import pytest
+
+    from orch.errors import ConfigError
+
     setup.update_config({"agents": {"analyst": {"prompt": "Do $task_title for $customer"}}})
-    rt = setup.runtime()
-    tasks.add(rt, "x")
-    (report,) = jobs.work(rt)
-    assert report.state == "failed"
-    assert "$customer" in report.reason
+    with pytest.raises(ConfigError, match=r"\[agents.analyst\] prompt: unknown variable \$customer"):
+        setup.runtime()
 
 
 def test_agent_timeout_kills_the_job(setup: Setup) -> None:

@@ -59,13 +59,39 @@ class LocalForge:
             git("worktree", "add", "-q", str(path), branch, cwd=repo.path)
         else:
             git("worktree", "add", "-q", "-b", branch, str(path), repo.default_branch, cwd=repo.path)
+        if not self._hook("after_create", task, path):
+            git("worktree", "remove", "--force", str(path), cwd=repo.path, check=False)
+            raise GitError(
+                f"workspace hook after_create failed for {task.key} (log in {self._hook_log(task)})"
+            )
         return path
+
+    def _hook_log(self, task: Task) -> Path:
+        return self.config.log_dir / f"hooks-{safe_name(task.key)}.log"
+
+    def _hook(self, name: str, task: Task, path: Path) -> bool:
+        command = self.config.hooks.get(name)
+        if not command:
+            return True
+        env = {
+            "ORCH_HOOK": name,
+            "ORCH_TASK_KEY": task.key,
+            "ORCH_TASK_TITLE": task.title,
+            "ORCH_TASK_REPO": task.repo,
+            "ORCH_BRANCH": self.branch(task),
+            "ORCH_WORKTREE": str(path),
+        }
+        out = self.runner.run(
+            command, cwd=path, env=env, log_path=self._hook_log(task), timeout_s=self.config.hook_timeout_s
+        )
+        return out.state == "succeeded"
 
     def remove_worktree(self, task: Task) -> None:
         repo = self.config.repos.get(task.repo)
         path = self.worktree_path(task)
         if repo is None or not path.exists():
             return
+        self._hook("before_remove", task, path)  # a failing hook is logged; removal goes on
         if git("worktree", "remove", "--force", str(path), cwd=repo.path, check=False).returncode:
             shutil.rmtree(path, ignore_errors=True)
             git("worktree", "prune", cwd=repo.path, check=False)

@@ -38,8 +38,9 @@ def kill_group(pgid: int, *, grace_s: float = GRACE_S) -> bool:
 
 
 class ProcessRunner:
-    def __init__(self, *, grace_s: float = GRACE_S):
+    def __init__(self, *, grace_s: float = GRACE_S, poll_s: float = 0.2):
         self.grace_s = grace_s
+        self.poll_s = poll_s
 
     def run(
         self,
@@ -50,7 +51,9 @@ class ProcessRunner:
         log_path: Path,
         timeout_s: float,
         on_start: Callable[[int], None] | None = None,
+        stall_timeout_s: float = 0.0,
     ) -> Outcome:
+        """Run to the end; a deadline or `stall_timeout_s` of log silence kills the group."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**os.environ, **env}
         with open(log_path, "ab") as log:
@@ -68,12 +71,25 @@ class ProcessRunner:
                 return Outcome("failed", None, f"could not start: {e.strerror}")
             if on_start is not None:
                 on_start(proc.pid)
-            try:
-                code = proc.wait(timeout=timeout_s if timeout_s > 0 else None)
-            except subprocess.TimeoutExpired:
-                kill_group(proc.pid, grace_s=self.grace_s)
-                proc.wait()
-                return Outcome("timed_out", None, f"timed out after {timeout_s:g}s")
+            started = time.monotonic()
+            deadline = started + timeout_s if timeout_s > 0 else None
+            while True:
+                try:
+                    code = proc.wait(timeout=self.poll_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    kill_group(proc.pid, grace_s=self.grace_s)
+                    proc.wait()
+                    return Outcome("timed_out", None, f"timed out after {timeout_s:g}s")
+                if stall_timeout_s > 0 and now - started > stall_timeout_s:
+                    silent = time.time() - log_path.stat().st_mtime
+                    if silent > stall_timeout_s:
+                        kill_group(proc.pid, grace_s=self.grace_s)
+                        proc.wait()
+                        return Outcome("stalled", None, f"no output for {silent:.0f}s")
             # The leader is gone; children left in its group are stray: end them too.
             kill_group(proc.pid, grace_s=self.grace_s)
         if code == 0:
@@ -81,3 +97,31 @@ class ProcessRunner:
         if code < 0:
             return Outcome("failed", code, f"killed by signal {-code}")
         return Outcome("failed", code, f"exit {code}")
+
+    def kill_group(self, pgid: int, start_time: str | None) -> bool:
+        """Kill a recorded job's group, unless its id now belongs to someone else.
+
+        Linux does not reuse a pid while a group of that id exists; so a process with
+        pid == pgid but another start time means the old group is gone, and a kill would
+        hit a stranger.
+        """
+        from orch.identity import process_start_time
+
+        current = process_start_time(pgid)
+        if current is not None and start_time is not None and current != start_time:
+            return True
+        return kill_group(pgid, grace_s=self.grace_s)
+
+    def spawn(self, argv: list[str], *, log_path: Path, env: Mapping[str, str]) -> int:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **env},
+                start_new_session=True,
+                close_fds=True,
+            )
+        return proc.pid

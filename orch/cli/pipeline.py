@@ -37,27 +37,6 @@ def advance(
     raise typer.Exit(result.exit_code)
 
 
-@app.command("work")
-def work(
-    max_jobs: int = typer.Option(None, "--max", min=1, help="Run at most this many jobs."),
-    json_: bool = JSON,
-) -> None:
-    """Run queued agent jobs, one after another, until none is left.
-
-    Example: orch work --max 1
-    """
-    from orch.engine.jobs import work as do_work
-
-    reports = do_work(runtime(actor="work"), max_jobs=max_jobs)
-    if json_:
-        emit_json([r._asdict() for r in reports])
-        return
-    for r in reports:
-        typer.echo(f"job {r.job} {r.agent} for {r.task}: {r.state} ({r.reason})")
-    if not reports:
-        typer.echo("no queued jobs")
-
-
 def _ts(t: float) -> str:
     return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
 

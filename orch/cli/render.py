@@ -21,3 +21,40 @@ def advance_result(result: Any, *, as_json: bool) -> int:
         stream = sys.stderr if result.exit_code else sys.stdout
         print(f"{result.task}: {result.outcome} at {result.stage}: {result.message}", file=stream)
     return int(result.exit_code)
+
+
+def tick_report(report: dict[str, Any], *, as_json: bool) -> int:
+    if as_json:
+        emit_json(report)
+        return 0
+    reap = report.get("reap", {})
+    parts = [
+        f"reaped {len(reap.get('reaped', []))} job(s), {len(reap.get('leases', []))} lease(s)"
+        if "reaped" in reap
+        else "reap skipped",
+        f"advanced {len(report['sweep']['advanced'])}",
+        f"started {len(report['work']['started'])} runner(s)",
+    ]
+    cycles = report.get("deps", {}).get("cycles") if isinstance(report.get("deps"), dict) else None
+    if cycles:
+        parts.append(f"{len(cycles)} dependency cycle(s) blocked")
+    print("tick: " + "; ".join(parts))
+    for line in report["sweep"]["advanced"]:
+        print(f"  {line}")
+    for err in [*reap.get("errors", []), *report["sweep"]["errors"]]:
+        print(f"  error: {err}", file=sys.stderr)
+    return 0
+
+
+def job_report(report: Any, *, as_json: bool) -> int:
+    if report is None:
+        if as_json:
+            emit_json(None)
+        else:
+            print("no job can start now")
+        return 0
+    if as_json:
+        emit_json(report._asdict())
+    else:
+        print(f"job {report.job} {report.agent} for {report.task}: {report.state} ({report.reason})")
+    return 0

@@ -17,12 +17,12 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from orch import faults
-from orch.config import Transition
+from orch.config import Config, Transition
 from orch.engine import effects, outbox
 from orch.engine.gates import GateResult, evaluate
 from orch.engine.runtime import Runtime, task_lease
-from orch.errors import Busy, NotReady, OrchError, PermanentFailure, UsageError
-from orch.store import Audit, Task
+from orch.errors import Busy, EffectFailed, NotReady, OrchError, PermanentFailure, UsageError
+from orch.store import Audit, Lease, Task
 
 
 class AdvanceResult(NamedTuple):
@@ -63,9 +63,12 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
         raise UsageError(f"--expect {expect!r}: no such stage (stages: {', '.join(cfg.stages)})")
     task = rt.task(key)
     lease = task_lease(task)
-    # A dead owner's lease is cleared on any entry, so a crash after the CAS leaves
-    # nothing behind even when the next step's gates are red.
-    rt.store.clear_dead_lease(lease, actor=rt.actor, now=rt.now(), audit_task=task.id)
+    # A dead owner's leases (the task's, its repository's merge lease) are cleared on any
+    # entry, so a crash after the CAS leaves nothing behind even when the next gates are red.
+    for name in (lease, f"merge:{task.repo}"):
+        dead = rt.store.clear_dead_lease(name, actor=rt.actor, now=rt.now(), audit_task=task.id)
+        if dead is not None:
+            _alert_reclaimed(rt, task, dead)
 
     if expect is not None and task.stage != expect:
         return AdvanceResult(key, "nothing", task.stage, message=f"task is at {task.stage}, not {expect}")
@@ -102,12 +105,7 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
                 results,
             )
         if holder is not None:
-            rt.store.notify(
-                f"reclaim:{lease}:{rt.now()}",
-                task.id,
-                f"{task.key}: reclaimed the lease of dead owner {holder.owner.label()}",
-                now=rt.now(),
-            )
+            _alert_reclaimed(rt, task, holder)
         faults.point("after_lease")
     try:
         return _locked_step(rt, task, chosen, results, expect)
@@ -121,6 +119,30 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
                 audit=Audit(task.id, rt.actor, "lease_released", {"lease": lease}),
             )
         outbox.flush(rt)
+
+
+def _alert_reclaimed(rt: Runtime, task: Task, dead: Lease) -> None:
+    rt.store.notify(
+        f"reclaim:{dead.name}:{dead.owner.pid}:{dead.acquired_at}",
+        task.id,
+        f"{task.key}: reclaimed {dead.name} from dead owner {dead.actor} ({dead.owner.label()})",
+        now=rt.now(),
+    )
+
+
+def advance_chain(rt: Runtime, key: str, *, limit: int = 10) -> list[AdvanceResult]:
+    """Advance while steps succeed and the new stage has no agent to wait for.
+
+    After a job ends, the next steps may need no one (merge, deploy, monitoring): take
+    them now instead of waiting a tick for each.
+    """
+    results = [advance(rt, key)]
+    while results[-1].outcome == "advanced" and len(results) < limit:
+        stage = results[-1].to_stage
+        if stage is None or rt.config.stages[stage].agent is not None:
+            break
+        results.append(advance(rt, key))
+    return results
 
 
 def _choose(rt: Runtime, task: Task) -> tuple[Transition | None, list[GateResult]]:
@@ -159,10 +181,51 @@ def _locked_step(
         ),
         now=rt.now(),
     )
+    merge_lease = _merge_lease(rt, fresh, tr)
+    if merge_lease is not None:
+        ok, holder = rt.store.acquire_lease(
+            merge_lease, owner=rt.owner, actor=rt.actor, purpose=fresh.key, now=rt.now(), audit_task=fresh.id
+        )
+        if not ok:
+            assert holder is not None
+            return AdvanceResult(
+                task.key,
+                "busy",
+                fresh.stage,
+                tr.target,
+                f"{merge_lease} held by {holder.actor} for {holder.purpose}",
+                gates,
+            )
+    try:
+        return _effects_and_cas(rt, fresh, tr, gates)
+    finally:
+        if merge_lease is not None:
+            rt.store.release_lease(
+                merge_lease,
+                owner=rt.owner,
+                now=rt.now(),
+                audit=Audit(fresh.id, rt.actor, "lease_released", {"lease": merge_lease}),
+            )
+
+
+def _merge_lease(rt: Runtime, task: Task, tr: Transition) -> str | None:
+    """Merges into one repository are serialized: rebase, CI re-check and merge under one lease."""
+    if any(rt.config.effects[e].type in ("merge", "rebase") for e in tr.effects):
+        return f"merge:{task.repo}"
+    return None
+
+
+def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateResult]) -> AdvanceResult:
+    task = fresh
     try:
         ran = effects.run_all(rt, fresh, tr)
     except Busy as e:
         return AdvanceResult(task.key, "busy", fresh.stage, tr.target, str(e), gates)
+    except EffectFailed as e:
+        if tr.on_fail:
+            return _send_back(rt, fresh, tr, str(e), gates)
+        _block(rt, fresh, f"{tr.name}: {e}")
+        return AdvanceResult(task.key, "failed", fresh.stage, tr.target, str(e), gates)
     except PermanentFailure as e:
         _block(rt, fresh, f"{tr.name}: {e}")
         return AdvanceResult(task.key, "failed", fresh.stage, tr.target, str(e), gates)
@@ -173,6 +236,7 @@ def _locked_step(
     if tr.retry and fresh.retries + 1 >= cfg.max_retries:
         escalate = f"escalated after {fresh.retries + 1} retries (max_retries = {cfg.max_retries})"
     agent = cfg.stages[tr.target].agent
+    note = _reject_note(rt, fresh) if tr.retry else None
     text = f"{fresh.key} {fresh.stage} -> {tr.target}: {fresh.title}"
     if escalate:
         text = f"{fresh.key} ESCALATED at {tr.target}: {escalate}. A person must look, then `orch unblock`."
@@ -196,9 +260,10 @@ def _locked_step(
             fresh.stage,
             tr.target,
         ),
-        job={"agent": agent} if agent else None,
+        job={"agent": agent, "note": note} if agent else None,
         notification=(f"task:{fresh.key}:v{new_version}", text),
         escalate=escalate,
+        finishes=_finishes(cfg, fresh.stage, tr.target),
     )
     if not won:
         rt.store.audit(Audit(fresh.id, rt.actor, "cas_lost", {"transition": tr.name}), now=rt.now())
@@ -214,6 +279,52 @@ def _locked_step(
     except OrchError as e:  # the stage moved; a follow-up failing is reported, not undone
         rt.store.audit(Audit(fresh.id, rt.actor, "follow_up_failed", {"error": str(e)}), now=rt.now())
     return AdvanceResult(task.key, "advanced", fresh.stage, tr.target, text, gates, ran)
+
+
+def _finishes(cfg: Config, old: str, new: str) -> bool:
+    """Does this move finish the task for the tasks that wait on it (its work is in main)?"""
+    done = (*cfg.finished_stages, "cancelled")
+    return new in done and old not in done
+
+
+def _reject_note(rt: Runtime, task: Task) -> str | None:
+    v = rt.store.latest_verdict(task.id, task.version)
+    if v is None or v.verdict != "reject":
+        return None
+    return f"Rejected by {v.actor}: {v.reason or 'no reason given'}"
+
+
+def _send_back(rt: Runtime, task: Task, tr: Transition, why: str, gates: list[GateResult]) -> AdvanceResult:
+    """A failed effect (a rebase conflict, CI red after rebase) returns the task, with a note."""
+    assert tr.on_fail is not None
+    cfg = rt.config
+    agent = cfg.stages[tr.on_fail].agent
+    escalate = None
+    if task.retries + 1 >= cfg.max_retries:
+        escalate = f"escalated after {task.retries + 1} retries (max_retries = {cfg.max_retries}): {why}"
+    text = f"{task.key} {task.stage} -> {tr.on_fail}: {why}"
+    won = rt.store.commit_transition(
+        task_id=task.id,
+        expected_stage=task.stage,
+        expected_version=task.version,
+        new_stage=tr.on_fail,
+        retry=True,
+        now=rt.now(),
+        audit=Audit(
+            task.id,
+            rt.actor,
+            "stage_changed",
+            {"transition": f"{task.stage}->{tr.on_fail}", "effect_failed": why, "version": task.version + 1},
+            task.stage,
+            tr.on_fail,
+        ),
+        job={"agent": agent, "note": f"{tr.name} failed: {why}"} if agent else None,
+        notification=(f"task:{task.key}:v{task.version + 1}", text),
+        escalate=escalate,
+    )
+    if not won:
+        return AdvanceResult(task.key, "busy", task.stage, tr.on_fail, "lost the compare-and-swap", gates)
+    return AdvanceResult(task.key, "advanced", task.stage, tr.on_fail, text, gates)
 
 
 def _block(rt: Runtime, task: Task, reason: str) -> None:

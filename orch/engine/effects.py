@@ -14,7 +14,7 @@ from orch import faults
 from orch.config import Effect, Transition
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
-from orch.errors import Busy, EffectFailed, PermanentFailure
+from orch.errors import Busy, EffectFailed, PermanentFailure, UsageError
 from orch.identity import is_alive
 from orch.store import Audit, Task
 
@@ -93,7 +93,7 @@ def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
 
 def _do(rt: Runtime, task: Task, eff: Effect) -> dict[str, Any]:
     if eff.type == "rebase":
-        return rt.forge.rebase(task)
+        return _rebase(rt, task)
     if eff.type == "merge":
         return rt.forge.merge(task)
     assert eff.command is not None
@@ -108,6 +108,29 @@ def _do(rt: Runtime, task: Task, eff: Effect) -> dict[str, Any]:
     if out.state != "succeeded":
         raise EffectFailed(f"effect {eff.name} {out.reason} (log: {log})")
     return {"exit_code": out.exit_code, "log": str(log)}
+
+
+def _rebase(rt: Runtime, task: Task) -> dict[str, Any]:
+    """Pre-merge rebase, then CI again on the rebased head (a green CI was for the old one).
+
+    A branch already on top of the default branch is left alone: no new head, no new CI.
+    With merge.premerge_rebase_always off there is no rebase at all: a branch that cannot
+    fast-forward fails the merge and goes back to development.
+    """
+    if not rt.config.premerge_rebase_always:
+        return {"rebased": False, "skipped": "merge.premerge_rebase_always = false"}
+    result = rt.forge.rebase(task)
+    if result.get("rebased"):
+        head = rt.forge.branch_head(task)
+        assert head is not None
+        state, _ = rt.forge.ci_status(task, head)
+        if state is None:
+            rt.forge.request_ci(task, head)
+            state, _ = rt.forge.ci_status(task, head)
+        result["ci"] = state
+        if state != "success":
+            raise EffectFailed(f"CI is {state or 'not reported'} on the rebased head {head[:10]}")
+    return result
 
 
 def _probe(rt: Runtime, task: Task, eff: Effect) -> bool | None:
@@ -128,3 +151,42 @@ def _probe(rt: Runtime, task: Task, eff: Effect) -> bool | None:
         if out.exit_code in (0, 1):
             return out.exit_code == 0
     return None if eff.irreversible else False
+
+
+def ledger(rt: Runtime, key: str) -> list[dict[str, Any]]:
+    task = rt.task(key)
+    return [
+        {
+            "transition": e.transition,
+            "effect": e.effect,
+            "state": e.state,
+            "attempts": e.attempts,
+            "owner": e.owner.as_dict(),
+            "started_at": e.started_at,
+            "ended_at": e.ended_at,
+            "result": e.result,
+        }
+        for e in rt.store.effects_of(task.id)
+    ]
+
+
+def settle(rt: Runtime, key: str, effect: str, *, done: bool) -> str:
+    """A person's word on an interrupted effect: it happened (done), or run it again."""
+    task = rt.task(key)
+    rows = [e for e in rt.store.effects_of(task.id) if e.effect == effect and e.state != "done"]
+    if not rows:
+        raise UsageError(f"{key} has no unsettled {effect!r} effect (see `orch effect list {key}`)")
+    row = rows[-1]
+    state = "done" if done else "failed"  # a failed row is run again on the next advance
+    rt.store.end_effect(
+        task.id,
+        row.transition,
+        effect,
+        state=state,
+        result={"settled_by": rt.actor},
+        now=rt.now(),
+        audit=Audit(
+            task.id, rt.actor, "effect_settled", {"effect": effect, "as": "done" if done else "redo"}
+        ),
+    )
+    return f"{key}: {effect} of {row.transition} settled as {'done' if done else 'to run again'}"

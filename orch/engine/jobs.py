@@ -1,14 +1,20 @@
-"""Agent jobs: claim one queued job, run it in the task's worktree, record how it ended.
+"""Agent jobs: claim a queued job, run it in the task's worktree, record how it ended.
 
-The job's result feeds the gates (agent_ok), a reviewer's verdict file becomes a verdict
-bound to the head it reviewed, and a pushed head is handed to CI. Then the task gets
-one advance attempt: the end of a job is the event that may turn its gates green.
+A job ends with one distinct state: succeeded, failed, timed_out, stalled, cancelled or
+reaped. Its result feeds the gates (agent_ok); a reviewer's verdict file becomes a
+verdict bound to the head it reviewed; a pushed head is handed to CI. A failure is
+retried with exponential backoff up to the agent's max_attempts. Then the task gets
+its advance attempts: the end of a job is the event that may turn its gates green.
+
+`orch work` starts each job as its own detached `orch job run --next` process, which
+claims one job (as its owner) and runs it: a 40-minute agent never holds the tick.
 """
 
 from __future__ import annotations
 
 import contextlib
 import string
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -17,6 +23,7 @@ from orch.engine import tasks
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError, OrchError
+from orch.identity import process_start_time
 from orch.names import inside
 from orch.store import Audit, Job, Task
 
@@ -30,15 +37,53 @@ class JobReport(NamedTuple):
     log: str | None
 
 
+def claim(rt: Runtime, job_id: int | None = None) -> Job | None:
+    cfg = rt.config
+    return rt.store.claim_job(
+        owner=rt.owner,
+        now=rt.now(),
+        log_dir=cfg.log_dir,
+        max_running=cfg.max_concurrency,
+        agent_limits={a.name: a.max_concurrency for a in cfg.agents.values() if a.max_concurrency},
+        deps_enabled=cfg.deps_enabled,
+        job_id=job_id,
+        timeouts={a.name: a.timeout_s for a in cfg.agents.values()},
+    )
+
+
 def work(rt: Runtime, *, max_jobs: int | None = None) -> list[JobReport]:
-    """Run queued jobs one after another until none is left (or max_jobs ran)."""
+    """Run claimable jobs in this process, one after another (demo, tests, `--inline`)."""
     reports: list[JobReport] = []
     while max_jobs is None or len(reports) < max_jobs:
-        job = rt.store.claim_job(owner=rt.owner, now=rt.now(), log_dir=rt.config.log_dir)
+        job = claim(rt)
         if job is None:
             break
         reports.append(run(rt, job))
     return reports
+
+
+def run_one(rt: Runtime, job_id: int | None = None) -> JobReport | None:
+    """Claim one job (the next, or `job_id`) as this process and run it; None if none can start."""
+    job = claim(rt, job_id)
+    return run(rt, job) if job is not None else None
+
+
+def spawn(rt: Runtime, *, max_new: int | None = None) -> list[int]:
+    """Start detached runners for the jobs that can start now; returns their pids.
+
+    The count is a hint (free slots, claimable jobs): each runner claims in its own
+    transaction, so a runner that finds nothing to claim simply exits.
+    """
+    free = rt.config.max_concurrency - rt.store.running_count()
+    n = min(free, rt.store.claimable_count(now=rt.now(), deps_enabled=rt.config.deps_enabled))
+    if max_new is not None:
+        n = min(n, max_new)
+    argv = [sys.executable, "-m", "orch"]
+    if rt.config.source is not None:
+        argv += ["-c", str(rt.config.source)]
+    argv += ["job", "run", "--next"]
+    log = rt.config.log_dir / "runners.log"
+    return [rt.runner.spawn(argv, log_path=log, env={"ORCH_ACTOR": "runner"}) for _ in range(max(n, 0))]
 
 
 def render_prompt(template: str, values: dict[str, str], agent: str) -> str:
@@ -52,7 +97,14 @@ def render_prompt(template: str, values: dict[str, str], agent: str) -> str:
         raise ConfigError(f"[agents.{agent}] prompt: {e}") from None
 
 
+def prompt_text(text: str, limit: int = 2000) -> str:
+    """Tracker text made safe for a prompt: no control characters, bounded length."""
+    cleaned = "".join(ch if ch in "\n\t" or ch.isprintable() else " " for ch in text)
+    return cleaned[:limit]
+
+
 def run(rt: Runtime, job: Job) -> JobReport:
+    """Run a job this process has claimed, to its end."""
     task = rt.store.get_task_by_id(job.task_id)
     assert task is not None
     if task.stage != job.stage or task.version != job.task_version:
@@ -62,6 +114,7 @@ def run(rt: Runtime, job: Job) -> JobReport:
         return _finish(rt, job, task, "failed", None, f"agent {job.agent!r} is not configured", None)
     jobdir = rt.config.state_dir / "jobs" / str(job.id)
     jobdir.mkdir(parents=True, exist_ok=True)
+    log = Path(job.log_path or jobdir / "log")
     try:
         worktree = rt.forge.ensure_worktree(task)
         if not inside(worktree, rt.config.workspace_root):
@@ -69,45 +122,102 @@ def run(rt: Runtime, job: Job) -> JobReport:
         values = {
             "agent": agent.name,
             "task_key": task.key,
-            "task_title": task.title,
+            "task_title": prompt_text(task.title),
             "stage": task.stage,
             "retries": str(task.retries),
             "worktree": str(worktree),
             "branch": rt.forge.branch(task),
             "repo": task.repo,
             "attempt": str(job.attempt),
+            "note": prompt_text(job.note or ""),
         }
         prompt = jobdir / "prompt.md"
         prompt.write_text(render_prompt(agent.prompt, values, agent.name), encoding="utf-8")
+        verdict_file = jobdir / "verdict"
+        env = task_env(
+            rt,
+            task,
+            ORCH_WORKTREE=str(worktree),
+            ORCH_PROMPT_FILE=str(prompt),
+            ORCH_VERDICT_FILE=str(verdict_file),
+            ORCH_JOB_ID=str(job.id),
+            ORCH_ATTEMPT=str(job.attempt),
+            ORCH_AGENT=agent.name,
+            ORCH_NOTE=job.note or "",
+        )
+        hook(rt, "before_run", worktree, env, log, required=True)
     except OrchError as e:
-        return _finish(rt, job, task, "failed", None, str(e), None)
-    verdict_file = jobdir / "verdict"
-    env = task_env(
-        rt,
-        task,
-        ORCH_WORKTREE=str(worktree),
-        ORCH_PROMPT_FILE=str(prompt),
-        ORCH_VERDICT_FILE=str(verdict_file),
-        ORCH_JOB_ID=str(job.id),
-        ORCH_ATTEMPT=str(job.attempt),
-        ORCH_AGENT=agent.name,
-    )
-    log = Path(job.log_path or jobdir / "log")
-    log.parent.mkdir(parents=True, exist_ok=True)
-    deadline = rt.now() + agent.timeout_s
+        return _after(rt, job, task, "failed", None, str(e), None)
+
+    def started(pgid: int) -> None:
+        rt.store.set_job_process(job.id, pgid=pgid, pgid_start=process_start_time(pgid))
+
     out = rt.runner.run(
         agent.command,
         cwd=worktree,
         env=env,
         log_path=log,
         timeout_s=agent.timeout_s,
-        on_start=lambda pgid: rt.store.set_job_process(job.id, pgid=pgid, deadline=deadline),
+        on_start=started,
+        stall_timeout_s=agent.stall_timeout_s,
     )
+    hook(rt, "after_run", worktree, env, log, required=False)
     head = rt.forge.branch_head(task)
-    report = _finish(rt, job, task, out.state, out.exit_code, out.reason, head)
-    if out.state == "succeeded":
+    report = _after(rt, job, task, out.state, out.exit_code, out.reason, head)
+    if report.state == "succeeded":
         _after_success(rt, task, agent.name, verdict_file, head)
     return report
+
+
+def hook(rt: Runtime, name: str, cwd: Path, env: dict[str, str], log: Path, *, required: bool) -> None:
+    """Run a workspace hook; a required one that fails raises, the others are only logged."""
+    command = rt.config.hooks.get(name)
+    if not command:
+        return
+    out = rt.runner.run(
+        command, cwd=cwd, env={**env, "ORCH_HOOK": name}, log_path=log, timeout_s=rt.config.hook_timeout_s
+    )
+    if out.state != "succeeded" and required:
+        raise OrchError(f"workspace hook {name} {out.reason}")
+
+
+def _after(
+    rt: Runtime, job: Job, task: Task, state: str, code: int | None, reason: str, head: str | None
+) -> JobReport:
+    report = _finish(rt, job, task, state, code, reason, head)
+    if report.state in ("failed", "timed_out", "stalled"):
+        retry(rt, job, task, reason)
+    return report
+
+
+def retry(rt: Runtime, job: Job, task: Task, reason: str) -> Job | None:
+    """Queue the next attempt with exponential backoff, or say the job gave up."""
+    agent = rt.config.agents.get(job.agent)
+    if agent is None or job.attempt >= agent.max_attempts:
+        rt.store.notify(
+            f"job-gave-up:{job.id}",
+            task.id,
+            f"{task.key}: {job.agent} gave up after {job.attempt} attempts: {reason}",
+            now=rt.now(),
+        )
+        return None
+    delay = min(rt.config.backoff_base_s * 2 ** (job.attempt - 1), rt.config.backoff_max_s)
+    return rt.store.enqueue_job(
+        task_id=task.id,
+        agent=job.agent,
+        stage=job.stage,
+        task_version=job.task_version,
+        now=rt.now(),
+        attempt=job.attempt + 1,
+        not_before=rt.now() + delay,
+        note=job.note,
+        audit=Audit(
+            task.id,
+            rt.actor,
+            "job_retry",
+            {"job": job.id, "attempt": job.attempt + 1, "delay_s": delay, "reason": reason},
+        ),
+    )
 
 
 def _after_success(rt: Runtime, task: Task, agent: str, verdict_file: Path, head: str | None) -> None:
@@ -116,32 +226,28 @@ def _after_success(rt: Runtime, task: Task, agent: str, verdict_file: Path, head
         word = lines[0].strip().lower()
         if word in ("approve", "reject"):
             tasks.verdict(
-                rt,
-                task.key,
-                word,
-                reason="\n".join(lines[1:])[:2000] or None,
-                by_agent=agent,
-                sha=head,
+                rt, task.key, word, reason="\n".join(lines[1:])[:2000] or None, by_agent=agent, sha=head
             )
     if head and rt.forge.branch_ahead(task):
         state, _ = rt.forge.ci_status(task, head)
         if state is None:
             rt.forge.request_ci(task, head)
-    # The tick or a person will try again if this fails; the job itself is recorded.
+    # The tick will try again if this fails; the job itself is recorded.
     with contextlib.suppress(OrchError):
-        advance_mod.advance(rt, task.key)
+        advance_mod.advance_chain(rt, task.key)
 
 
 def _finish(
     rt: Runtime, job: Job, task: Task, state: str, code: int | None, reason: str, head: str | None
 ) -> JobReport:
-    rt.store.finish_job(
+    ended = rt.store.finish_job(
         job.id,
         state=state,
         exit_code=code,
         reason=reason,
         now=rt.now(),
         head_sha=head,
+        owner=rt.owner,
         audit=Audit(
             task.id,
             rt.actor,
@@ -150,4 +256,8 @@ def _finish(
             task.stage,
         ),
     )
+    if not ended:  # cancelled or reaped under us: that verdict stands
+        latest = rt.store.get_job(job.id)
+        state = latest.state if latest else state
+        reason = (latest.reason if latest else None) or reason
     return JobReport(job.id, task.key, job.agent, state, reason, job.log_path)

@@ -8,7 +8,7 @@ them. block/unblock pause automatic actors; cancel ends the task through the CAS
 from __future__ import annotations
 
 from orch.engine import outbox
-from orch.engine.runtime import Runtime
+from orch.engine.runtime import Runtime, task_lease
 from orch.errors import Busy, UsageError
 from orch.names import is_safe_name, safe_name
 from orch.store import Audit, Task, Verdict
@@ -80,7 +80,8 @@ def block(rt: Runtime, key: str, reason: str | None) -> bool:
 
 
 def unblock(rt: Runtime, key: str, reason: str | None) -> bool:
-    """Clear a block (and an escalation: a person has looked)."""
+    """Clear a block. After an escalation a person has looked: the retry count starts
+    again, and the stage's agent gets a new job if its last one did not succeed."""
     task = rt.task(key)
     changed = rt.store.set_blocked(
         task.id,
@@ -88,9 +89,23 @@ def unblock(rt: Runtime, key: str, reason: str | None) -> bool:
         reason=None,
         now=rt.now(),
         escalated=False,
+        reset_retries=task.escalated,
         audit=Audit(task.id, rt.actor, "unblocked", {"reason": reason, "was": task.block_reason}, task.stage),
         notify=(f"unblocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} unblocked"),
     )
+    stage = rt.config.stages.get(task.stage)
+    if changed and stage is not None and stage.agent:
+        last = rt.store.latest_job(task.id, stage.agent, task.version)
+        if last is None or last.state not in ("queued", "running", "succeeded"):
+            rt.store.enqueue_job(
+                task_id=task.id,
+                agent=stage.agent,
+                stage=task.stage,
+                task_version=task.version,
+                now=rt.now(),
+                attempt=(last.attempt + 1) if last else 1,
+                note=f"unblocked by {rt.actor}: {reason or 'no reason given'}",
+            )
     outbox.flush(rt)
     return changed
 
@@ -111,6 +126,7 @@ def cancel(rt: Runtime, key: str, reason: str | None) -> Task:
             new_stage=cancelled.name,
             retry=False,
             now=rt.now(),
+            finishes=True,
             audit=Audit(
                 task.id,
                 rt.actor,
@@ -126,7 +142,36 @@ def cancel(rt: Runtime, key: str, reason: str | None) -> Task:
         )
         if won:
             moved = rt.task(key)
+            stop_jobs(rt, moved, f"task cancelled by {rt.actor}")
+            rt.store.release_lease(
+                task_lease(moved),
+                owner=None,
+                now=rt.now(),
+                audit=Audit(moved.id, rt.actor, "lease_released_by_cancel", {"lease": task_lease(moved)}),
+            )
             rt.forge.remove_worktree(moved)
             outbox.flush(rt)
             return moved
     raise Busy(f"{key} kept changing under us; try again")
+
+
+def stop_jobs(rt: Runtime, task: Task, reason: str) -> list[int]:
+    """Cancel the task's queued and running jobs; a running one's whole group is killed
+    and its death confirmed. Returns the ids of the jobs stopped."""
+    stopped = []
+    for job in rt.store.jobs(task_id=task.id, states=("queued", "running")):
+        # Mark first: the job's own runner then sees the verdict and does not overwrite it.
+        if not rt.store.finish_job(
+            job.id,
+            state="cancelled",
+            exit_code=None,
+            reason=reason,
+            now=rt.now(),
+            head_sha=None,
+            audit=Audit(task.id, rt.actor, "job_cancelled", {"job": job.id, "reason": reason}),
+        ):
+            continue
+        if job.state == "running" and job.pgid and not rt.runner.kill_group(job.pgid, job.pgid_start):
+            raise Busy(f"job {job.id}: process group {job.pgid} survived SIGKILL")
+        stopped.append(job.id)
+    return stopped

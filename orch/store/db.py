@@ -187,6 +187,7 @@ class Store:
             escalated=bool(r["escalated"]),
             created_at=r["created_at"],
             updated_at=r["updated_at"],
+            waiting_on=r["waiting_on"],
         )
 
     def add_task(
@@ -243,6 +244,19 @@ class Store:
             rows = self._read("SELECT * FROM tasks ORDER BY id LIMIT ?", (limit,))
         return [self._task(r) for r in rows]
 
+    def idle_tasks(self, stages: tuple[str, ...], *, limit: int = 500) -> list[Task]:
+        """Unblocked tasks at these stages with no queued or running job, oldest update first."""
+        if not stages:
+            return []
+        rows = self._read(
+            f"SELECT * FROM tasks WHERE stage IN ({','.join('?' * len(stages))}) AND blocked = 0 "
+            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = tasks.id "
+            "AND j.state IN ('queued', 'running')) "
+            "ORDER BY updated_at LIMIT ?",
+            (*stages, limit),
+        )
+        return [self._task(r) for r in rows]
+
     def set_blocked(
         self,
         task_id: int,
@@ -253,11 +267,14 @@ class Store:
         audit: Audit,
         notify: tuple[str, str] | None = None,
         escalated: bool | None = None,
+        reset_retries: bool = False,
     ) -> bool:
         """Block or unblock; False if the task already was in that state."""
         with self.write() as c:
             sets = "blocked = ?, block_reason = ?, updated_at = ?"
             params: list[Any] = [int(blocked), reason, now]
+            if reset_retries:
+                sets += ", retries = 0"
             if escalated is not None:
                 sets += ", escalated = ?"
                 params.append(int(escalated))
@@ -285,11 +302,13 @@ class Store:
         job: dict[str, Any] | None = None,
         notification: tuple[str, str] | None = None,
         escalate: str | None = None,
+        finishes: bool = False,
     ) -> bool:
         """The only write of a stage: compare-and-swap, with its follow-ups in one transaction.
 
-        The follow-ups (the next agent job, the outbox message, the audit row) commit with
-        the CAS or not at all, so a crash after the CAS loses none of them.
+        The follow-ups (the next agent job, the outbox message, the audit row, releasing
+        the tasks that waited on this one when `finishes`) commit with the CAS or not at
+        all, so a crash after the CAS loses none of them.
         """
         with self.write() as c:
             cur = c.execute(
@@ -306,14 +325,39 @@ class Store:
                     (escalate, task_id),
                 )
             elif job:
-                c.execute(
-                    "INSERT INTO jobs (task_id, agent, stage, task_version, state, queued_at) "
-                    "VALUES (?, ?, ?, ?, 'queued', ?)",
-                    (task_id, job["agent"], new_stage, expected_version + 1, now),
+                self._enqueue(
+                    c,
+                    task_id=task_id,
+                    agent=job["agent"],
+                    stage=new_stage,
+                    task_version=expected_version + 1,
+                    now=now,
+                    note=job.get("note"),
                 )
             if notification:
                 self._notify(c, notification[0], task_id, notification[1], now)
+            if finishes:
+                self._release_dependents(c, task_id, now, audit.actor)
         return True
+
+    def _release_dependents(self, c: sqlite3.Connection, task_id: int, now: float, actor: str) -> None:
+        key = c.execute("SELECT key FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
+        for dep in c.execute(
+            "SELECT t.id, t.key, t.waiting_on FROM deps d JOIN tasks t ON t.id = d.task_id "
+            "WHERE d.on_task_id = ?",
+            (task_id,),
+        ).fetchall():
+            c.execute("UPDATE tasks SET waiting_on = max(waiting_on - 1, 0) WHERE id = ?", (dep["id"],))
+            if dep["waiting_on"] <= 1:
+                c.execute("UPDATE jobs SET ready = 1 WHERE task_id = ? AND state = 'queued'", (dep["id"],))
+                self._audit(c, Audit(dep["id"], actor, "released", {"by": key}), now)
+                self._notify(
+                    c,
+                    f"released:{dep['key']}:{key}",
+                    dep["id"],
+                    f"{dep['key']} no longer waits: {key} is finished",
+                    now,
+                )
 
     # -- audit -----------------------------------------------------------------------
 
@@ -575,6 +619,11 @@ class Store:
 
     @staticmethod
     def _job(r: sqlite3.Row) -> Job:
+        owner = (
+            Owner(r["owner_host"], r["owner_boot"], r["owner_pid"], r["owner_start"])
+            if r["owner_pid"] is not None
+            else None
+        )
         return Job(
             id=r["id"],
             task_id=r["task_id"],
@@ -583,14 +632,47 @@ class Store:
             task_version=r["task_version"],
             attempt=r["attempt"],
             state=r["state"],
+            priority=r["priority"],
             queued_at=r["queued_at"],
             started_at=r["started_at"],
             ended_at=r["ended_at"],
+            deadline=r["deadline"],
+            owner=owner,
+            pgid=r["pgid"],
+            pgid_start=r["pgid_start"],
             exit_code=r["exit_code"],
             reason=r["reason"],
             log_path=r["log_path"],
             head_sha=r["head_sha"],
+            ready=bool(r["ready"]),
+            not_before=r["not_before"],
+            note=r["note"],
         )
+
+    @staticmethod
+    def _enqueue(
+        c: sqlite3.Connection,
+        *,
+        task_id: int,
+        agent: str,
+        stage: str,
+        task_version: int,
+        now: float,
+        attempt: int = 1,
+        not_before: float = 0.0,
+        note: str | None = None,
+    ) -> int | None:
+        # ready mirrors the task's waiting_on at insert; _release_dependents keeps it true.
+        try:
+            cur = c.execute(
+                "INSERT INTO jobs (task_id, agent, stage, task_version, attempt, state, queued_at, "
+                "not_before, note, ready) SELECT ?, ?, ?, ?, ?, 'queued', ?, ?, ?, waiting_on = 0 "
+                "FROM tasks WHERE id = ?",
+                (task_id, agent, stage, task_version, attempt, now, not_before, note, task_id),
+            )
+        except sqlite3.IntegrityError:
+            return None  # this attempt of this visit is queued already
+        return cur.lastrowid
 
     def enqueue_job(
         self,
@@ -601,37 +683,111 @@ class Store:
         task_version: int,
         now: float,
         attempt: int = 1,
+        not_before: float = 0.0,
+        note: str | None = None,
+        audit: Audit | None = None,
     ) -> Job | None:
         """Queue a job; None if that visit already has this attempt (idempotent)."""
         with self.write() as c:
-            try:
-                cur = c.execute(
-                    "INSERT INTO jobs (task_id, agent, stage, task_version, attempt, state, queued_at) "
-                    "VALUES (?, ?, ?, ?, ?, 'queued', ?)",
-                    (task_id, agent, stage, task_version, attempt, now),
-                )
-            except sqlite3.IntegrityError:
+            job_id = self._enqueue(
+                c,
+                task_id=task_id,
+                agent=agent,
+                stage=stage,
+                task_version=task_version,
+                now=now,
+                attempt=attempt,
+                not_before=not_before,
+                note=note,
+            )
+            if job_id is None:
                 return None
-            r = c.execute("SELECT * FROM jobs WHERE id = ?", (cur.lastrowid,)).fetchone()
+            if audit is not None:
+                self._audit(c, audit, now)
+            r = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return self._job(r)
 
-    def claim_job(self, *, owner: Owner, now: float, log_dir: Path) -> Job | None:
-        """Claim the next queued job (priority, then age) in one write transaction."""
+    def claim_job(
+        self,
+        *,
+        owner: Owner,
+        now: float,
+        log_dir: Path,
+        max_running: int,
+        agent_limits: dict[str, int] | None = None,
+        deps_enabled: bool = True,
+        job_id: int | None = None,
+        timeouts: dict[str, float] | None = None,
+    ) -> Job | None:
+        """Claim one queued job in one write transaction: the next by priority then age, or `job_id`.
+
+        Refuses when `max_running` jobs run already or the job's agent is at its own limit.
+        A job whose task waits on a dependency (ready = 0) is never chosen and holds no slot.
+        """
         with self.write() as c:
-            r = c.execute(
-                "SELECT id FROM jobs WHERE state = 'queued' ORDER BY priority DESC, id LIMIT 1"
-            ).fetchone()
+            running = c.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+            if running >= max_running:
+                return None
+            full = [
+                agent
+                for agent, limit in (agent_limits or {}).items()
+                if limit
+                and c.execute(
+                    "SELECT count(*) FROM jobs WHERE state = 'running' AND agent = ?", (agent,)
+                ).fetchone()[0]
+                >= limit
+            ]
+            sql = "SELECT id, agent FROM jobs WHERE state = 'queued' AND not_before <= ?"
+            params: list[Any] = [now]
+            if deps_enabled:
+                sql += " AND ready = 1"
+            if job_id is not None:
+                sql += " AND id = ?"
+                params.append(job_id)
+            if full:
+                sql += f" AND agent NOT IN ({','.join('?' * len(full))})"
+                params.extend(full)
+            r = c.execute(sql + " ORDER BY priority DESC, id LIMIT 1", params).fetchone()
             if r is None:
                 return None
-            job_id = r["id"]
-            log_path = str(log_dir / f"job-{job_id}.log")
+            timeout = (timeouts or {}).get(r["agent"])
             c.execute(
                 "UPDATE jobs SET state = 'running', started_at = ?, owner_host = ?, owner_boot = ?, "
-                "owner_pid = ?, owner_start = ?, log_path = ? WHERE id = ? AND state = 'queued'",
-                (now, owner.host, owner.boot_id, owner.pid, owner.start_time, log_path, job_id),
+                "owner_pid = ?, owner_start = ?, log_path = ?, deadline = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (
+                    now,
+                    owner.host,
+                    owner.boot_id,
+                    owner.pid,
+                    owner.start_time,
+                    str(log_dir / f"job-{r['id']}.log"),
+                    now + timeout if timeout else None,
+                    r["id"],
+                ),
             )
-            row = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = c.execute("SELECT * FROM jobs WHERE id = ?", (r["id"],)).fetchone()
+            self._audit(
+                c,
+                Audit(
+                    row["task_id"],
+                    owner.label(),
+                    "job_claimed",
+                    {"job": row["id"], "agent": row["agent"], "attempt": row["attempt"]},
+                ),
+                now,
+            )
         return self._job(row)
+
+    def claimable_count(self, *, now: float, deps_enabled: bool = True) -> int:
+        sql = "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND not_before <= ?"
+        sql += " AND ready = 1" if deps_enabled else ""
+        r = self._one(sql + " LIMIT 1000)", (now,))
+        return int(r[0]) if r else 0
+
+    def running_count(self) -> int:
+        r = self._one("SELECT count(*) FROM jobs WHERE state = 'running'")
+        return int(r[0]) if r else 0
 
     def finish_job(
         self,
@@ -643,19 +799,27 @@ class Store:
         now: float,
         head_sha: str | None,
         audit: Audit,
-    ) -> None:
+        owner: Owner | None = None,
+    ) -> bool:
+        """End a running job; only if it is still running (under `owner`, when given)."""
         assert state in TERMINAL_JOB_STATES
         with self.write() as c:
-            c.execute(
+            sql = (
                 "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, ended_at = ?, head_sha = ? "
-                "WHERE id = ?",
-                (state, exit_code, reason, now, head_sha, job_id),
+                "WHERE id = ? AND state IN ('running', 'queued')"
             )
+            params: list[Any] = [state, exit_code, reason, now, head_sha, job_id]
+            if owner is not None:
+                sql += " AND owner_pid = ? AND owner_start = ? AND owner_boot = ?"
+                params += [owner.pid, owner.start_time, owner.boot_id]
+            if c.execute(sql, params).rowcount != 1:
+                return False
             self._audit(c, audit, now)
+        return True
 
-    def set_job_process(self, job_id: int, *, pgid: int, deadline: float) -> None:
+    def set_job_process(self, job_id: int, *, pgid: int, pgid_start: str | None) -> None:
         with self.write() as c:
-            c.execute("UPDATE jobs SET pgid = ?, deadline = ? WHERE id = ?", (pgid, deadline, job_id))
+            c.execute("UPDATE jobs SET pgid = ?, pgid_start = ? WHERE id = ?", (pgid, pgid_start, job_id))
 
     def get_job(self, job_id: int) -> Job | None:
         r = self._one("SELECT * FROM jobs WHERE id = ?", (job_id,))
@@ -685,6 +849,126 @@ class Store:
             (task_id,),
         )
         return self._job(r) if r else None
+
+    # -- dependencies ------------------------------------------------------------------
+
+    def add_dep(
+        self,
+        task_id: int,
+        on_task_id: int,
+        *,
+        unfinished: bool,
+        now: float,
+        audit: Audit,
+        notification: tuple[str, str] | None,
+    ) -> list[int] | None:
+        """Declare task_id waits on on_task_id. Returns None, or the cycle it would close
+        (as task ids, on_task_id first), in which case nothing is written."""
+        with self.write() as c:
+            cycle = self._path(c, on_task_id, task_id)
+            if cycle is not None:
+                return cycle
+            try:
+                c.execute(
+                    "INSERT INTO deps (task_id, on_task_id, created_at) VALUES (?, ?, ?)",
+                    (task_id, on_task_id, now),
+                )
+            except sqlite3.IntegrityError:
+                return None  # declared already
+            if unfinished:
+                c.execute("UPDATE tasks SET waiting_on = waiting_on + 1 WHERE id = ?", (task_id,))
+                c.execute("UPDATE jobs SET ready = 0 WHERE task_id = ? AND state = 'queued'", (task_id,))
+                if notification:
+                    self._notify(c, notification[0], task_id, notification[1], now)
+            self._audit(c, audit, now)
+        return None
+
+    @staticmethod
+    def _path(c: sqlite3.Connection, start: int, goal: int) -> list[int] | None:
+        """A dependency path start -> ... -> goal, or None (breadth-first over deps)."""
+        if start == goal:
+            return [start]
+        parent: dict[int, int] = {start: start}
+        frontier = [start]
+        while frontier:
+            nxt: list[int] = []
+            for node in frontier:
+                for (on,) in c.execute("SELECT on_task_id FROM deps WHERE task_id = ?", (node,)):
+                    if on in parent:
+                        continue
+                    parent[on] = node
+                    if on == goal:
+                        path = [on]
+                        while path[-1] != start:
+                            path.append(parent[path[-1]])
+                        return list(reversed(path))
+                    nxt.append(on)
+            frontier = nxt
+        return None
+
+    def remove_dep(
+        self, task_id: int, on_task_id: int, *, unfinished: bool, now: float, audit: Audit
+    ) -> bool:
+        with self.write() as c:
+            if (
+                c.execute(
+                    "DELETE FROM deps WHERE task_id = ? AND on_task_id = ?", (task_id, on_task_id)
+                ).rowcount
+                != 1
+            ):
+                return False
+            if unfinished:
+                c.execute("UPDATE tasks SET waiting_on = max(waiting_on - 1, 0) WHERE id = ?", (task_id,))
+                c.execute(
+                    "UPDATE jobs SET ready = 1 WHERE task_id = ? AND state = 'queued' AND "
+                    "(SELECT waiting_on FROM tasks WHERE id = ?) = 0",
+                    (task_id, task_id),
+                )
+            self._audit(c, audit, now)
+        return True
+
+    def deps_edges(self) -> list[tuple[int, int]]:
+        return [(r[0], r[1]) for r in self._read("SELECT task_id, on_task_id FROM deps")]
+
+    def deps_of(self, task_id: int) -> list[Task]:
+        rows = self._read(
+            "SELECT t.* FROM deps d JOIN tasks t ON t.id = d.on_task_id WHERE d.task_id = ? ORDER BY t.id",
+            (task_id,),
+        )
+        return [self._task(r) for r in rows]
+
+    def dependents_of(self, task_id: int) -> list[Task]:
+        rows = self._read(
+            "SELECT t.* FROM deps d JOIN tasks t ON t.id = d.task_id WHERE d.on_task_id = ? ORDER BY t.id",
+            (task_id,),
+        )
+        return [self._task(r) for r in rows]
+
+    def waiting_tasks(self) -> list[Task]:
+        return [self._task(r) for r in self._read("SELECT * FROM tasks WHERE waiting_on > 0 ORDER BY id")]
+
+    def recount_waiting(self, finished_stages: tuple[str, ...], now: float) -> int:
+        """Recompute waiting_on and job readiness from the deps table; returns rows fixed.
+
+        The counts are maintained in every write that changes them; this repairs what a
+        direct edit of the database (or a bug) left behind, and runs in the tick.
+        """
+        marks = ",".join("?" * len(finished_stages)) or "''"
+        unfinished = (
+            "(SELECT count(*) FROM deps d JOIN tasks o ON o.id = d.on_task_id WHERE d.task_id = tasks.id "
+            f"AND o.stage NOT IN ({marks}) AND o.stage != 'cancelled')"
+        )
+        with self.write() as c:
+            fixed = c.execute(
+                f"UPDATE tasks SET waiting_on = {unfinished} WHERE waiting_on != {unfinished}",
+                (*finished_stages, *finished_stages),
+            ).rowcount
+            if fixed:
+                c.execute(
+                    "UPDATE jobs SET ready = (SELECT waiting_on = 0 FROM tasks WHERE id = jobs.task_id) "
+                    "WHERE state = 'queued'"
+                )
+        return int(fixed)
 
     # -- verdicts --------------------------------------------------------------------
 

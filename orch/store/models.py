@@ -25,6 +25,7 @@ class Task(NamedTuple):
     escalated: bool
     created_at: float
     updated_at: float
+    waiting_on: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class Task(NamedTuple):
             "escalated": self.escalated,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "waiting_on": self.waiting_on,
         }
 
 
@@ -79,16 +81,26 @@ class Job(NamedTuple):
     task_version: int
     attempt: int
     state: str
+    priority: int
     queued_at: float
     started_at: float | None
     ended_at: float | None
+    deadline: float | None
+    owner: Owner | None
+    pgid: int | None
+    pgid_start: str | None
     exit_code: int | None
     reason: str | None
     log_path: str | None
     head_sha: str | None
+    ready: bool
+    not_before: float
+    note: str | None
 
     def as_dict(self) -> dict[str, Any]:
-        return self._asdict()
+        d = self._asdict()
+        d["owner"] = self.owner.as_dict() if self.owner else None
+        return d
 
 
 class Verdict(NamedTuple):

@@ -148,6 +148,34 @@ def _v1(db: Any) -> None:
         db.execute(sql)
 
 
+_V2 = [
+    # Readiness is data: a queued job whose task waits on an unfinished dependency has
+    # ready = 0 and the claim's index never visits it (no NOT EXISTS scan per claim).
+    "ALTER TABLE jobs ADD COLUMN ready INTEGER NOT NULL DEFAULT 1",
+    "ALTER TABLE jobs ADD COLUMN not_before REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE jobs ADD COLUMN note TEXT",
+    "ALTER TABLE jobs ADD COLUMN pgid_start TEXT",
+    "DROP INDEX jobs_queue",
+    "CREATE INDEX jobs_claim ON jobs(state, ready, priority DESC, id)",
+    "CREATE INDEX jobs_state_agent ON jobs(state, agent)",
+    "ALTER TABLE tasks ADD COLUMN waiting_on INTEGER NOT NULL DEFAULT 0",
+    """
+    CREATE TABLE deps (
+        task_id INTEGER NOT NULL REFERENCES tasks(id),
+        on_task_id INTEGER NOT NULL REFERENCES tasks(id),
+        created_at REAL NOT NULL,
+        PRIMARY KEY (task_id, on_task_id)
+    )
+    """,
+    "CREATE INDEX deps_on ON deps(on_task_id)",
+]
+
+
+def _v2(db: Any) -> None:
+    for sql in _V2:
+        db.execute(sql)
+
+
 # Append only: never edit a migration that has shipped.
-MIGRATIONS: list[tuple[str, Any]] = [("v1_core", _v1)]
+MIGRATIONS: list[tuple[str, Any]] = [("v1_core", _v1), ("v2_queue_deps", _v2)]
 LATEST = len(MIGRATIONS)

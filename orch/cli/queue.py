@@ -1,0 +1,198 @@
+"""Queue commands: tick, reap, work, job run, deps, effect settle."""
+
+from __future__ import annotations
+
+import typer
+
+from orch.cli.commands import app, emit_json, runtime
+from orch.cli.render import tick_report
+
+JSON = typer.Option(False, "--json", help="Print JSON.")
+
+
+@app.command("tick")
+def tick(
+    json_: bool = JSON,
+    no_spawn: bool = typer.Option(False, "--no-spawn", help="Do everything but start job runners."),
+) -> None:
+    """What the timer runs every minute: reap, dependencies, sweep, start queued jobs.
+
+    Returns quickly; it never waits for an agent. Safe to run twice at once.
+
+    Example: * * * * * cd /srv/app && orch tick >> .orch/tick.log 2>&1
+    """
+    from orch.engine.tick import tick as do_tick
+
+    raise typer.Exit(tick_report(do_tick(runtime(actor="tick"), spawn=not no_spawn), as_json=json_))
+
+
+@app.command("reap")
+def reap(json_: bool = JSON) -> None:
+    """Reclaim jobs and leases of dead owners; kill jobs past their deadline or the ceiling.
+
+    Example: orch reap --json
+    """
+    from orch.engine.reaper import reap as do_reap
+
+    report = do_reap(runtime(actor="reaper"))
+    if json_:
+        emit_json(report.as_dict())
+        return
+    typer.echo(f"reaped jobs: {report.reaped or 'none'}; released leases: {report.leases or 'none'}")
+    for e in report.errors:
+        typer.echo(f"error: {e}", err=True)
+
+
+@app.command("work")
+def work(
+    max_jobs: int = typer.Option(None, "--max", min=1, help="Start (or run) at most this many jobs."),
+    inline: bool = typer.Option(False, "--inline", help="Run the jobs here, one after another, and wait."),
+    json_: bool = JSON,
+) -> None:
+    """Start queued jobs as detached runners, up to [work] max_concurrency.
+
+    With --inline, run them in this process one after another instead (and wait).
+
+    Example: orch work --inline --max 1
+    """
+    from orch.app import actor_name
+    from orch.engine import jobs
+
+    rt = runtime(actor=actor_name("work"))
+    if not inline:
+        pids = jobs.spawn(rt, max_new=max_jobs)
+        if json_:
+            emit_json({"started": pids})
+        else:
+            typer.echo(f"started {len(pids)} runner(s)" + (f": pids {pids}" if pids else ""))
+        return
+    reports = jobs.work(rt, max_jobs=max_jobs)
+    if json_:
+        emit_json([r._asdict() for r in reports])
+        return
+    for r in reports:
+        typer.echo(f"job {r.job} {r.agent} for {r.task}: {r.state} ({r.reason})")
+    if not reports:
+        typer.echo("no job can start now")
+
+
+job_app = typer.Typer(help="Run one job.\n\nExample: orch job run --next", no_args_is_help=True)
+app.add_typer(job_app, name="job")
+
+
+@job_app.command("run")
+def job_run(
+    job_id: int = typer.Argument(None, help="The job to run (it must be queued)."),
+    next_: bool = typer.Option(False, "--next", help="Claim the next job that can start."),
+    json_: bool = JSON,
+) -> None:
+    """Claim one job as this process and run it to its end (what `orch work` starts).
+
+    Example: orch job run 42
+    """
+    from orch.cli.render import job_report
+    from orch.engine import jobs
+
+    if (job_id is None) == (not next_):
+        from orch.errors import UsageError
+
+        raise UsageError("give a job id or --next (not both)")
+    raise typer.Exit(job_report(jobs.run_one(runtime(actor="runner"), job_id), as_json=json_))
+
+
+deps_app = typer.Typer(
+    help="Declare and show task dependencies.\n\nExample: orch deps show", no_args_is_help=True
+)
+app.add_typer(deps_app, name="deps")
+
+
+@deps_app.command("declare")
+def deps_declare(
+    key: str = typer.Argument(..., help="The task that waits."),
+    on: str = typer.Option(..., "--on", help="The task it waits on."),
+) -> None:
+    """Make a task wait until another is merged; a cycle is refused and printed.
+
+    Example: orch deps declare ORCH-7 --on ORCH-5
+    """
+    from orch.engine import deps
+
+    deps.declare(runtime(), key, on)
+    typer.echo(f"{key} waits on {on}")
+
+
+@deps_app.command("remove")
+def deps_remove(
+    key: str = typer.Argument(..., help="The task that waits."),
+    on: str = typer.Option(..., "--on", help="The task it waits on."),
+) -> None:
+    """Remove a dependency.
+
+    Example: orch deps remove ORCH-7 --on ORCH-5
+    """
+    from orch.engine import deps
+
+    removed = deps.remove(runtime(), key, on)
+    typer.echo(f"{key} {'no longer waits' if removed else 'did not wait'} on {on}")
+
+
+@deps_app.command("show")
+def deps_show(
+    key: str = typer.Argument(None, help="One task (default: every task with dependencies)."),
+    json_: bool = JSON,
+) -> None:
+    """Who waits on whom, and why.
+
+    Example: orch deps show ORCH-7 --json
+    """
+    from orch.engine import deps
+
+    rows = deps.show(runtime(), key)
+    if json_:
+        emit_json(rows)
+        return
+    if not rows:
+        typer.echo("no dependencies")
+    for r in rows:
+        line = ", ".join(f"{d['task']} ({d['why']})" for d in r["deps"]) or "nothing"
+        typer.echo(f"{r['task']} [{r['stage']}] waits on {r['waiting_on']}: {line}")
+
+
+effect_app = typer.Typer(
+    help="Inspect and settle the effect ledger.\n\nExample: orch effect list ORCH-3", no_args_is_help=True
+)
+app.add_typer(effect_app, name="effect")
+
+
+@effect_app.command("list")
+def effect_list(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON) -> None:
+    """The ledger rows of a task: which effect ran, for which transition, how it ended.
+
+    Example: orch effect list ORCH-3 --json
+    """
+    from orch.engine import effects
+
+    rows = effects.ledger(runtime(), key)
+    if json_:
+        emit_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['transition']} {r['effect']}: {r['state']} (attempts {r['attempts']})")
+
+
+@effect_app.command("settle")
+def effect_settle(
+    key: str = typer.Argument(..., help="Task key."),
+    effect: str = typer.Argument(..., help="Effect name (see `orch effect list`)."),
+    done: bool = typer.Option(None, "--done/--redo", help="It happened / run it again."),
+) -> None:
+    """Settle an interrupted effect that has no probe, after checking by hand; then unblock.
+
+    Example: orch effect settle ORCH-3 deploy --done && orch unblock ORCH-3
+    """
+    from orch.engine import effects
+    from orch.errors import UsageError
+
+    if done is None:
+        raise UsageError("say --done (it happened) or --redo (run it again)")
+    typer.echo(effects.settle(runtime(), key, effect, done=done))

@@ -1,0 +1,85 @@
+"""The reaper: what died, hangs or overstays is ended, and what it held is released.
+
+- a running job whose owner (the runner process) is dead: its agent's process group is
+  killed and its death confirmed, then the job is `reaped` and retried per policy;
+- a job past its deadline (its runner should have ended it) or past the hard ceiling
+  `reaper.max_running_s`, whatever else is recorded: the same;
+- a lease whose owner is dead is reclaimed. After a reboot every owner of the previous
+  boot is dead, so the first tick reclaims every old job and lease.
+
+Each reaped job force-releases its task's transition lease, is audited and alerts.
+One job that cannot be reaped (its group survives SIGKILL) is counted and skipped.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from orch.engine import jobs
+from orch.engine.runtime import Runtime
+from orch.identity import is_alive
+from orch.store import Audit
+
+
+class ReapReport(NamedTuple):
+    reaped: list[int]
+    leases: list[str]
+    errors: list[str]
+
+    def as_dict(self) -> dict[str, object]:
+        return self._asdict()
+
+
+def reap(rt: Runtime) -> ReapReport:
+    cfg, now = rt.config, rt.now()
+    reaped: list[int] = []
+    errors: list[str] = []
+    for job in rt.store.jobs(states=("running",)):
+        alive = job.owner is not None and is_alive(job.owner)
+        why = None
+        if not alive:
+            why = "its runner died"
+        elif job.started_at is not None and now - job.started_at > cfg.max_running_s:
+            why = f"ran past reaper.max_running_s ({cfg.max_running_s:g}s)"
+        elif job.deadline is not None and now > job.deadline + 2 * cfg.reap_grace_s + 60:
+            why = "ran past its deadline and its runner did not stop it"
+        if why is None:
+            continue
+        if job.pgid and not rt.runner.kill_group(job.pgid, job.pgid_start):
+            errors.append(f"job {job.id}: process group {job.pgid} survived SIGKILL")
+            continue
+        task = rt.store.get_task_by_id(job.task_id)
+        assert task is not None
+        if not rt.store.finish_job(
+            job.id,
+            state="reaped",
+            exit_code=None,
+            reason=why,
+            now=now,
+            head_sha=None,
+            owner=job.owner,
+            audit=Audit(task.id, rt.actor, "job_reaped", {"job": job.id, "agent": job.agent, "reason": why}),
+        ):
+            continue  # it ended on its own meanwhile
+        reaped.append(job.id)
+        lease = f"task:{task.key}"
+        rt.store.release_lease(
+            lease,
+            owner=None,
+            now=now,
+            audit=Audit(task.id, rt.actor, "lease_released_by_reaper", {"lease": lease}),
+        )
+        rt.store.notify(
+            f"reaped:{job.id}", task.id, f"{task.key}: reaped {job.agent} job {job.id}: {why}", now=now
+        )
+        jobs.retry(rt, job, task, why)
+    released: list[str] = []
+    for held in rt.store.list_leases():
+        if is_alive(held.owner):
+            continue
+        name = held.name
+        owner_task = rt.store.get_task(name.split(":", 1)[1]) if name.startswith("task:") else None
+        audit_task = owner_task.id if owner_task else None
+        if rt.store.clear_dead_lease(name, actor=rt.actor, now=now, audit_task=audit_task) is not None:
+            released.append(name)
+    return ReapReport(reaped, released, errors)
