@@ -92,6 +92,18 @@ class Setup:
     ) -> subprocess.CompletedProcess[str]:
         return run_orch("-c", str(self.config_path), *args, env=env, cwd=self.root, timeout=timeout)
 
+    def orch_popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+        full = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+        full.update(env or {})
+        return subprocess.Popen(
+            [sys.executable, "-m", "orch", "-c", str(self.config_path), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=full,
+            cwd=self.root,
+        )
+
     def git(self, *args: str) -> str:
         return subprocess.run(
             ["git", *args], cwd=self.repo, capture_output=True, text=True, check=True

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from orch.engine import advance as advance_mod
-from orch.engine import tasks
+from orch.engine import outbox, tasks
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError, OrchError
@@ -104,7 +104,14 @@ def prompt_text(text: str, limit: int = 2000) -> str:
 
 
 def run(rt: Runtime, job: Job) -> JobReport:
-    """Run a job this process has claimed, to its end."""
+    """Run a job this process has claimed, to its end; then send what it has to say."""
+    try:
+        return _run(rt, job)
+    finally:
+        outbox.flush(rt)
+
+
+def _run(rt: Runtime, job: Job) -> JobReport:
     task = rt.store.get_task_by_id(job.task_id)
     assert task is not None
     if task.stage != job.stage or task.version != job.task_version:

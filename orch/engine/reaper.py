@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from orch.engine import jobs
+from orch.engine import jobs, outbox
 from orch.engine.runtime import Runtime
 from orch.identity import is_alive
 from orch.store import Audit
@@ -82,4 +82,5 @@ def reap(rt: Runtime) -> ReapReport:
         audit_task = owner_task.id if owner_task else None
         if rt.store.clear_dead_lease(name, actor=rt.actor, now=now, audit_task=audit_task) is not None:
             released.append(name)
+    outbox.flush(rt)
     return ReapReport(reaped, released, errors)
