@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import sqlite3
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from conftest import Setup, drive_to
@@ -254,11 +254,12 @@ def test_ten_tasks_at_merge_are_merged_one_at_a_time_and_a_conflict_goes_back(se
     spans = []
     for key in keys[:-1]:
         hist = rt.store.history(rt.task(key).id)
+        # From taking the merge lease to the merge's CAS (both inside the lease).
         got = [r.at for r in hist if r.event == "lease_acquired" and r.detail["lease"] == "merge:app"]
-        rel = [r.at for r in hist if r.event == "lease_released" and r.detail["lease"] == "merge:app"]
-        spans.append((got[-1], rel[-1]))
+        cas = [r.at for r in hist if r.event == "stage_changed" and r.from_stage == "merge"]
+        spans.append((got[-1], cas[-1]))
     spans.sort()
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
     rt.close()
 
 

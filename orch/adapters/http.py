@@ -42,7 +42,9 @@ DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 MASK = "***"
 
 # A query parameter whose name contains one of these carries a secret.
-_SECRET_PARAM = re.compile(r"token|key|secret|passw|signature|auth|credential", re.IGNORECASE)
+_SECRET_PARAM = re.compile(
+    r"token|key|secret|passw|signature|credential|^auth(?:orization)?$|^sig$", re.IGNORECASE
+)
 # Telegram bot tokens look like `123456789:AA...`; they appear in the path as `/bot<TOKEN>/`.
 # A `/bot...` segment is masked when it holds a colon or has the Bot API shape
 # `/bot<TOKEN>/<method>` (masking a harmless `/bottles/list` too is the cheap mistake).

@@ -65,8 +65,8 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
     lease = task_lease(task)
     # A dead owner's leases (the task's, its repository's merge lease) are cleared on any
     # entry, so a crash after the CAS leaves nothing behind even when the next gates are red.
-    for name in (lease, f"merge:{task.repo}"):
-        dead = rt.store.clear_dead_lease(name, actor=rt.actor, now=rt.now(), audit_task=task.id)
+    for held in rt.store.dead_leases((lease, f"merge:{task.repo}")):
+        dead = rt.store.clear_dead_lease(held.name, actor=rt.actor, now=rt.now(), audit_task=task.id)
         if dead is not None:
             _alert_reclaimed(rt, task, dead)
 
@@ -85,7 +85,13 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
         red = "; ".join(f"{g.name}: {g.reason}" for g in results if not g.passed)
         return AdvanceResult(key, "not_ready", task.stage, message=red, gates=results)
 
+    entered: dict[str, Any] = {
+        "transition": chosen.name,
+        "gates": {g.name: g.evidence or g.reason for g in results if g.passed},
+    }
     if cfg.lease_enabled:
+        # The lease row's audit also says which transition was entered and on which
+        # gates: one write where there were two (advance runs on every webhook).
         ok, holder = rt.store.acquire_lease(
             lease,
             owner=rt.owner,
@@ -93,6 +99,7 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
             purpose=chosen.name,
             now=rt.now(),
             audit_task=task.id,
+            detail=entered,
         )
         if not ok:
             assert holder is not None
@@ -108,16 +115,13 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
             _alert_reclaimed(rt, task, holder)
         faults.point("after_lease")
     try:
-        return _locked_step(rt, task, chosen, results, expect)
+        return _locked_step(rt, task, chosen, results, expect, None if cfg.lease_enabled else entered)
     finally:
         if cfg.lease_enabled:
             faults.point("before_release")
-            rt.store.release_lease(
-                lease,
-                owner=rt.owner,
-                now=rt.now(),
-                audit=Audit(task.id, rt.actor, "lease_released", {"lease": lease}),
-            )
+            # Not audited: the lease_acquired row and the CAS row tell the story; only a
+            # release by hand, by the reaper or by a cancel is an event of its own.
+            rt.store.release_lease(lease, owner=rt.owner, now=rt.now())
         outbox.flush(rt)
 
 
@@ -157,7 +161,12 @@ def _choose(rt: Runtime, task: Task) -> tuple[Transition | None, list[GateResult
 
 
 def _locked_step(
-    rt: Runtime, task: Task, tr: Transition, gates: list[GateResult], expect: str | None
+    rt: Runtime,
+    task: Task,
+    tr: Transition,
+    gates: list[GateResult],
+    expect: str | None,
+    entered: dict[str, Any] | None,
 ) -> AdvanceResult:
     fresh = rt.task(task.key)
     if fresh.stage != task.stage or fresh.version != task.version:
@@ -167,20 +176,8 @@ def _locked_step(
             fresh.stage,
             message=f"moved on to {fresh.stage} while we checked",
         )
-    rt.store.audit(
-        Audit(
-            task.id,
-            rt.actor,
-            "gates_green",
-            {
-                "transition": tr.name,
-                "gates": {g.name: g.evidence or g.reason for g in gates if g.passed},
-            },
-            task.stage,
-            tr.target,
-        ),
-        now=rt.now(),
-    )
+    if entered is not None:  # no lease to carry it: the gates get a row of their own
+        rt.store.audit(Audit(task.id, rt.actor, "gates_green", entered, task.stage, tr.target), now=rt.now())
     merge_lease = _merge_lease(rt, fresh, tr)
     if merge_lease is not None:
         ok, holder = rt.store.acquire_lease(
@@ -200,12 +197,7 @@ def _locked_step(
         return _effects_and_cas(rt, fresh, tr, gates)
     finally:
         if merge_lease is not None:
-            rt.store.release_lease(
-                merge_lease,
-                owner=rt.owner,
-                now=rt.now(),
-                audit=Audit(fresh.id, rt.actor, "lease_released", {"lease": merge_lease}),
-            )
+            rt.store.release_lease(merge_lease, owner=rt.owner, now=rt.now())
 
 
 def _merge_lease(rt: Runtime, task: Task, tr: Transition) -> str | None:
@@ -271,7 +263,7 @@ def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateR
             task.key, "busy", fresh.stage, tr.target, "lost the compare-and-swap", gates, ran
         )
     faults.point("after_cas")
-    moved = rt.task(task.key)
+    moved = fresh._replace(stage=tr.target, version=new_version, retries=fresh.retries + int(tr.retry))
     try:
         rt.tracker.stage_changed(moved, tr.target)
         if cfg.is_terminal(tr.target):

@@ -421,12 +421,20 @@ class Store:
         now: float,
         audit_task: int | None = None,
         alive: Callable[[Owner], bool] = is_alive,
+        detail: dict[str, Any] | None = None,
     ) -> tuple[bool, Lease | None]:
         """Take `name` for `owner`. Returns (acquired, holder-or-reclaimed-from).
 
         (True, None): taken fresh or already ours. (True, old): reclaimed from a dead
         owner, audited. (False, holder): a live owner holds it; nothing written.
         """
+        # Read first, outside any transaction: a loser of a race learns it lost without
+        # taking the write lock that the winner needs next (WAL readers never block).
+        seen = self._one("SELECT * FROM leases WHERE name = ?", (name,))
+        if seen is not None:
+            current = self._lease(seen)
+            if current.owner != owner and alive(current.owner):
+                return False, current
         with self.write() as c:
             r = c.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
             held = self._lease(r) if r else None
@@ -457,7 +465,9 @@ class Store:
                 (name, owner.host, owner.boot_id, owner.pid, owner.start_time, actor, purpose, now),
             )
             if audit_task is not None:
-                self._audit(c, Audit(audit_task, actor, "lease_acquired", {"lease": name}), now)
+                self._audit(
+                    c, Audit(audit_task, actor, "lease_acquired", {"lease": name, **(detail or {})}), now
+                )
         return True, held
 
     def release_lease(
@@ -476,6 +486,11 @@ class Store:
             if cur.rowcount and audit is not None:
                 self._audit(c, audit, now)
             return cur.rowcount == 1
+
+    def dead_leases(self, names: tuple[str, ...], alive: Callable[[Owner], bool] = is_alive) -> list[Lease]:
+        """Those of `names` held by a dead owner: one read, free when none is held."""
+        rows = self._read(f"SELECT * FROM leases WHERE name IN ({','.join('?' * len(names))})", names)
+        return [lease for lease in map(self._lease, rows) if not alive(lease.owner)]
 
     def clear_dead_lease(
         self,

@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 
 class Recorded(NamedTuple):
-    """One request as the server saw it; header names lower-cased."""
+    """One request as the server saw it: the path still percent-encoded, header names lower-cased."""
 
     method: str
     path: str
@@ -42,6 +42,10 @@ class Recorded(NamedTuple):
 
     def json(self) -> Any:
         return json.loads(self.body) if self.body else None
+
+    def segments(self) -> list[str]:
+        """The decoded path segments: `orch%2FENG-1` stays one segment, as in Gitea's router."""
+        return [unquote(p) for p in self.path.strip("/").split("/")]
 
 
 class Reply(NamedTuple):
@@ -63,6 +67,7 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stalls
 
     def _any(self) -> None:
         self.server.fake._serve(self)
@@ -90,7 +95,9 @@ class FakeServer:
         httpd = _Server(("127.0.0.1", 0), _Handler)
         httpd.fake = self
         self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
         return self
 
@@ -155,7 +162,7 @@ class FakeServer:
         split = urlsplit(handler.path)
         req = Recorded(
             method=handler.command,
-            path=unquote(split.path),
+            path=split.path,
             query=dict(parse_qsl(split.query, keep_blank_values=True)),
             headers={k.lower(): v for k, v in handler.headers.items()},
             body=body,
@@ -275,7 +282,8 @@ class FakePlane(FakeServer):
     def set_relations(self, project_id: str, item_id: str, **relations: list[str]) -> None:
         with self.lock:
             self.projects[project_id]["relations"][item_id] = {
-                kind: [{"project_id": project_id, "issue_id": i} for i in ids] for kind, ids in relations.items()
+                kind: [{"project_id": project_id, "issue_id": i} for i in ids]
+                for kind, ids in relations.items()
             }
 
     def item(self, project_id: str, item_id: str) -> dict[str, Any]:
@@ -289,7 +297,7 @@ class FakePlane(FakeServer):
             return Reply(401, {"detail": "Given API token is not valid"})
         if not req.path.endswith("/"):
             return Reply(404, {"detail": "Not found (Plane paths end with a slash)"})
-        parts = req.path.strip("/").split("/")
+        parts = req.segments()
         if parts[:3] != ["api", "v1", "workspaces"] or len(parts) < 5 or parts[3] != self.workspace:
             return Reply(404, {"detail": "Not found."})
         rest = parts[4:]
@@ -445,7 +453,7 @@ class FakeGitea(FakeServer):
     def route(self, req: Recorded) -> Reply:
         if req.headers.get("authorization") != f"token {self.token}":
             return Reply(401, {"message": "token is required", "url": "http://gitea.invalid/api/swagger"})
-        parts = req.path.strip("/").split("/")
+        parts = req.segments()
         if parts[:3] != ["api", "v1", "repos"] or len(parts) < 6:
             return Reply(404, {"message": "Not Found"})
         name = f"{parts[3]}/{parts[4]}"
@@ -478,7 +486,14 @@ class FakeGitea(FakeServer):
         present = {s["status"] for s in statuses}
         state = next((s for s in _STATUS_ORDER if s in present), "")
         return Reply(
-            200, {"state": state, "sha": sha, "total_count": len(statuses), "statuses": statuses, "repository": {}}
+            200,
+            {
+                "state": state,
+                "sha": sha,
+                "total_count": len(statuses),
+                "statuses": statuses,
+                "repository": {},
+            },
         )
 
     def _render(self, repo: dict[str, Any], pr: dict[str, Any]) -> dict[str, Any]:
@@ -494,8 +509,7 @@ class FakeGitea(FakeServer):
 
     def _merge(self, repo: dict[str, Any], pr: dict[str, Any] | None, req: Recorded) -> Reply:
         body = req.json() or {}
-        with_record = {"index": pr["number"] if pr else None, "body": body}
-        self.merges.append(with_record)
+        self.merges.append({"index": pr["number"] if pr else None, "body": body})
         if pr is None or (pr["state"] == "closed" and not pr["merged"]):
             return Reply(404, {"message": "pull request does not exist or is closed", "errors": []})
         if pr["merged"]:
@@ -575,7 +589,7 @@ class FakeTelegram(FakeServer):
         self.fail_next(n, 429, body=body, retry_after=retry_after)
 
     def route(self, req: Recorded) -> Reply:
-        parts = req.path.strip("/").split("/")
+        parts = req.segments()
         if len(parts) != 2 or not parts[0].startswith("bot"):
             return Reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         if parts[0][3:] != self.token:
@@ -597,7 +611,10 @@ class FakeTelegram(FakeServer):
         self.messages.append({**data, "message_id": message_id, "visible": shown})
         return Reply(
             200,
-            {"ok": True, "result": {"message_id": message_id, "chat": {"id": data.get("chat_id")}, "text": shown}},
+            {
+                "ok": True,
+                "result": {"message_id": message_id, "chat": {"id": data.get("chat_id")}, "text": shown},
+            },
         )
 
     @staticmethod
