@@ -196,3 +196,73 @@ def effect_settle(
     if done is None:
         raise UsageError("say --done (it happened) or --redo (run it again)")
     typer.echo(effects.settle(runtime(), key, effect, done=done))
+
+
+event_app = typer.Typer(
+    help="Tell orch that something happened outside.\n\nExample: orch event push --repo app "
+    "--ref refs/heads/orch/ORCH-3",
+    no_args_is_help=True,
+)
+app.add_typer(event_app, name="event")
+
+
+@event_app.command("push")
+def event_push(
+    repo: str = typer.Option(..., "--repo", help="Configured repository name."),
+    ref: str = typer.Option(..., "--ref", help="The ref that moved, e.g. refs/heads/orch/ORCH-3."),
+    sha: str = typer.Option(None, "--sha", help="Its new head (informational)."),
+    json_: bool = JSON,
+) -> None:
+    """A branch moved (from a git hook): advance the tasks on that branch.
+
+    Example: orch event push --repo app --ref refs/heads/orch/ORCH-3 --sha 1a2b3c
+    """
+    from orch.engine import events
+
+    rows = events.push(runtime(actor="git-hook"), repo=repo, ref=ref, sha=sha)
+    if json_:
+        emit_json(rows)
+        return
+    for r in rows:
+        typer.echo(f"{r['task']}: {r['outcome']} {' '.join(r.get('moved', []))}".rstrip())
+    if not rows:
+        typer.echo(f"no task on {ref}")
+
+
+gate_app = typer.Typer(
+    help="Report gate inputs from outside (CI).\n\nExample: orch gate report ci --task ORCH-3 "
+    "--state success",
+    no_args_is_help=True,
+)
+app.add_typer(gate_app, name="gate")
+report_app = typer.Typer(
+    help="Report a result.\n\nExample: orch gate report ci --task ORCH-3 --state success",
+    no_args_is_help=True,
+)
+gate_app.add_typer(report_app, name="report")
+
+
+@report_app.command("ci")
+def gate_report_ci(
+    task: str = typer.Option(..., "--task", help="Task key."),
+    state: str = typer.Option(..., "--state", help="pending, success, failure or error."),
+    sha: str = typer.Option(None, "--sha", help="The commit tested (default: the branch head)."),
+    context: str = typer.Option("ci", "--context", help="The status context (one per CI job)."),
+    description: str = typer.Option(None, "--description", help="A short note (a URL to the run)."),
+    json_: bool = JSON,
+) -> None:
+    """Record a CI result for a task's head (a CI step runs this), then advance the task.
+
+    Example: orch gate report ci --task ORCH-12 --state success --sha "$GITHUB_SHA"
+    """
+    from orch.engine import events
+
+    row = events.ci_report(
+        runtime(actor="ci"), task, state=state, sha=sha, context=context, description=description
+    )
+    if json_:
+        emit_json(row)
+    else:
+        typer.echo(
+            f"{task}: ci {state} at {row['sha'][:10]}; {row['outcome']} {' '.join(row.get('moved', []))}"
+        )
