@@ -49,8 +49,26 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
+    log_format: str = typer.Option(
+        None,
+        "--log-format",
+        envvar="ORCH_LOG_FORMAT",
+        help="Decision log lines as text or json (default text).",
+    ),
+    log_level: str = typer.Option(
+        None, "--log-level", envvar="ORCH_LOG_LEVEL", help="debug, info, warning (default) or error."
+    ),
+    log_file: str = typer.Option(
+        None, "--log-file", envvar="ORCH_LOG_FILE", help="Append decision logs here instead of stderr."
+    ),
 ) -> None:
     _state["config"] = config
+    from orch import log
+
+    try:
+        log.configure(fmt=log_format, level=log_level, path=log_file)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
 
 
 def runtime(actor: str | None = None, *, create: bool = True) -> Any:
@@ -65,6 +83,6 @@ def fail(message: str, code: int) -> None:
 
 
 # Register the command modules (they only import typer at module level).
-from orch.cli import pipeline, queue, setup, tasks  # noqa: E402, F401
+from orch.cli import pipeline, queue, setup, status, tasks  # noqa: E402, F401
 
 __all__ = ["app", "emit_json", "fail", "runtime"]

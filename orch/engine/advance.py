@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from orch import faults
+from orch import faults, log
 from orch.config import Config, Transition
 from orch.engine import effects, outbox
 from orch.engine.gates import GateResult, evaluate
@@ -58,6 +58,31 @@ class AdvanceResult(NamedTuple):
 
 
 def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResult:
+    result = _advance(rt, key, expect)
+    if result.outcome in ("advanced", "failed", "busy"):
+        level = log.info if result.outcome == "advanced" else log.warning
+        level(
+            "advance",
+            task=key,
+            actor=rt.actor,
+            outcome=result.outcome,
+            stage=result.stage,
+            to=result.to_stage,
+            message=result.message,
+        )
+    else:
+        log.debug(
+            "advance",
+            task=key,
+            actor=rt.actor,
+            outcome=result.outcome,
+            stage=result.stage,
+            message=result.message,
+        )
+    return result
+
+
+def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
     cfg = rt.config
     if expect is not None and expect not in cfg.stages:
         raise UsageError(f"--expect {expect!r}: no such stage (stages: {', '.join(cfg.stages)})")

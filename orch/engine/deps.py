@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orch import log
 from orch.engine import outbox
 from orch.engine.runtime import Runtime
 from orch.errors import UsageError
@@ -146,6 +147,7 @@ def check_cycles(rt: Runtime) -> list[list[str]]:
         keys = [_key(rt, i) for i in cycle]
         found.append(keys)
         reason = f"dependency cycle: {' -> '.join([*keys, keys[0]])}"
+        log.warning("dependency_cycle", tasks=",".join(keys), actor=rt.actor)
         for task_id in cycle:
             task = rt.store.get_task_by_id(task_id)
             if task is None or task.blocked or rt.config.is_terminal(task.stage):

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
+from orch import log
 from orch.engine import advance as advance_mod
 from orch.engine import outbox, tasks
 from orch.engine.env import task_env
@@ -262,6 +263,9 @@ def _finish(
             {"job": job.id, "agent": job.agent, "exit_code": code, "reason": reason},
             task.stage,
         ),
+    )
+    log.info(
+        "job_ended", task=task.key, job=job.id, agent=job.agent, state=state, reason=reason, actor=rt.actor
     )
     if not ended:  # cancelled or reaped under us: that verdict stands
         latest = rt.store.get_job(job.id)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from orch import log
 from orch.engine import jobs, outbox
 from orch.engine.runtime import Runtime
 from orch.identity import is_alive
@@ -62,6 +63,7 @@ def reap(rt: Runtime) -> ReapReport:
         ):
             continue  # it ended on its own meanwhile
         reaped.append(job.id)
+        log.warning("reaped", task=task.key, job=job.id, agent=job.agent, actor=rt.actor, reason=why)
         lease = f"task:{task.key}"
         rt.store.release_lease(
             lease,
@@ -82,5 +84,6 @@ def reap(rt: Runtime) -> ReapReport:
         audit_task = owner_task.id if owner_task else None
         if rt.store.clear_dead_lease(name, actor=rt.actor, now=now, audit_task=audit_task) is not None:
             released.append(name)
+            log.warning("lease_reclaimed", lease=name, actor=rt.actor, dead_owner=held.owner.label())
     outbox.flush(rt)
     return ReapReport(reaped, released, errors)

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from orch import log
 from orch.engine import deps, jobs, outbox, reaper
 from orch.engine.advance import advance
 from orch.engine.runtime import Runtime
@@ -43,6 +44,7 @@ def sweep(rt: Runtime, *, limit: int = 500) -> dict[str, Any]:
             result = advance(rt, task.key, expect=task.stage)
         except OrchError as e:
             errors.append(f"{task.key}: {e}")
+            log.error("sweep_failed", task=task.key, actor=rt.actor, error=str(e))
             continue
         if result.outcome == "advanced":
             moved.append(f"{task.key}: {result.stage} -> {result.to_stage}")
@@ -50,6 +52,7 @@ def sweep(rt: Runtime, *, limit: int = 500) -> dict[str, Any]:
 
 
 def tick(rt: Runtime, *, spawn: bool = True) -> dict[str, Any]:
+    started = rt.now()
     report: dict[str, Any] = {}
     report["reap"] = _exclusive(rt, "reap", lambda: reaper.reap(rt).as_dict())
     if rt.config.deps_enabled:
@@ -64,4 +67,25 @@ def tick(rt: Runtime, *, spawn: bool = True) -> dict[str, Any]:
     report["sweep"] = sweep(rt)
     report["work"] = {"started": jobs.spawn(rt)} if spawn else {"started": []}
     report["notified"] = outbox.flush(rt)
+    reap = report["reap"]
+    log.info(
+        "tick",
+        actor=rt.actor,
+        reaped=len(reap.get("reaped", [])),
+        leases=len(reap.get("leases", [])),
+        advanced=len(report["sweep"]["advanced"]),
+        started=len(report["work"]["started"]),
+        errors=len(report["sweep"]["errors"]),
+        seconds=round(rt.now() - started, 3),
+    )
+    rt.store.set_fact(
+        "last_tick",
+        {
+            "duration_s": round(rt.now() - started, 3),
+            "by": rt.owner.label(),
+            "advanced": len(report["sweep"]["advanced"]),
+            "started": len(report["work"]["started"]),
+        },
+        now=rt.now(),
+    )
     return report

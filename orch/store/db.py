@@ -1035,6 +1035,34 @@ class Store:
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    # -- facts -------------------------------------------------------------------------
+
+    def set_fact(self, name: str, value: Any, *, now: float) -> None:
+        with self.write() as c:
+            c.execute(
+                "INSERT INTO facts (name, value, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value, at = excluded.at",
+                (name, json.dumps(value, sort_keys=True, default=str), now),
+            )
+
+    def fact(self, name: str) -> tuple[Any, float] | None:
+        r = self._one("SELECT value, at FROM facts WHERE name = ?", (name,))
+        return (json.loads(r[0]), float(r[1])) if r else None
+
+    def counts(self) -> dict[str, Any]:
+        """The numbers the queue view shows, in one read each."""
+        jobs = {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM jobs GROUP BY state")}
+        stages = {r[0]: r[1] for r in self._read("SELECT stage, count(*) FROM tasks GROUP BY stage")}
+        r = self._one("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        blocked = self._one("SELECT count(*), sum(escalated) FROM tasks WHERE blocked = 1")
+        return {
+            "jobs": jobs,
+            "stages": stages,
+            "outbox_pending": int(r[0]) if r else 0,
+            "blocked": int(blocked[0]) if blocked else 0,
+            "escalated": int(blocked[1] or 0) if blocked else 0,
+        }
+
     # -- outbox ----------------------------------------------------------------------
 
     @staticmethod

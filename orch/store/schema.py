@@ -176,6 +176,23 @@ def _v2(db: Any) -> None:
         db.execute(sql)
 
 
+_V3 = [
+    # Small named facts the operator views read: the last tick, run counters.
+    """
+    CREATE TABLE facts (
+        name TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        at REAL NOT NULL
+    )
+    """,
+]
+
+
+def _v3(db: Any) -> None:
+    for sql in _V3:
+        db.execute(sql)
+
+
 # Append only: never edit a migration that has shipped.
-MIGRATIONS: list[tuple[str, Any]] = [("v1_core", _v1), ("v2_queue_deps", _v2)]
+MIGRATIONS: list[tuple[str, Any]] = [("v1_core", _v1), ("v2_queue_deps", _v2), ("v3_facts", _v3)]
 LATEST = len(MIGRATIONS)

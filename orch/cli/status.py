@@ -1,0 +1,189 @@
+"""Operator views: queue, explain, doctor."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+
+from orch.cli.commands import app, emit_json, runtime
+
+JSON = typer.Option(False, "--json", help="Print JSON (shape documented in the README).")
+
+
+def _age(s: float | None) -> str:
+    if s is None:
+        return "-"
+    s = abs(s)
+    return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h"
+
+
+def render_queue(view: dict[str, Any]) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    health = Text("healthy", style="green") if view["healthy"] else Text("needs a look", style="bold red")
+    tick = view["last_tick"]
+    last = (_age(tick["ago_s"]) + " ago") if tick else "never"
+    head = Text.assemble(
+        "orch: ",
+        health,
+        f"   stages {view['stages'] or {}}   running {len(view['running'])}/{view['max_concurrency']}",
+        f"   queued {len(view['queued'])}   waiting {len(view['waiting'])}",
+        f"   outbox {view['outbox_pending']}   last tick {last}",
+    )
+    parts.append(head)
+    for p in view["problems"]:
+        parts.append(Text(f"  ! {p}", style="yellow"))
+    if view["running"] or view["queued"] or view["waiting"]:
+        t = Table("job", "task", "agent", "state", "attempt", "age", "owner", "note", title="jobs")
+        for j in view["running"]:
+            owner = j["owner"] or {}
+            alive = "alive" if j["alive"] else "DEAD"
+            t.add_row(
+                str(j["id"]),
+                j["task"],
+                j["agent"],
+                "running",
+                str(j["attempt"]),
+                _age(j["age_s"]),
+                f"pid {owner.get('pid')} {alive}",
+                f"deadline in {_age(j['deadline_in_s'])}",
+            )
+        for j in view["queued"]:
+            note = f"starts in {_age(j['starts_in_s'])}" if j["starts_in_s"] else "ready"
+            t.add_row(
+                str(j["id"]), j["task"], j["agent"], "queued", str(j["attempt"]), _age(j["age_s"]), "", note
+            )
+        for j in view["waiting"]:
+            t.add_row(
+                str(j["id"]),
+                j["task"],
+                j["agent"],
+                "waiting",
+                str(j["attempt"]),
+                _age(j["age_s"]),
+                "",
+                "waits on " + ", ".join(j["waits_on"]),
+            )
+        parts.append(t)
+    if view["leases"]:
+        t = Table("lease", "holder", "for", "age", "owner", title="leases")
+        for lease in view["leases"]:
+            alive = "alive" if lease["alive"] else "DEAD"
+            t.add_row(
+                lease["name"],
+                lease["actor"],
+                lease["purpose"],
+                _age(lease["age_s"]),
+                f"{lease['owner']['host']} pid {lease['owner']['pid']} {alive}",
+            )
+        parts.append(t)
+    if view["dependency_line"]:
+        t = Table("task", "stage", "waits for", title="dependency line")
+        for row in view["dependency_line"]:
+            t.add_row(
+                row["task"], row["stage"], ", ".join(f"{d['task']} ({d['stage']})" for d in row["waits_on"])
+            )
+        parts.append(t)
+    if view["blocked"]:
+        t = Table("task", "stage", "why", title="blocked")
+        for row in view["blocked"]:
+            t.add_row(
+                row["task"], row["stage"], ("ESCALATED: " if row["escalated"] else "") + (row["reason"] or "")
+            )
+        parts.append(t)
+    return Group(*parts)
+
+
+@app.command("queue")
+def queue(
+    json_: bool = JSON,
+    watch: bool = typer.Option(False, "--watch", help="Refresh in place every --interval seconds."),
+    interval: float = typer.Option(
+        2.0, "--interval", min=0.2, help="Seconds between refreshes with --watch."
+    ),
+) -> None:
+    """Running, queued and waiting jobs, leases, the dependency line, blocks, the last tick.
+
+    Example: orch queue --watch
+    """
+    from orch.engine import status
+
+    rt = runtime()
+    if json_:
+        emit_json(status.queue(rt))
+        return
+    from rich.console import Console
+
+    console = Console()
+    if not watch:
+        console.print(render_queue(status.queue(rt)))
+        return
+    from rich.live import Live
+
+    with Live(render_queue(status.queue(rt)), console=console, refresh_per_second=4) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(render_queue(status.queue(rt)))
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command("explain")
+def explain(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON) -> None:
+    """Why a task is where it is: its next gates with evidence, leases, dependencies, who moves it next.
+
+    Example: orch explain ORCH-12
+    """
+    from orch.engine import status
+
+    view = status.explain(runtime(), key)
+    if json_:
+        emit_json(view)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t = view["task"]
+    console.print(f"[bold]{t['key']}[/bold] {t['title']}")
+    flags = " BLOCKED" if t["blocked"] else ""
+    flags += " ESCALATED" if t["escalated"] else ""
+    console.print(
+        f"  stage {t['stage']} (v{t['version']}), retries {t['retries']}/{view['max_retries']},"
+        f" branch {view['branch']} at {(view['head'] or 'none')[:10]}{flags}"
+    )
+    if t["blocked"]:
+        console.print(f"  blocked: {t['block_reason']}")
+    for tr in view["transitions"]:
+        table = Table(
+            "gate", "", "why", "evidence", title=f"-> {tr['to']}: {'GREEN' if tr['green'] else 'red'}"
+        )
+        for g in tr["gates"]:
+            ev = ", ".join(f"{k}={str(v)[:24]}" for k, v in g["evidence"].items() if v is not None)
+            table.add_row(g["gate"], "ok" if g["passed"] else "no", g["reason"], ev)
+        if tr["effects"]:
+            table.caption = "effects: " + ", ".join(tr["effects"])
+        console.print(table)
+    for lease in view["leases"]:
+        console.print(
+            f"  lease {lease['name']}: {lease['actor']} ({'alive' if lease['alive'] else 'DEAD'}, "
+            f"{_age(lease['age_s'])})"
+        )
+    if view["waits_on"]:
+        console.print("  waits on: " + ", ".join(f"{d['task']} ({d['stage']})" for d in view["waits_on"]))
+    if view["job"]:
+        j = view["job"]
+        console.print(
+            f"  job {j['id']}: {j['agent']} attempt {j['attempt']} {j['state']} {j['reason'] or ''}"
+        )
+    console.print(
+        "  recent: "
+        + "; ".join(f"{r['event']}" + (f" -> {r['to']}" if r["to"] else "") for r in view["recent"])
+    )
+    console.print(f"[bold]next:[/bold] {view['next']}")

@@ -1,0 +1,89 @@
+"""Decision logs: one line per decision of the tick, the reconciler, the relay and advance.
+
+`ORCH_LOG_FORMAT` (text | json), `ORCH_LOG_LEVEL` (debug | info | warning | error;
+default warning) and `ORCH_LOG_FILE` (default: stderr), or the CLI's `--log-format`,
+`--log-level` and `--log-file`. JSON lines carry `ts`, `level`, `event` and the fields
+of the decision (task, actor, ...). A timer run that sets a log file keeps a history
+without a shell redirect.
+
+Not the stdlib `logging`: configuring it costs imports on every cron run, and these
+lines need no handlers, filters or propagation. Secrets never reach a field: callers
+pass keys, stages and reasons, never URLs with tokens or payloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.level = LEVELS["warning"]
+        self.format = "text"
+        self.path: str | None = None
+        self.stream: TextIO | None = None
+
+    def configure(self, *, fmt: str | None = None, level: str | None = None, path: str | None = None) -> None:
+        fmt = (fmt or os.environ.get("ORCH_LOG_FORMAT") or "text").lower()
+        level = (level or os.environ.get("ORCH_LOG_LEVEL") or "warning").lower()
+        path = path or os.environ.get("ORCH_LOG_FILE") or None
+        if fmt not in ("text", "json"):
+            raise ValueError(f"log format {fmt!r}: expected text or json")
+        if level not in LEVELS:
+            raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
+        self.format, self.level, self.path = fmt, LEVELS[level], path
+        if self.stream is not None and self.stream is not sys.stderr:
+            self.stream.close()
+        self.stream = None
+
+    def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if LEVELS[level] < self.level:
+            return
+        if self.stream is None:
+            self.stream = open(self.path, "a", encoding="utf-8") if self.path else sys.stderr  # noqa: SIM115
+        now = time.time()
+        if self.format == "json":
+            line = json.dumps({"ts": round(now, 3), "level": level, "event": event, **fields}, default=str)
+        else:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
+            line = f"{stamp} {level:<7} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+_sink = _Sink()
+_sink_configured = False
+
+
+def configure(*, fmt: str | None = None, level: str | None = None, path: str | None = None) -> None:
+    global _sink_configured
+    _sink.configure(fmt=fmt, level=level, path=path)
+    _sink_configured = True
+
+
+def _emit(level: str, event: str, fields: dict[str, Any]) -> None:
+    if not _sink_configured:
+        configure()
+    _sink.emit(level, event, fields)
+
+
+def debug(event: str, **fields: Any) -> None:
+    _emit("debug", event, fields)
+
+
+def info(event: str, **fields: Any) -> None:
+    _emit("info", event, fields)
+
+
+def warning(event: str, **fields: Any) -> None:
+    _emit("warning", event, fields)
+
+
+def error(event: str, **fields: Any) -> None:
+    _emit("error", event, fields)
