@@ -94,6 +94,71 @@ def config_show(json_: bool = typer.Option(False, "--json", help="Print JSON."))
     typer.echo(tomli_w.dumps(redact(cfg.raw or {})))  # type: ignore[arg-type]
 
 
+def _print_findings(findings: list[dict[str, str]]) -> None:
+    for f in findings:
+        typer.echo(
+            f"{f['level']}: {f['key']}: {f['problem']}\n    fix: {f['fix']}", err=f["level"] == "error"
+        )
+
+
+@config_app.command("check")
+def config_check(
+    online: bool = typer.Option(False, "--online", help="Also make one cheap call to each integration."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Validate the configuration and what it points at; each finding names the key and the fix.
+
+    Exit 2 when an error is found.
+
+    Example: orch config check --json
+    """
+    from orch import config as config_mod
+    from orch.app import checks
+
+    cfg = config_mod.load(_state["config"])
+    findings = checks.config_check(cfg)
+    if online:
+        findings.append(
+            {
+                "level": "info",
+                "key": "[tracker] [forge] [notifier]",
+                "problem": "no online integration is configured (local tracker, forge, console)",
+                "fix": "nothing to do",
+            }
+        )
+    if json_:
+        emit_json({"ok": not any(f["level"] == "error" for f in findings), "findings": findings})
+    else:
+        _print_findings(findings)
+        if not findings:
+            typer.echo(f"ok: {cfg.source or 'embedded defaults'}")
+    raise typer.Exit(2 if any(f["level"] == "error" for f in findings) else 0)
+
+
+@app.command("doctor")
+def doctor(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """config check, database integrity, stale leases, dead runners, the last tick.
+
+    Exit 1 when an error is found.
+
+    Example: orch doctor
+    """
+    from orch import config as config_mod
+    from orch.app import checks
+
+    report = checks.doctor(config_mod.load(_state["config"]))
+    if json_:
+        emit_json(report)
+    else:
+        _print_findings(report["findings"])
+        typer.echo(
+            "ok"
+            if report["ok"] and not report["findings"]
+            else ("ok, with warnings" if report["ok"] else "problems found")
+        )
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
 @app.command("demo")
 def demo(
     keep: Path = typer.Option(None, "--keep", help="Build the demo in DIR and leave it there."),

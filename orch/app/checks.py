@@ -1,0 +1,206 @@
+"""`orch config check` and `orch doctor`: precise findings, each with its key and its fix.
+
+A finding is {level, key, problem, fix}; `error` makes the command exit 2 (config) or
+1 (doctor). Secrets are never printed: a check says which variable is missing, not
+what it holds.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from orch.adapters.git import git
+from orch.config import Config
+
+# Shell words that are not programs on PATH.
+_BUILTINS = {
+    "exit",
+    "echo",
+    "cd",
+    "[",
+    "test",
+    "true",
+    "false",
+    "printf",
+    "export",
+    "set",
+    "if",
+    "for",
+    ":",
+    ".",
+}
+
+
+def _finding(level: str, key: str, problem: str, fix: str) -> dict[str, str]:
+    return {"level": level, "key": key, "problem": problem, "fix": fix}
+
+
+def _program(command: str) -> str | None:
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    words = [w for w in words if "=" not in w.split("/")[0] or w.startswith(("/", "."))]
+    return words[0] if words else None
+
+
+def _check_command(cfg: Config, key: str, command: str, cwd: Path) -> list[dict[str, str]]:
+    prog = _program(command)
+    if prog is None:
+        return [_finding("error", key, f"cannot parse the command {command!r}", "fix its shell quoting")]
+    if prog in _BUILTINS or prog.startswith("$"):
+        return []
+    if "/" in prog:
+        path = Path(prog) if Path(prog).is_absolute() else cwd / prog
+        if not path.exists():
+            return [_finding("error", key, f"{prog} does not exist", "point the command at an existing file")]
+        if not os.access(path, os.X_OK):
+            return [_finding("error", key, f"{prog} is not executable", f"chmod +x {path}")]
+        return []
+    if shutil.which(prog) is None:
+        return [
+            _finding("error", key, f"{prog!r} is not on PATH", f"install {prog} or use its absolute path")
+        ]
+    return []
+
+
+def config_check(cfg: Config) -> list[dict[str, str]]:
+    out: list[dict[str, str]] = []
+    if not cfg.repos:
+        out.append(
+            _finding(
+                "error",
+                "[repos]",
+                "no repository is configured",
+                'add [repos.app] path = "../app" (or run orch inside a git repository)',
+            )
+        )
+    for repo in cfg.repos.values():
+        key = f"[repos.{repo.name}]"
+        if not repo.path.exists():
+            out.append(_finding("error", f"{key} path", f"{repo.path} does not exist", "fix the path"))
+            continue
+        inside = git("rev-parse", "--git-dir", cwd=repo.path, check=False)
+        if inside.returncode != 0:
+            out.append(
+                _finding(
+                    "error",
+                    f"{key} path",
+                    f"{repo.path} is not a git repository",
+                    f"git init {repo.path}, or point path at the repository",
+                )
+            )
+            continue
+        has = git(
+            "rev-parse", "--verify", "-q", f"refs/heads/{repo.default_branch}", cwd=repo.path, check=False
+        )
+        if has.returncode != 0:
+            out.append(
+                _finding(
+                    "error",
+                    f"{key} default_branch",
+                    f"branch {repo.default_branch!r} does not exist",
+                    "set default_branch to the branch tasks merge into",
+                )
+            )
+        if repo.ci:
+            out += _check_command(cfg, f"{key} ci", repo.ci, repo.path)
+    for agent in cfg.agents.values():
+        used = any(s.agent == agent.name for s in cfg.stages.values())
+        if used:
+            out += _check_command(cfg, f"[agents.{agent.name}] command", agent.command, cfg.base_dir)
+    used_gates = {g for t in cfg.transitions for g in t.gates}
+    for gate in cfg.gates.values():
+        if gate.command and gate.name in used_gates:
+            out += _check_command(cfg, f"[gates.{gate.name}] command", gate.command, cfg.base_dir)
+    used_effects = {e for t in cfg.transitions for e in t.effects}
+    for eff in cfg.effects.values():
+        if eff.name not in used_effects:
+            continue
+        if eff.command:
+            out += _check_command(cfg, f"[effects.{eff.name}] command", eff.command, cfg.base_dir)
+        if eff.type == "command" and eff.irreversible and not eff.probe:
+            out.append(
+                _finding(
+                    "warning",
+                    f"[effects.{eff.name}] probe",
+                    "irreversible effect without a probe: an interrupted run blocks the task",
+                    'add probe = "<command that exits 0 if it happened, 1 if not>"',
+                )
+            )
+    for hook, command in cfg.hooks.items():
+        out += _check_command(cfg, f"[workspace] {hook}", command, cfg.base_dir)
+    for path, key in (
+        (cfg.state_dir, "state directory ($ORCH_HOME)"),
+        (cfg.workspace_root, "[workspace] root"),
+    ):
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not os.access(probe, os.W_OK):
+            out.append(
+                _finding("error", key, f"{path} is not writable", f"make {probe} writable for this user")
+            )
+    if cfg.db_path.exists():
+        try:
+            conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.close()
+        except sqlite3.Error as e:
+            out.append(
+                _finding("error", "[store] path", f"{cfg.db_path}: {e}", "point path at an orch database")
+            )
+        else:
+            from orch.store.schema import LATEST
+
+            if version > LATEST:
+                out.append(
+                    _finding(
+                        "error",
+                        "[store] path",
+                        f"schema {version} is from a newer orch",
+                        "upgrade orch, or use another database",
+                    )
+                )
+    return out
+
+
+def doctor(cfg: Config) -> dict[str, Any]:
+    """config check + database integrity + what the queue view calls problems."""
+    findings = config_check(cfg)
+    view: dict[str, Any] = {}
+    if cfg.db_path.exists():
+        from orch.app import open_runtime
+        from orch.engine import status
+
+        rt = open_runtime(cfg, actor="doctor")
+        try:
+            check = rt.store.integrity()
+            if check != "ok":
+                findings.append(
+                    _finding(
+                        "error",
+                        "[store] path",
+                        f"integrity check: {check}",
+                        "restore the database from a backup",
+                    )
+                )
+            view = status.queue(rt)
+        finally:
+            rt.close()
+        for p in view.get("problems", []):
+            findings.append(_finding("warning", "queue", p, "see `orch queue`"))
+    else:
+        findings.append(
+            _finding("warning", "[store] path", f"{cfg.db_path} does not exist yet", "run `orch init`")
+        )
+    return {
+        "ok": not any(f["level"] == "error" for f in findings),
+        "findings": findings,
+        "healthy": view.get("healthy"),
+    }
