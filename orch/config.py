@@ -45,6 +45,15 @@ DEFAULTS: dict[str, Any] = {
     "reaper": {"max_running_s": 14400, "grace_s": 5},
     "deps": {"enabled": True, "finished_stages": ["deploy", "monitoring", "done"]},
     "merge": {"premerge_rebase_always": True},
+    "relay": {
+        "host": "127.0.0.1",
+        "port": 8787,
+        "max_body_bytes": 1048576,
+        "plane_secret_env": "ORCH_PLANE_WEBHOOK_SECRET",
+        "gitea_secret_env": "ORCH_GITEA_WEBHOOK_SECRET",
+        "token_env": "ORCH_RELAY_TOKEN",
+    },
+    "inbox": {"max_attempts": 5, "backoff_base_s": 10},
     "tracker": {"kind": "local", "key_prefix": "ORCH"},
     "forge": {"kind": "local"},
     "notifier": {"kind": "console"},
@@ -117,6 +126,8 @@ _PLAIN_SECTIONS = (
     "reaper",
     "deps",
     "merge",
+    "relay",
+    "inbox",
     "tracker",
     "forge",
     "notifier",
@@ -130,6 +141,8 @@ _ENV_SECTIONS = (
     "reaper",
     "deps",
     "merge",
+    "relay",
+    "inbox",
     "tracker",
     "forge",
     "notifier",
@@ -197,6 +210,7 @@ class Repo(NamedTuple):
     default_branch: str = "main"
     ci: str | None = None
     ci_timeout_s: float = 1800.0
+    forge_repo: str | None = None  # "owner/name" on the forge: maps its webhooks here
 
 
 class Config(NamedTuple):
@@ -217,6 +231,14 @@ class Config(NamedTuple):
     premerge_rebase_always: bool
     hooks: dict[str, str]
     hook_timeout_s: float
+    relay_host: str
+    relay_port: int
+    relay_max_body: int
+    plane_secret_env: str
+    gitea_secret_env: str
+    relay_token_env: str
+    inbox_max_attempts: int
+    inbox_backoff_s: float
     key_prefix: str
     tracker_kind: str
     forge_kind: str
@@ -241,6 +263,14 @@ class Config(NamedTuple):
     def is_terminal(self, stage: str) -> bool:
         s = self.stages.get(stage)
         return bool(s and s.terminal)
+
+    def repo_for_forge(self, full_name: str) -> str | None:
+        """The configured repo a forge webhook's "owner/name" belongs to (forge_repo, else the name)."""
+        for repo in self.repos.values():
+            if repo.forge_repo and repo.forge_repo.lower() == full_name.lower():
+                return repo.name
+        tail = full_name.rsplit("/", 1)[-1]
+        return tail if tail in self.repos and not self.repos[tail].forge_repo else None
 
     def default_repo(self) -> str:
         if len(self.repos) == 1:
@@ -409,7 +439,7 @@ def build(
     for name, r in v.table(raw, "repos").items():
         key = f"repos.{name}"
         r = v.is_table(r, key)
-        v.only(r, key, {"path", "default_branch", "ci", "ci_timeout_s"})
+        v.only(r, key, {"path", "default_branch", "ci", "ci_timeout_s", "forge_repo"})
         p = Path(v.string(r, key, "path")).expanduser()
         repos[name] = Repo(
             name=name,
@@ -419,6 +449,7 @@ def build(
             else v.string(r, key, "default_branch"),
             ci=v.opt_string(r, key, "ci"),
             ci_timeout_s=v.number(r, key, "ci_timeout_s", 1800.0),
+            forge_repo=v.opt_string(r, key, "forge_repo"),
         )
     if not repos and (base_dir / ".git").exists():
         # With nothing configured, the directory orch runs in is the repository.
@@ -426,6 +457,7 @@ def build(
 
     tracker = v.table(raw, "tracker")
     work, reaper, deps = v.table(raw, "work"), v.table(raw, "reaper"), v.table(raw, "deps")
+    relay, inbox = v.table(raw, "relay"), v.table(raw, "inbox")
     for h in HOOKS:
         v.opt_string(workspace, "workspace", h)
     finished = v.names(deps, "deps", "finished_stages")
@@ -450,6 +482,14 @@ def build(
         premerge_rebase_always=v.boolean(v.table(raw, "merge"), "merge", "premerge_rebase_always", True),
         hooks={h: str(workspace[h]) for h in HOOKS if workspace.get(h)},
         hook_timeout_s=v.number(workspace, "workspace", "hook_timeout_s", 120),
+        relay_host=v.string(relay, "relay", "host"),
+        relay_port=v.integer(relay, "relay", "port", 8787),
+        relay_max_body=v.integer(relay, "relay", "max_body_bytes", 1048576, minimum=1),
+        plane_secret_env=v.string(relay, "relay", "plane_secret_env"),
+        gitea_secret_env=v.string(relay, "relay", "gitea_secret_env"),
+        relay_token_env=v.string(relay, "relay", "token_env"),
+        inbox_max_attempts=v.integer(inbox, "inbox", "max_attempts", 5, minimum=1),
+        inbox_backoff_s=v.number(inbox, "inbox", "backoff_base_s", 10),
         key_prefix=v.string(tracker, "tracker", "key_prefix"),
         tracker_kind=v.choice(tracker, "tracker", "kind", TRACKER_KINDS),
         forge_kind=v.choice(v.table(raw, "forge"), "forge", "kind", FORGE_KINDS),

@@ -104,15 +104,20 @@ def test_a_writer_waits_for_a_short_lock(tmp_path: Path) -> None:
     assert t.key == "K-1"
 
 
-def test_outbox_dedups_on_the_change_key(tmp_path: Path) -> None:
+def test_outbox_dedups_on_the_change_key_and_claims_expire(tmp_path: Path) -> None:
     s = _store(tmp_path)
     s.notify("task:K-1:v2", None, "moved", now=1)
     s.notify("task:K-1:v2", None, "moved again", now=2)
-    (n,) = s.pending_notifications()
+    (n,) = s.pending_notifications(now=3)
     assert n.text == "moved"
     assert s.claim_notification(n.key, now=3)
-    assert not s.claim_notification(n.key, now=4)
-    assert s.pending_notifications() == []
+    assert not s.claim_notification(n.key, now=4)  # claimed by a live sender
+    assert s.pending_notifications(now=4) == []
+    # The sender died before marking it sent: after the claim expires it is due again.
+    assert [m.key for m in s.pending_notifications(now=3 + 121)] == ["task:K-1:v2"]
+    assert s.claim_notification(n.key, now=3 + 121)
+    s.notification_sent(n.key, now=3 + 122)
+    assert s.pending_notifications(now=10_000) == []
 
 
 def test_processes_racing_to_create_one_database_migrate_it_once(tmp_path: Path) -> None:

@@ -83,6 +83,6 @@ def fail(message: str, code: int) -> None:
 
 
 # Register the command modules (they only import typer at module level).
-from orch.cli import pipeline, queue, setup, status, tasks  # noqa: E402, F401
+from orch.cli import install, pipeline, queue, relay, setup, status, tasks  # noqa: E402, F401
 
 __all__ = ["app", "emit_json", "fail", "runtime"]

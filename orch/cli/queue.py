@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from orch.cli.commands import app, emit_json, runtime
+from orch.cli.relay import event_app
 from orch.cli.render import tick_report
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
@@ -196,14 +197,6 @@ def effect_settle(
     if done is None:
         raise UsageError("say --done (it happened) or --redo (run it again)")
     typer.echo(effects.settle(runtime(), key, effect, done=done))
-
-
-event_app = typer.Typer(
-    help="Tell orch that something happened outside.\n\nExample: orch event push --repo app "
-    "--ref refs/heads/orch/ORCH-3",
-    no_args_is_help=True,
-)
-app.add_typer(event_app, name="event")
 
 
 @event_app.command("push")

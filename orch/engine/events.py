@@ -30,18 +30,13 @@ def tasks_on_ref(rt: Runtime, repo: str, ref: str) -> list[Task]:
 
 
 def push(rt: Runtime, *, repo: str, ref: str, sha: str | None = None) -> list[dict[str, Any]]:
-    """A branch moved: advance the tasks on it (their gates now look at the new head)."""
+    """A branch moved: advance the tasks on it (their gates now look at the new head).
+
+    `sha` is informational: the head is read from the forge, which is the truth.
+    """
     if repo not in rt.config.repos:
         raise UsageError(f"unknown repo {repo!r} (configured: {', '.join(rt.config.repos) or 'none'})")
-    out = []
-    for task in tasks_on_ref(rt, repo, ref):
-        out.append(_advance(rt, task))
-    if not out and ref == BRANCH_PREFIX + rt.config.repos[repo].default_branch:
-        # The default branch moved: tasks waiting to merge may now need a rebase; the
-        # tick's sweep will take them, nothing to do here.
-        return []
-    del sha  # the sha is in git already; kept in the signature for hooks that pass it
-    return out
+    return [_advance(rt, task) for task in tasks_on_ref(rt, repo, ref)]
 
 
 def ci_report(

@@ -1,20 +1,42 @@
-"""Send what the outbox holds. Messages are committed with the change they report."""
+"""Send what the outbox holds. Messages are committed with the change they report.
+
+At least once: a message is claimed (a claim that expires), sent, then marked sent. A
+notifier that says "later" (RetryLater, e.g. Telegram's flood control) or fails keeps
+the message for a later flush, after its delay or a backoff; a failing notifier never
+fails the caller's step.
+"""
 
 from __future__ import annotations
 
+from orch import log
 from orch.engine.runtime import Runtime
-from orch.errors import OrchError
+from orch.errors import OrchError, RetryLater
+
+BACKOFF_S = (10, 30, 60, 300, 900, 3600)
 
 
 def flush(rt: Runtime, limit: int = 100) -> int:
-    """Send pending messages; a message is claimed before it is sent, so it goes out once."""
+    """Send due messages; returns how many went out."""
     sent = 0
-    for n in rt.store.pending_notifications(limit):
+    for n in rt.store.pending_notifications(limit, now=rt.now()):
         if not rt.store.claim_notification(n.key, now=rt.now()):
             continue  # another process took it
         try:
             rt.notifier.send(n.text)
-            sent += 1
-        except OrchError:
-            continue  # a notifier failure never fails the caller's step
+        except RetryLater as e:
+            rt.store.notification_failed(n.key, now=rt.now(), retry_at=rt.now() + e.delay, error=str(e))
+            log.warning("notify_later", key=n.key, delay=e.delay)
+            break  # the notifier asked us to slow down: the rest waits too
+        except OrchError as e:
+            attempts = _attempts(rt, n.key)
+            delay = BACKOFF_S[min(attempts, len(BACKOFF_S)) - 1] if attempts else BACKOFF_S[0]
+            rt.store.notification_failed(n.key, now=rt.now(), retry_at=rt.now() + delay, error=str(e))
+            log.warning("notify_failed", key=n.key, error=str(e), retry_in_s=delay)
+            continue
+        rt.store.notification_sent(n.key, now=rt.now())
+        sent += 1
     return sent
+
+
+def _attempts(rt: Runtime, key: str) -> int:
+    return rt.store.notification_attempts(key)

@@ -104,7 +104,8 @@ def queue(rt: Runtime) -> dict[str, Any]:
         "stages": counts["stages"],
         "jobs": counts["jobs"],
         "outbox_pending": counts["outbox_pending"],
-        "inbox_pending": 0,
+        "inbox_pending": sum(n for state, n in store.inbox_count().items() if state in ("pending", "failed")),
+        "inbox_parked": store.inbox_count().get("parked", 0),
         "last_tick": {"at": tick[1], "ago_s": round(rt.now() - tick[1], 1), **tick[0]} if tick else None,
         "max_concurrency": rt.config.max_concurrency,
     }

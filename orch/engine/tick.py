@@ -1,5 +1,6 @@
 """`orch tick`: what a cron entry or a systemd timer runs every minute.
 
+  0. drain the inbox (webhooks the relay stored but did not finish)
   1. reap (recover after a reboot, reclaim dead owners, kill what overstays)
   2. dependencies: repair readiness counts, catch cycles
   3. sweep: advance tasks in stages that wait on no agent and no person (merge, deploy,
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from orch import log
-from orch.engine import deps, jobs, outbox, reaper
+from orch.engine import deps, inbox, jobs, outbox, reaper
 from orch.engine.advance import advance
 from orch.engine.runtime import Runtime
 from orch.errors import OrchError
@@ -54,6 +55,7 @@ def sweep(rt: Runtime, *, limit: int = 500) -> dict[str, Any]:
 def tick(rt: Runtime, *, spawn: bool = True) -> dict[str, Any]:
     started = rt.now()
     report: dict[str, Any] = {}
+    report["inbox"] = _exclusive(rt, "inbox", lambda: inbox.drain(rt))
     report["reap"] = _exclusive(rt, "reap", lambda: reaper.reap(rt).as_dict())
     if rt.config.deps_enabled:
         report["deps"] = _exclusive(

@@ -38,6 +38,7 @@ from orch.store.models import (
 )
 
 # One SQLite busy-wait slice; the rest of the budget is our jittered loop.
+CLAIM_S = 120.0  # an outbox claim older than this belongs to a sender that died
 _SLICE_MS = 25
 TERMINAL_JOB_STATES = ("succeeded", "failed", "timed_out", "stalled", "cancelled", "reaped")
 
@@ -1078,14 +1079,131 @@ class Store:
         with self.write() as c:
             self._notify(c, key, task_id, text, now)
 
-    def pending_notifications(self, limit: int = 100) -> list[Notification]:
+    def pending_notifications(self, limit: int = 100, *, now: float | None = None) -> list[Notification]:
+        """Messages due now: unsent, past their backoff, and not claimed by a live sender."""
+        now = time.time() if now is None else now
         rows = self._read(
-            "SELECT * FROM outbox WHERE sent_at IS NULL ORDER BY created_at, key LIMIT ?", (limit,)
+            "SELECT * FROM outbox WHERE sent_at IS NULL AND next_at <= ? "
+            "AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY created_at, key LIMIT ?",
+            (now, now - CLAIM_S, limit),
         )
         return [Notification(r["key"], r["task_id"], r["text"], r["created_at"]) for r in rows]
 
     def claim_notification(self, key: str, *, now: float) -> bool:
-        """Mark a message sent before sending it: at most once, even with two senders."""
+        """Take a message for sending. The claim expires after CLAIM_S: a sender that died
+        mid-send leaves it to the next one (at least once; the key keeps it to one row)."""
         with self.write() as c:
-            cur = c.execute("UPDATE outbox SET sent_at = ? WHERE key = ? AND sent_at IS NULL", (now, key))
+            cur = c.execute(
+                "UPDATE outbox SET claimed_at = ?, attempts = attempts + 1 WHERE key = ? AND sent_at IS NULL "
+                "AND (claimed_at IS NULL OR claimed_at < ?)",
+                (now, key, now - CLAIM_S),
+            )
             return cur.rowcount == 1
+
+    def notification_attempts(self, key: str) -> int:
+        r = self._one("SELECT attempts FROM outbox WHERE key = ?", (key,))
+        return int(r[0]) if r else 0
+
+    def notification_sent(self, key: str, *, now: float) -> None:
+        with self.write() as c:
+            c.execute("UPDATE outbox SET sent_at = ?, last_error = NULL WHERE key = ?", (now, key))
+
+    def notification_failed(self, key: str, *, now: float, retry_at: float, error: str) -> None:
+        with self.write() as c:
+            c.execute(
+                "UPDATE outbox SET claimed_at = NULL, next_at = ?, last_error = ? WHERE key = ?",
+                (retry_at, error[:500], key),
+            )
+
+    def outbox_rows(self, *, pending_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
+        sql = "SELECT key, task_id, text, created_at, sent_at, attempts, next_at, last_error FROM outbox"
+        if pending_only:
+            sql += " WHERE sent_at IS NULL"
+        return [dict(r) for r in self._read(sql + " ORDER BY created_at LIMIT ?", (limit,))]
+
+    # -- inbox -------------------------------------------------------------------------
+
+    def inbox_put(
+        self,
+        *,
+        source: str,
+        event: str,
+        delivery: str | None,
+        digest: str,
+        headers: dict[str, str],
+        body: bytes,
+        now: float,
+    ) -> tuple[int, bool]:
+        """Commit a delivery durably (before it is acknowledged). Returns (id, new)."""
+        with self.write(durable=True) as c:
+            cur = c.execute(
+                "INSERT INTO inbox (source, event, delivery, digest, headers, body, received_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (source, event, delivery, digest, json.dumps(headers, sort_keys=True), body, now),
+            )
+            if cur.rowcount == 1:
+                return int(cur.lastrowid or 0), True
+            r = c.execute(
+                "SELECT id FROM inbox WHERE source = ? "
+                "AND (digest = ? OR (delivery IS NOT NULL AND delivery = ?))",
+                (source, digest, delivery),
+            ).fetchone()
+            return int(r[0]), False
+
+    def inbox_claim(self, *, now: float, claim_s: float = 300.0) -> dict[str, Any] | None:
+        """The oldest due delivery, claimed for processing (a dead processor's claim expires)."""
+        with self.write() as c:
+            r = c.execute(
+                "SELECT id FROM inbox WHERE state IN ('pending', 'failed') AND next_at <= ? "
+                "AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY id LIMIT 1",
+                (now, now - claim_s),
+            ).fetchone()
+            if r is None:
+                return None
+            c.execute("UPDATE inbox SET claimed_at = ?, attempts = attempts + 1 WHERE id = ?", (now, r[0]))
+            row = c.execute("SELECT * FROM inbox WHERE id = ?", (r[0],)).fetchone()
+        out = dict(row)
+        out["headers"] = json.loads(out["headers"])
+        return out
+
+    def inbox_done(self, item_id: int, *, now: float, result: str) -> None:
+        with self.write() as c:
+            c.execute(
+                "UPDATE inbox SET state = 'done', processed_at = ?, result = ?, error = NULL, "
+                "claimed_at = NULL WHERE id = ?",
+                (now, result[:1000], item_id),
+            )
+
+    def inbox_failed(self, item_id: int, *, now: float, error: str, retry_at: float | None) -> None:
+        """Failed: tried again at retry_at, or parked (retry_at None) until a person retries it."""
+        state = "failed" if retry_at is not None else "parked"
+        with self.write() as c:
+            c.execute(
+                "UPDATE inbox SET state = ?, error = ?, next_at = ?, claimed_at = NULL WHERE id = ?",
+                (state, error[:1000], retry_at or 0, item_id),
+            )
+
+    def inbox_set(self, item_id: int, *, state: str, now: float) -> bool:
+        """A person's retry (back to pending) or drop."""
+        with self.write() as c:
+            cur = c.execute(
+                "UPDATE inbox SET state = ?, next_at = 0, claimed_at = NULL, "
+                "attempts = CASE WHEN ? = 'pending' THEN 0 ELSE attempts END WHERE id = ?",
+                (state, state, item_id),
+            )
+            return cur.rowcount == 1
+
+    def inbox_rows(self, *, states: tuple[str, ...] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        sql = (
+            "SELECT id, source, event, delivery, received_at, state, attempts, next_at, error, result, "
+            "processed_at FROM inbox"
+        )
+        params: list[Any] = []
+        if states:
+            sql += f" WHERE state IN ({','.join('?' * len(states))})"
+            params.extend(states)
+        params.append(limit)
+        return [dict(r) for r in self._read(sql + " ORDER BY id DESC LIMIT ?", params)]
+
+    def inbox_count(self) -> dict[str, int]:
+        return {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM inbox GROUP BY state")}

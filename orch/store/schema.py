@@ -193,6 +193,52 @@ def _v3(db: Any) -> None:
         db.execute(sql)
 
 
+_V4 = [
+    # Webhooks are committed here before they are acknowledged. One delivery is stored
+    # once: by its delivery id, and by the digest of its body (Plane sends a new
+    # delivery id on every retry of the same event).
+    """
+    CREATE TABLE inbox (
+        id INTEGER PRIMARY KEY,
+        source TEXT NOT NULL,
+        event TEXT NOT NULL,
+        delivery TEXT,
+        digest TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        body BLOB NOT NULL,
+        received_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending'
+            CHECK (state IN ('pending', 'done', 'failed', 'parked', 'dropped')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at REAL NOT NULL DEFAULT 0,
+        claimed_at REAL,
+        error TEXT,
+        result TEXT,
+        processed_at REAL,
+        UNIQUE (source, digest)
+    )
+    """,
+    "CREATE UNIQUE INDEX inbox_delivery ON inbox(source, delivery) WHERE delivery IS NOT NULL",
+    "CREATE INDEX inbox_due ON inbox(state, next_at, id)",
+    # The outbox becomes at-least-once: a claim is a lease that expires, a failed send
+    # is tried again after a backoff, and its last error is kept.
+    "ALTER TABLE outbox ADD COLUMN claimed_at REAL",
+    "ALTER TABLE outbox ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox ADD COLUMN next_at REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE outbox ADD COLUMN last_error TEXT",
+]
+
+
+def _v4(db: Any) -> None:
+    for sql in _V4:
+        db.execute(sql)
+
+
 # Append only: never edit a migration that has shipped.
-MIGRATIONS: list[tuple[str, Any]] = [("v1_core", _v1), ("v2_queue_deps", _v2), ("v3_facts", _v3)]
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("v1_core", _v1),
+    ("v2_queue_deps", _v2),
+    ("v3_facts", _v3),
+    ("v4_inbox_outbox", _v4),
+]
 LATEST = len(MIGRATIONS)

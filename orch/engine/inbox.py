@@ -1,0 +1,202 @@
+"""The inbox: webhook deliveries committed before they were acknowledged, processed here.
+
+Drained in arrival order by the relay (right after the 202) and by every tick. Each
+delivery is handled idempotently: a handler only records what the event says (a CI
+status for a sha) and asks `advance`, so a repeat changes nothing. A delivery that
+fails is tried again with a backoff; after `[inbox] max_attempts` it is parked with its
+error, visible in `orch inbox list`, until a person retries or drops it. One bad
+delivery never stops the drain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+from orch import log
+from orch.engine import advance as advance_mod
+from orch.engine import events
+from orch.engine.runtime import Runtime
+from orch.errors import OrchError, PermanentFailure, RetryLater
+from orch.relay import payloads
+from orch.store import Task
+
+# Headers kept with a delivery: what the parsers read. Never a signature, never a secret.
+KEEP_HEADERS = (
+    "x-gitea-event",
+    "x-gitea-event-type",
+    "x-gitea-delivery",
+    "x-gogs-event",
+    "x-github-event",
+    "x-github-delivery",
+    "x-plane-event",
+    "x-plane-delivery",
+    "content-type",
+)
+
+
+def put(rt: Runtime, source: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bool]:
+    """Store one delivery durably; returns (inbox id, stored now). Duplicates are stored once."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    kept = {k: lower[k] for k in KEEP_HEADERS if k in lower}
+    event = lower.get("x-gitea-event") or lower.get("x-plane-event") or lower.get("x-github-event") or "?"
+    delivery = (
+        lower.get("x-gitea-delivery") or lower.get("x-plane-delivery") or lower.get("x-github-delivery")
+    )
+    digest = hashlib.sha256(body).hexdigest()
+    stored = _without_secret(body)
+    return rt.store.inbox_put(
+        source=source, event=event, delivery=delivery, digest=digest, headers=kept, body=stored, now=rt.now()
+    )
+
+
+def _without_secret(body: bytes) -> bytes:
+    """Old Gitea puts the webhook secret in the payload: never let it reach the database."""
+    if b'"secret"' not in body:
+        return body
+    import json
+
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return body
+    if isinstance(data, dict) and "secret" in data:
+        return json.dumps(payloads.scrub(data)).encode()
+    return body
+
+
+def drain(rt: Runtime, *, limit: int = 500) -> dict[str, int]:
+    counts = {"done": 0, "failed": 0, "parked": 0}
+    for _ in range(limit):
+        item = rt.store.inbox_claim(now=rt.now())
+        if item is None:
+            break
+        try:
+            result = handle(rt, item["source"], item["body"], item["headers"])
+        except RetryLater as e:
+            rt.store.inbox_failed(item["id"], now=rt.now(), error=str(e), retry_at=rt.now() + e.delay)
+            counts["failed"] += 1
+            continue
+        except Exception as e:  # one bad delivery never stops the drain
+            error = f"{type(e).__name__}: {e}" if not isinstance(e, OrchError) else str(e)
+            # Trying again cannot fix a malformed delivery: park it at once.
+            if isinstance(e, PermanentFailure) or item["attempts"] >= rt.config.inbox_max_attempts:
+                rt.store.inbox_failed(item["id"], now=rt.now(), error=error, retry_at=None)
+                counts["parked"] += 1
+                log.error("inbox_parked", id=item["id"], source=item["source"], error=error)
+            else:
+                delay = rt.config.inbox_backoff_s * 2 ** (item["attempts"] - 1)
+                rt.store.inbox_failed(item["id"], now=rt.now(), error=error, retry_at=rt.now() + delay)
+                counts["failed"] += 1
+                log.warning(
+                    "inbox_failed", id=item["id"], source=item["source"], error=error, retry_in_s=delay
+                )
+            continue
+        rt.store.inbox_done(item["id"], now=rt.now(), result=result)
+        counts["done"] += 1
+        log.info("inbox_done", id=item["id"], source=item["source"], kind=item["event"], result=result)
+    return counts
+
+
+def handle(rt: Runtime, source: str, body: bytes, headers: Mapping[str, str]) -> str:
+    """Process one delivery; returns what was done, in words."""
+    event = payloads.parse(body, headers)
+    if isinstance(event, payloads.GiteaPush):
+        return _push(rt, event)
+    if isinstance(event, payloads.GiteaStatus):
+        return _status(rt, event.repo, event.sha, event.context, event.state, event.description)
+    if isinstance(event, payloads.GiteaWorkflowRun):
+        if event.action != "completed" or not event.head_sha or not event.repo:
+            return f"ignored: workflow {event.action}"
+        state = "success" if event.conclusion == "success" else "failure"
+        return _status(rt, event.repo, event.head_sha, f"workflow/{event.event}", state, event.conclusion)
+    if isinstance(event, payloads.GiteaPullRequest):
+        return _pull_request(rt, event)
+    if isinstance(event, payloads.PlaneWorkItemEvent):
+        handler = getattr(rt.tracker, "handle_event", None)
+        if handler is None:
+            return "ignored: no Plane tracker is configured"
+        return str(handler(rt, event))
+    return f"ignored: {source} {getattr(event, 'event', '?')} event"
+
+
+def _repo(rt: Runtime, full_name: str) -> str | None:
+    return rt.config.repo_for_forge(full_name)
+
+
+def _push(rt: Runtime, ev: payloads.GiteaPush) -> str:
+    repo = _repo(rt, ev.repo)
+    if repo is None:
+        return f"ignored: {ev.repo} is not a configured repo"
+    if ev.branch is None:
+        return f"ignored: {ev.ref} is not a branch"
+    rows = events.push(rt, repo=repo, ref=ev.ref, sha=ev.after)
+    return _summary(rows) or f"no task on {ev.ref}"
+
+
+def task_for_sha(rt: Runtime, repo: str, sha: str) -> tuple[Task | None, str]:
+    """The task whose branch head is `sha`; else the single task in development in that
+    repo; ambiguous -> None (never guess). Shared with the reconciler."""
+    live = [
+        t for t in rt.store.list_tasks(limit=100_000) if t.repo == repo and not rt.config.is_terminal(t.stage)
+    ]
+    exact = [t for t in live if rt.forge.branch_head(t) == sha]
+    if len(exact) == 1:
+        return exact[0], "branch head"
+    if len(exact) > 1:
+        return None, f"{len(exact)} tasks have head {sha[:10]}"
+    dev = [t for t in live if t.stage == "development"]
+    if len(dev) == 1:
+        return dev[0], "the only task in development"
+    return None, f"no task has head {sha[:10]} and {len(dev)} are in development"
+
+
+_STATES = {
+    "success": "success",
+    "warning": "success",
+    "skipped": "success",
+    "pending": "pending",
+    "failure": "failure",
+    "error": "error",
+}
+
+
+def _status(rt: Runtime, full_name: str, sha: str, context: str, state: str, description: str | None) -> str:
+    repo = _repo(rt, full_name)
+    if repo is None:
+        return f"ignored: {full_name} is not a configured repo"
+    task, why = task_for_sha(rt, repo, sha)
+    if task is None:
+        log.warning("status_unresolved", repo=repo, sha=sha, why=why)
+        return f"ignored: {why}"
+    rt.store.set_commit_status(
+        repo=repo,
+        sha=sha,
+        context=context,
+        state=_STATES.get(state, "error"),
+        description=description,
+        now=rt.now(),
+    )
+    return f"{task.key} ({why}): ci {state}; " + _summary([_advance(rt, task)])
+
+
+def _pull_request(rt: Runtime, ev: payloads.GiteaPullRequest) -> str:
+    repo = _repo(rt, ev.repo)
+    if repo is None:
+        return f"ignored: {ev.repo} is not a configured repo"
+    if ev.action not in ("closed", "synchronized", "opened", "reopened"):
+        return f"ignored: pull_request {ev.action}"
+    rows = events.push(rt, repo=repo, ref=f"refs/heads/{ev.head_branch}", sha=ev.head_sha)
+    what = "merged" if ev.merged else ev.action
+    return f"pull request {ev.number} {what}: " + (_summary(rows) or f"no task on {ev.head_branch}")
+
+
+def _advance(rt: Runtime, task: Task) -> dict[str, Any]:
+    results = advance_mod.advance_chain(rt, task.key)
+    moved = [f"{r.stage} -> {r.to_stage}" for r in results if r.outcome == "advanced"]
+    return {"task": task.key, "outcome": results[-1].outcome, "moved": moved}
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{r['task']}: {', '.join(r.get('moved') or []) or r['outcome']}" for r in rows)

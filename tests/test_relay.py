@@ -1,0 +1,244 @@
+"""The relay over real HTTP on 127.0.0.1, replaying every payload in ../shared/fixtures."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import Setup, drive_to
+
+from orch.app.relay import Relay
+from orch.engine import tasks
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+GITEA_SECRET = "test-secret"
+PLANE_SECRET = "plane_wh_0123456789abcdef0123456789abcdef"
+pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
+
+# (source, body file, headers file or None, event header when there is no headers file)
+CASES = [
+    ("gitea", "gitea/push.json", "gitea/push.headers.json", None),
+    ("gitea", "gitea/pull_request_synchronized.json", "gitea/pull_request_synchronized.headers.json", None),
+    ("gitea", "gitea/pull_request_closed_merged.json", "gitea/pull_request_closed_merged.headers.json", None),
+    ("gitea", "gitea/status.SYNTHETIC.json", "gitea/status.SYNTHETIC.headers.json", None),
+    ("gitea", "gitea/pull_request_closed_unmerged.json", None, "pull_request"),
+    ("gitea", "gitea/pull_request_opened.legacy2018.json", None, "pull_request"),
+    ("gitea", "gitea/push.docs_example.json", None, "push"),
+    (
+        "plane",
+        "plane/v1_issue_updated_state.SYNTHETIC.body",
+        "plane/v1_issue_updated_state.SYNTHETIC.headers.json",
+        None,
+    ),
+    ("plane", "plane/v1_issue_delete.docs.json", None, "issue"),
+    ("plane", "plane/v1_project_update.docs.json", None, "project"),
+    ("plane", "plane/v2_workitem_updated.docs.json", None, "issue"),
+    ("plane", "plane/v2_workitem_comment_created.docs.json", None, "issue_comment"),
+]
+
+
+def _sign(secret: str, body: bytes) -> str:
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _delivery(source: str, body_file: str, headers_file: str | None, event: str | None) -> tuple[bytes, dict]:
+    body = (FIXTURES / body_file).read_bytes()
+    if headers_file:
+        headers = {
+            k: v
+            for k, v in json.loads((FIXTURES / headers_file).read_text()).items()
+            if not k.startswith("_")
+        }
+    else:
+        secret = GITEA_SECRET if source == "gitea" else PLANE_SECRET
+        sig = "X-Gitea-Signature" if source == "gitea" else "X-Plane-Signature"
+        kind = "X-Gitea-Event" if source == "gitea" else "X-Plane-Event"
+        headers = {"Content-Type": "application/json", kind: event, sig: _sign(secret, body)}
+    return body, headers
+
+
+@pytest.fixture
+def relay(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> Iterator[Relay]:
+    monkeypatch.setenv("ORCH_GITEA_WEBHOOK_SECRET", GITEA_SECRET)
+    monkeypatch.setenv("ORCH_PLANE_WEBHOOK_SECRET", PLANE_SECRET)
+    r = Relay(setup.config(), host="127.0.0.1", port=0).start()
+    yield r
+    r.close()
+
+
+def _post(relay: Relay, path: str, body: bytes, headers: dict) -> tuple[int, dict]:
+    host, port = relay.server.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), int(port), timeout=10)
+    try:
+        conn.request("POST", path, body=body, headers=headers)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def _get(relay: Relay, path: str, headers: dict | None = None) -> tuple[int, dict]:
+    host, port = relay.server.server_address[:2]
+    conn = http.client.HTTPConnection(str(host), int(port), timeout=10)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read() or b"{}")
+    finally:
+        conn.close()
+
+
+def _wait_processed(relay: Relay, item: int) -> dict:
+    import time
+
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        with relay.lock:
+            row = next(r for r in relay.rt.store.inbox_rows(limit=10_000) if r["id"] == item)
+        if row["state"] != "pending":
+            return row
+        time.sleep(0.02)
+    raise AssertionError(f"inbox {item} not processed")
+
+
+@pytest.mark.parametrize(
+    ("source", "body_file", "headers_file", "event"), CASES, ids=[c[1].split("/")[-1] for c in CASES]
+)
+def test_every_fixture_is_accepted_signed_and_refused_otherwise(
+    relay: Relay, source: str, body_file: str, headers_file: str | None, event: str | None
+) -> None:
+    body, headers = _delivery(source, body_file, headers_file, event)
+    sig_keys = [k for k in headers if "signature" in k.lower()]
+    wrong = {k: v for k, v in headers.items() if k not in sig_keys}
+    for k in sig_keys:
+        wrong[k] = _sign("not-the-secret", body)
+    assert _post(relay, f"/hooks/{source}", body, wrong)[0] == 401
+    assert (
+        _post(relay, f"/hooks/{source}", body, {k: v for k, v in headers.items() if k not in sig_keys})[0]
+        == 401
+    )
+    with relay.lock:
+        assert relay.rt.store.inbox_count() == {}  # nothing stored
+    code, reply = _post(relay, f"/hooks/{source}", body, headers)
+    assert code == 202 and reply["duplicate"] is False
+    row = _wait_processed(relay, reply["id"])
+    assert row["state"] == "done", row  # handled (or knowingly ignored), never failed
+    # The same delivery again is stored once.
+    code, again = _post(relay, f"/hooks/{source}", body, headers)
+    assert code == 202 and again == {"id": reply["id"], "duplicate": True}
+
+
+def test_pretty_printed_gitea_body_verifies_byte_exact(relay: Relay) -> None:
+    body, headers = _delivery("gitea", "gitea/push.json", "gitea/push.headers.json", None)
+    assert b"\n  " in body  # pretty-printed as Gitea sends it
+    reserialized = json.dumps(json.loads(body)).encode()
+    assert _post(relay, "/hooks/gitea", reserialized, headers)[0] == 401
+    assert _post(relay, "/hooks/gitea", body, headers)[0] == 202
+
+
+def test_legacy_secret_field_never_reaches_the_database(relay: Relay, setup: Setup) -> None:
+    body, headers = _delivery("gitea", "gitea/pull_request_opened.legacy2018.json", None, "pull_request")
+    secret_value = json.loads(body)["secret"]
+    assert secret_value and _post(relay, "/hooks/gitea", body, headers)[0] == 202
+    db = (setup.root / ".orch" / "orch.db").read_bytes()
+    wal = setup.root / ".orch" / "orch.db-wal"
+    assert secret_value.encode() not in db + (wal.read_bytes() if wal.exists() else b"")
+
+
+def test_limits_and_malformed_requests(relay: Relay) -> None:
+    big = b"{" + b" " * (1024 * 1024 + 10) + b"}"
+    assert _post(relay, "/hooks/gitea", big, {"X-Gitea-Signature": _sign(GITEA_SECRET, big)})[0] == 413
+    assert _post(relay, "/hooks/jira", b"{}", {})[0] == 404
+    junk = b"this is not json"
+    code, reply = _post(
+        relay, "/hooks/gitea", junk, {"X-Gitea-Event": "push", "X-Gitea-Signature": _sign(GITEA_SECRET, junk)}
+    )
+    assert code == 202
+    row = _wait_processed(relay, reply["id"])
+    assert row["state"] == "parked" and "not JSON" in (row["error"] or ""), row
+    code, health = _get(relay, "/healthz")
+    assert code == 200 and health["ok"] is True
+
+
+def test_concurrent_deliveries_are_all_stored(relay: Relay) -> None:
+    errors: list[str] = []
+
+    def client(n: int) -> None:
+        for i in range(25):
+            body = json.dumps(
+                {
+                    "ref": f"refs/heads/x{n}-{i}",
+                    "before": "0" * 40,
+                    "after": "1" * 40,
+                    "repository": {"full_name": "nobody/nothing"},
+                }
+            ).encode()
+            code, _ = _post(
+                relay,
+                "/hooks/gitea",
+                body,
+                {"X-Gitea-Event": "push", "X-Gitea-Signature": _sign(GITEA_SECRET, body)},
+            )
+            if code != 202:
+                errors.append(str(code))
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with relay.lock:
+        assert sum(relay.rt.store.inbox_count().values()) == 200
+
+
+def test_token_routes_are_off_without_a_token_and_guarded_with_one(
+    relay: Relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _get(relay, "/queue")[0] == 404
+    monkeypatch.setenv("ORCH_RELAY_TOKEN", "s3cr3t-token")
+    assert _get(relay, "/queue")[0] == 401
+    code, view = _get(relay, "/queue", {"Authorization": "Bearer s3cr3t-token"})
+    assert code == 200 and "healthy" in view
+    assert _post(relay, "/leases/release?task=NOPE", b"", {"Authorization": "Bearer s3cr3t-token"})[0] == 400
+
+
+def test_a_status_webhook_moves_the_task_whose_head_it_is(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Local CI fails; the forge's CI (the webhook) then reports success for the same context.
+    setup.update_config({"repos": {"app": {"forge_repo": "acme/app", "ci": "false"}}})
+    monkeypatch.setenv("ORCH_GITEA_WEBHOOK_SECRET", GITEA_SECRET)
+    rt = setup.runtime()
+    t = tasks.add(rt, "status moves me")
+    drive_to(rt, t.key, "development")
+    from orch.engine import jobs
+
+    jobs.work(rt, max_jobs=1)  # the developer commits; CI is red, so it stays
+    task = rt.task(t.key)
+    head = rt.forge.branch_head(task)
+    assert task.stage == "development" and head
+    relay = Relay(setup.config(), host="127.0.0.1", port=0).start()
+    try:
+        body = json.dumps(
+            {"sha": head, "state": "success", "context": "orch/ci", "repository": {"full_name": "acme/app"}}
+        ).encode()
+        code, reply = _post(
+            relay,
+            "/hooks/gitea",
+            body,
+            {"X-Gitea-Event": "status", "X-Gitea-Signature": _sign(GITEA_SECRET, body)},
+        )
+        assert code == 202
+        row = _wait_processed(relay, reply["id"])
+        assert row["state"] == "done" and "development -> review" in row["result"], row
+    finally:
+        relay.close()
+    assert rt.task(t.key).stage == "review"
+    rt.close()
