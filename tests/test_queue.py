@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import Setup, drive_to
 
-from orch.engine import deps, jobs, reaper, tasks, tick
+from orch.engine import deps, jobs, outbox, reaper, tasks, tick
 from orch.engine.runtime import Runtime
 from orch.errors import UsageError
 from orch.identity import is_alive, process_start_time
@@ -44,9 +44,11 @@ def test_dependency_is_released_when_the_other_task_is_merged(setup: Setup) -> N
     a = tasks.add(rt, "base")
     b = tasks.add(rt, "on top")
     deps.declare(rt, b.key, a.key)
+    outbox.flush(rt)
     assert [m for m in rt.notifier.sent if "waits for" in m] == [f"{b.key} waits for {a.key} (analysis)"]  # type: ignore[attr-defined]
     setup.open_merge_window()
     drive_to(rt, a.key, "done")
+    outbox.flush(rt)
     assert rt.task(b.key).waiting_on == 0
     assert [m for m in rt.notifier.sent if "no longer waits" in m] == [  # type: ignore[attr-defined]
         f"{b.key} no longer waits: {a.key} is finished"
@@ -165,6 +167,7 @@ def test_sigkilled_runner_is_reaped_and_its_agent_group_killed(setup: Setup) -> 
     assert process_start_time(agent) is None
     jobs_now = rt.store.jobs(task_id=t.id)
     assert [(j.attempt, j.state) for j in jobs_now] == [(1, "reaped"), (2, "queued")]
+    outbox.flush(rt)
     assert any("reaped analyst job" in m for m in rt.notifier.sent)  # type: ignore[attr-defined]
     rt.close()
 

@@ -94,6 +94,7 @@ def test_queue_view(scenario: tuple[Setup, Runtime, dict[str, str]]) -> None:
         "jobs": {"succeeded": 3, "failed": 1, "queued": 1},
         "outbox_pending": 0,
         "inbox_pending": 0,
+        "inbox_parked": 0,
         "last_tick": {"advanced": 0, "started": 0},
         "max_concurrency": 4,
     }

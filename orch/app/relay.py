@@ -160,8 +160,15 @@ def _handler(relay: Relay) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
                 return
             if int(length) > relay.cfg.relay_max_body:
+                # Read (and drop) a moderately large body so the sender sees the 413 rather
+                # than a reset; a huge one is cut off and the connection closed.
+                if int(length) <= 8 * relay.cfg.relay_max_body:
+                    remaining = int(length)
+                    while remaining > 0:
+                        remaining -= len(self.rfile.read(min(remaining, 65536)) or b"x" * remaining)
+                else:
+                    self.close_connection = True
                 self._reply(413, {"error": f"body over {relay.cfg.relay_max_body} bytes"})
-                self.close_connection = True  # the body is not read: the connection cannot be reused
                 return
             body = self.rfile.read(int(length))
             secret = relay.secret(source)

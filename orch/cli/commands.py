@@ -72,9 +72,14 @@ def _root(
 
 
 def runtime(actor: str | None = None, *, create: bool = True) -> Any:
+    """This command's runtime; closed (and its outbox flushed) when the process exits."""
+    import atexit
+
     from orch.app import open_runtime
 
-    return open_runtime(config_path=_state["config"], actor=actor, create=create)
+    rt = open_runtime(config_path=_state["config"], actor=actor, create=create)
+    atexit.register(rt.close)
+    return rt
 
 
 def fail(message: str, code: int) -> None:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from orch import faults, log
 from orch.config import Config, Transition
-from orch.engine import effects, outbox
+from orch.engine import effects
 from orch.engine.gates import GateResult, evaluate
 from orch.engine.runtime import Runtime, task_lease
 from orch.errors import Busy, EffectFailed, NotReady, OrchError, PermanentFailure, UsageError
@@ -147,7 +147,6 @@ def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
             # Not audited: the lease_acquired row and the CAS row tell the story; only a
             # release by hand, by the reaper or by a cancel is an event of its own.
             rt.store.release_lease(lease, owner=rt.owner, now=rt.now())
-        outbox.flush(rt)
 
 
 def _alert_reclaimed(rt: Runtime, task: Task, dead: Lease) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from orch import log
-from orch.engine import outbox
 from orch.engine.runtime import Runtime
 from orch.errors import UsageError
 from orch.store import Audit, Task
@@ -39,7 +38,6 @@ def declare(rt: Runtime, key: str, on: str) -> bool:
     if cycle is not None:
         names = [_key(rt, i) for i in cycle]
         raise UsageError(f"refused: {key} -> {on} closes a cycle: {' -> '.join([key, *names])}")
-    outbox.flush(rt)
     return True
 
 

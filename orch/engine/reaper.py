@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from orch import log
-from orch.engine import jobs, outbox
+from orch.engine import jobs
 from orch.engine.runtime import Runtime
 from orch.identity import is_alive
 from orch.store import Audit
@@ -85,5 +85,4 @@ def reap(rt: Runtime) -> ReapReport:
         if rt.store.clear_dead_lease(name, actor=rt.actor, now=now, audit_task=audit_task) is not None:
             released.append(name)
             log.warning("lease_reclaimed", lease=name, actor=rt.actor, dead_owner=held.owner.label())
-    outbox.flush(rt)
     return ReapReport(reaped, released, errors)

@@ -59,7 +59,17 @@ class Runtime:
         return task
 
     def close(self) -> None:
-        self.store.close()
+        """Send what this process queued, then close the database.
+
+        Engine steps queue their messages in the outbox, in the transaction of the change
+        they report; sending is done once, here (and by the tick), not after every step.
+        """
+        from orch.engine import outbox
+
+        try:
+            outbox.flush(self)
+        finally:
+            self.store.close()
 
 
 def task_lease(task: Task) -> str:

@@ -7,7 +7,6 @@ them. block/unblock pause automatic actors; cancel ends the task through the CAS
 
 from __future__ import annotations
 
-from orch.engine import outbox
 from orch.engine.runtime import Runtime, task_lease
 from orch.errors import Busy, UsageError
 from orch.names import is_safe_name, safe_name
@@ -75,7 +74,6 @@ def block(rt: Runtime, key: str, reason: str | None) -> bool:
         audit=Audit(task.id, rt.actor, "blocked", {"reason": why}, task.stage),
         notify=(f"blocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} blocked: {why}"),
     )
-    outbox.flush(rt)
     return changed
 
 
@@ -106,7 +104,6 @@ def unblock(rt: Runtime, key: str, reason: str | None) -> bool:
                 attempt=(last.attempt + 1) if last else 1,
                 note=f"unblocked by {rt.actor}: {reason or 'no reason given'}",
             )
-    outbox.flush(rt)
     return changed
 
 
@@ -150,7 +147,6 @@ def cancel(rt: Runtime, key: str, reason: str | None) -> Task:
                 audit=Audit(moved.id, rt.actor, "lease_released_by_cancel", {"lease": task_lease(moved)}),
             )
             rt.forge.remove_worktree(moved)
-            outbox.flush(rt)
             return moved
     raise Busy(f"{key} kept changing under us; try again")
 
