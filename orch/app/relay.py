@@ -186,6 +186,13 @@ def _handler(relay: Relay) -> type[BaseHTTPRequestHandler]:
                 self._reply(503, {"error": f"could not store the delivery: {type(e).__name__}"})
                 return
             self._reply(202, {"id": item, "duplicate": not new})
+            log.info(
+                "relay_accepted",
+                source=source,
+                id=item,
+                duplicate=not new,
+                kind=self.headers.get("X-Gitea-Event") or self.headers.get("X-Plane-Event"),
+            )
             relay.wake.set()
 
         def _release(self, query: dict[str, list[str]]) -> None:

@@ -22,9 +22,12 @@ def tick(
 
     Example: * * * * * cd /srv/app && orch tick >> .orch/tick.log 2>&1
     """
+    from orch.cli.render import terminal_progress
     from orch.engine.tick import tick as do_tick
 
-    raise typer.Exit(tick_report(do_tick(runtime(actor="tick"), spawn=not no_spawn), as_json=json_))
+    with terminal_progress() as progress:
+        report = do_tick(runtime(actor="tick"), spawn=not no_spawn, progress=progress)
+    raise typer.Exit(tick_report(report, as_json=json_))
 
 
 @app.command("reap")

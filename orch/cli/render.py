@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -58,3 +60,30 @@ def job_report(report: Any, *, as_json: bool) -> int:
     else:
         print(f"job {report.job} {report.agent} for {report.task}: {report.state} ({report.reason})")
     return 0
+
+
+@contextmanager
+def terminal_progress(min_total: int = 20) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress callback that draws a bar on a terminal (stderr) for long steps, and is
+    None (silent, free) when stderr is not a terminal: timers and CI stay quiet."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    state: dict[str, Any] = {}
+
+    def update(step: str, done: int, total: int) -> None:
+        if total < min_total:
+            return
+        if "bar" not in state:
+            from rich.progress import Progress
+
+            state["bar"] = Progress(transient=True, console=None)
+            state["bar"].start()
+            state["task"] = state["bar"].add_task(step, total=total)
+        state["bar"].update(state["task"], completed=done + 1, total=total, description=step)
+
+    try:
+        yield update
+    finally:
+        if "bar" in state:
+            state["bar"].stop()

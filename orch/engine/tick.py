@@ -35,12 +35,18 @@ def _exclusive(rt: Runtime, part: str, fn: Callable[[], Any]) -> Any:
         rt.store.release_lease(name, owner=rt.owner, now=rt.now())
 
 
-def sweep(rt: Runtime, *, limit: int = 500) -> dict[str, Any]:
+Progress = Callable[[str, int, int], None]
+
+
+def sweep(rt: Runtime, *, limit: int = 500, progress: Progress | None = None) -> dict[str, Any]:
     """Advance tasks whose next step needs no agent and no person; one bad task never stops it."""
     cfg = rt.config
     auto = tuple(s.name for s in cfg.stages.values() if not s.agent and not s.human and not s.terminal)
     moved, errors = [], []
-    for task in rt.store.idle_tasks(auto, limit=limit):
+    todo = rt.store.idle_tasks(auto, limit=limit)
+    for done, task in enumerate(todo):
+        if progress is not None:
+            progress("sweep", done, len(todo))
         try:
             result = advance(rt, task.key, expect=task.stage)
         except OrchError as e:
@@ -52,7 +58,7 @@ def sweep(rt: Runtime, *, limit: int = 500) -> dict[str, Any]:
     return {"advanced": moved, "errors": errors}
 
 
-def tick(rt: Runtime, *, spawn: bool = True) -> dict[str, Any]:
+def tick(rt: Runtime, *, spawn: bool = True, progress: Progress | None = None) -> dict[str, Any]:
     started = rt.now()
     report: dict[str, Any] = {}
     report["inbox"] = _exclusive(rt, "inbox", lambda: inbox.drain(rt))
@@ -66,7 +72,7 @@ def tick(rt: Runtime, *, spawn: bool = True) -> dict[str, Any]:
                 "cycles": deps.check_cycles(rt),
             },
         )
-    report["sweep"] = sweep(rt)
+    report["sweep"] = sweep(rt, progress=progress)
     report["work"] = {"started": jobs.spawn(rt)} if spawn else {"started": []}
     report["notified"] = outbox.flush(rt)
     reap = report["reap"]
