@@ -12,11 +12,14 @@ from pathlib import Path
 
 MAX_NAME = 64
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_DOTS = re.compile(r"\.{2,}")  # ".." is refused in git ref names
 
 
 def safe_name(text: str, *, limit: int = MAX_NAME) -> str:
     """Map any text to `[A-Za-z0-9._-]`, capped at `limit`; never empty, never dot-led."""
-    name = _UNSAFE.sub("-", text).strip("-.")[:limit].strip("-.")
+    name = _DOTS.sub(".", _UNSAFE.sub("-", text)).strip("-.")[:limit].strip("-.")
+    if name.endswith(".lock"):  # git refuses a ref name that ends so
+        name = name[: -len(".lock")] + "-lock"
     return name or "x"
 
 

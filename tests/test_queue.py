@@ -253,13 +253,13 @@ def test_ten_tasks_at_merge_are_merged_one_at_a_time_and_a_conflict_goes_back(se
     merged = [line.split(":")[0] for line in log if line.startswith("DEMO-")]
     assert set(merged) == set(keys[:-1])  # DEMO-2 twice: the scripted reviewer rejects it once
     assert setup.git("rev-list", "--merges", "--count", "main").strip() == "0"  # linear
-    # One at a time: the merge-lease intervals never overlap.
+    # One at a time: the merge-lease intervals never overlap (in commit order: audit ids).
     spans = []
     for key in keys[:-1]:
         hist = rt.store.history(rt.task(key).id)
         # From taking the merge lease to the merge's CAS (both inside the lease).
-        got = [r.at for r in hist if r.event == "lease_acquired" and r.detail["lease"] == "merge:app"]
-        cas = [r.at for r in hist if r.event == "stage_changed" and r.from_stage == "merge"]
+        got = [r.id for r in hist if r.event == "lease_acquired" and r.detail["lease"] == "merge:app"]
+        cas = [r.id for r in hist if r.event == "stage_changed" and r.from_stage == "merge"]
         spans.append((got[-1], cas[-1]))
     spans.sort()
     assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))

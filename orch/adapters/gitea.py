@@ -148,6 +148,22 @@ class GiteaClient:
             return None
         return self._pr(response)
 
+    def create_pr(
+        self, owner: str, repo: str, *, base: str, head: str, title: str, body: str = ""
+    ) -> PullRequest:
+        """Open a pull request from `head` into `base`; when one is open already (409), that one."""
+        url = self._repo_url(owner, repo, "pulls")
+        payload = {"base": base, "head": head, "title": title, "body": body}
+        # A POST is not resent after a 5xx or a read timeout; if that one did open the PR,
+        # the next call gets 409 and returns it.
+        response = self._call("POST", url, json=payload, accept=(409,))
+        if response.status_code == 409:
+            existing = self.pr_by_branches(owner, repo, base, head)
+            if existing is None:
+                raise self._http.error(response, note="409 but no pull request between these branches")
+            return existing
+        return self._pr(response)
+
     def get_pr(self, owner: str, repo: str, index: int) -> PullRequest:
         """One pull request; a missing one is an IntegrationError (we only ask for ones we opened)."""
         url = self._repo_url(owner, repo, "pulls", str(int(index)))

@@ -141,7 +141,7 @@ def check_cycles(rt: Runtime) -> list[list[str]]:
     if not rt.config.deps_enabled:
         return []
     found = []
-    for cycle in find_cycles(rt.store.deps_edges()):
+    for cycle in find_cycles(rt.store.unfinished_edges(rt.config.finished_stages)):
         keys = [_key(rt, i) for i in cycle]
         found.append(keys)
         reason = f"dependency cycle: {' -> '.join([*keys, keys[0]])}"

@@ -967,24 +967,46 @@ class Store:
         """Recompute waiting_on and job readiness from the deps table; returns rows fixed.
 
         The counts are maintained in every write that changes them; this repairs what a
-        direct edit of the database (or a bug) left behind, and runs in the tick.
+        direct edit of the database (or a bug) left behind, and runs in the tick. Only
+        tasks that have dependencies or a non-zero count are looked at, and a read finds
+        the mismatches before any write lock is taken: an idle tick writes nothing.
         """
         marks = ",".join("?" * len(finished_stages)) or "''"
         unfinished = (
-            "(SELECT count(*) FROM deps d JOIN tasks o ON o.id = d.on_task_id WHERE d.task_id = tasks.id "
+            "(SELECT count(*) FROM deps d JOIN tasks o ON o.id = d.on_task_id WHERE d.task_id = t.id "
             f"AND o.stage NOT IN ({marks}) AND o.stage != 'cancelled')"
         )
+        find = (
+            f"SELECT t.id, {unfinished} AS want FROM tasks t "
+            "WHERE (t.waiting_on > 0 OR t.id IN (SELECT task_id FROM deps)) "
+            f"AND t.waiting_on != {unfinished}"
+        )
+        wrong = self._read(find, (*finished_stages, *finished_stages))
+        if not wrong:
+            return 0
         with self.write() as c:
-            fixed = c.execute(
-                f"UPDATE tasks SET waiting_on = {unfinished} WHERE waiting_on != {unfinished}",
-                (*finished_stages, *finished_stages),
-            ).rowcount
-            if fixed:
+            fixed = 0
+            for r in c.execute(find, (*finished_stages, *finished_stages)).fetchall():
+                c.execute("UPDATE tasks SET waiting_on = ? WHERE id = ?", (r["want"], r["id"]))
                 c.execute(
-                    "UPDATE jobs SET ready = (SELECT waiting_on = 0 FROM tasks WHERE id = jobs.task_id) "
-                    "WHERE state = 'queued'"
+                    "UPDATE jobs SET ready = ? WHERE task_id = ? AND state = 'queued'",
+                    (int(r["want"] == 0), r["id"]),
                 )
-        return int(fixed)
+                fixed += 1
+        return fixed
+
+    def unfinished_edges(self, finished_stages: tuple[str, ...]) -> list[tuple[int, int]]:
+        """Dependency edges between tasks that are both unfinished: the only ones a cycle
+        that blocks anything can run through."""
+        marks = ",".join("?" * len(finished_stages)) or "''"
+        rows = self._read(
+            "SELECT d.task_id, d.on_task_id FROM deps d JOIN tasks a ON a.id = d.task_id "
+            "JOIN tasks b ON b.id = d.on_task_id "
+            f"WHERE a.stage NOT IN ({marks}) AND a.stage != 'cancelled' "
+            f"AND b.stage NOT IN ({marks}) AND b.stage != 'cancelled'",
+            (*finished_stages, *finished_stages),
+        )
+        return [(r[0], r[1]) for r in rows]
 
     # -- verdicts --------------------------------------------------------------------
 
