@@ -1058,6 +1058,69 @@ class Store:
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
+    # -- tracker state cache ---------------------------------------------------------
+
+    def cache_states(self, project: str, states: list[tuple[str, str, str]], *, now: float) -> None:
+        """Replace the cached states (id, name, group) of a tracker project."""
+        with self.write() as c:
+            c.execute("DELETE FROM tracker_states WHERE project = ?", (project,))
+            c.executemany(
+                "INSERT INTO tracker_states (project, id, name, grp, fetched_at) VALUES (?, ?, ?, ?, ?)",
+                [(project, i, n, g, now) for i, n, g in states],
+            )
+
+    def cached_states(self, project: str) -> tuple[list[tuple[str, str, str]], float | None]:
+        """The cached states of a project and when they were fetched (None: never)."""
+        rows = self._read(
+            "SELECT id, name, grp, fetched_at FROM tracker_states WHERE project = ? ORDER BY name", (project,)
+        )
+        if not rows:
+            return [], None
+        return [(r[0], r[1], r[2]) for r in rows], float(min(r[3] for r in rows))
+
+    def task_for_ref(self, ref: str) -> Task | None:
+        r = self._one("SELECT * FROM tasks WHERE tracker_ref = ?", (ref,))
+        return self._task(r) if r else None
+
+    def ensure_task_for_ref(
+        self,
+        *,
+        ref: str,
+        key: str,
+        title: str,
+        repo: str,
+        stage: str,
+        now: float,
+        actor: str,
+        agent: str | None,
+    ) -> tuple[Task, bool]:
+        """The task of a tracker item, created at most once: the unique tracker_ref decides
+        between a webhook and the reconciler racing from two processes. The first job is
+        queued in the same transaction, so it too exists once. Returns (task, created)."""
+        with self.write() as c:
+            cur = c.execute(
+                "INSERT INTO tasks (key, title, repo, stage, tracker_ref, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (key, title, repo, stage, ref, now, now),
+            )
+            if cur.rowcount != 1:
+                row = c.execute("SELECT * FROM tasks WHERE tracker_ref = ?", (ref,)).fetchone()
+                if row is None:  # the key is taken by another item: a configuration problem
+                    from orch.errors import UsageError
+
+                    raise UsageError(f"task key {key} is taken by another tracker item")
+                return self._task(row), False
+            task_id = int(cur.lastrowid or 0)
+            self._audit(
+                c,
+                Audit(task_id, actor, "created", {"title": title, "repo": repo, "ref": ref}, None, stage),
+                now,
+            )
+            if agent:
+                self._enqueue(c, task_id=task_id, agent=agent, stage=stage, task_version=1, now=now)
+            row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return self._task(row), True
+
     # -- facts -------------------------------------------------------------------------
 
     def set_fact(self, name: str, value: Any, *, now: float) -> None:

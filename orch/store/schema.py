@@ -234,11 +234,33 @@ def _v4(db: Any) -> None:
         db.execute(sql)
 
 
+_V5 = [
+    # A tracker's states, cached across processes (each orch run is short): one fetch
+    # per project per TTL, and a stale copy when a refresh fails.
+    """
+    CREATE TABLE tracker_states (
+        project TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        fetched_at REAL NOT NULL,
+        PRIMARY KEY (project, id)
+    )
+    """,
+]
+
+
+def _v5(db: Any) -> None:
+    for sql in _V5:
+        db.execute(sql)
+
+
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("v1_core", _v1),
     ("v2_queue_deps", _v2),
     ("v3_facts", _v3),
     ("v4_inbox_outbox", _v4),
+    ("v5_tracker_states", _v5),
 ]
 LATEST = len(MIGRATIONS)
