@@ -57,6 +57,30 @@ DEFAULTS: dict[str, Any] = {
     "tracker": {"kind": "local", "key_prefix": "ORCH"},
     "forge": {"kind": "local"},
     "notifier": {"kind": "console"},
+    "plane": {
+        "base_url": "",
+        "workspace": "",
+        "api_key_env": "PLANE_API_KEY",
+        "states_ttl_s": 300,
+        "per_page": 100,
+        "timeout_s": 10,
+        "projects": {},
+    },
+    "gitea": {
+        "base_url": "",
+        "token_env": "GITEA_TOKEN",
+        "merge_style": "rebase",
+        "timeout_s": 10,
+        "mirror_root": "",
+    },
+    "telegram": {
+        "base_url": "https://api.telegram.org",
+        "token_env": "TELEGRAM_BOT_TOKEN",
+        "chat_id": "",
+        "thread_id": 0,
+        "max_wait_s": 5,
+        "timeout_s": 10,
+    },
     "pipeline": {
         "initial": "analysis",
         "max_retries": 3,
@@ -151,9 +175,55 @@ _ENV_SECTIONS = (
 HOOKS = ("after_create", "before_run", "after_run", "before_remove")
 GATE_TYPES = ("verdict", "agent", "branch", "ci", "command")
 EFFECT_TYPES = ("rebase", "merge", "command")
-TRACKER_KINDS = ("local",)
-FORGE_KINDS = ("local",)
-NOTIFIER_KINDS = ("console",)
+TRACKER_KINDS = ("local", "plane")
+FORGE_KINDS = ("local", "gitea")
+NOTIFIER_KINDS = ("console", "telegram")
+LOGICAL_STATES = (
+    "backlog",
+    "to_analyse",
+    "analysis",
+    "in_progress",
+    "code_review",
+    "approved",
+    "rejected",
+    "blocked",
+    "needs_input",
+    "awaiting_deploy",
+    "deploying",
+    "monitoring",
+    "done",
+    "cancelled",
+)
+
+
+class PlaneProject(NamedTuple):
+    key: str  # the identifier in work-item keys: ENG in ENG-12
+    id: str
+    repo: str
+    states: dict[str, str] = {}  # noqa: RUF012 (logical key -> state name; never mutated)
+
+
+class Integrations(NamedTuple):
+    """The settings of the real integrations (secrets are only named here, never held)."""
+
+    plane_base_url: str
+    plane_workspace: str
+    plane_api_key_env: str
+    plane_states_ttl_s: float
+    plane_per_page: int
+    plane_timeout_s: float
+    plane_projects: dict[str, PlaneProject]
+    gitea_base_url: str
+    gitea_token_env: str
+    gitea_merge_style: str
+    gitea_timeout_s: float
+    gitea_mirror_root: Path
+    telegram_base_url: str
+    telegram_token_env: str
+    telegram_chat_id: str
+    telegram_thread_id: int
+    telegram_max_wait_s: float
+    telegram_timeout_s: float
 
 
 class Stage(NamedTuple):
@@ -239,6 +309,7 @@ class Config(NamedTuple):
     relay_token_env: str
     inbox_max_attempts: int
     inbox_backoff_s: float
+    integrations: Integrations
     key_prefix: str
     tracker_kind: str
     forge_kind: str
@@ -456,6 +527,8 @@ def build(
         repos["default"] = Repo(name="default", path=base_dir)
 
     tracker = v.table(raw, "tracker")
+    forge_kind = v.choice(v.table(raw, "forge"), "forge", "kind", FORGE_KINDS)
+    notifier_kind = v.choice(v.table(raw, "notifier"), "notifier", "kind", NOTIFIER_KINDS)
     work, reaper, deps = v.table(raw, "work"), v.table(raw, "reaper"), v.table(raw, "deps")
     relay, inbox = v.table(raw, "relay"), v.table(raw, "inbox")
     for h in HOOKS:
@@ -490,10 +563,11 @@ def build(
         relay_token_env=v.string(relay, "relay", "token_env"),
         inbox_max_attempts=v.integer(inbox, "inbox", "max_attempts", 5, minimum=1),
         inbox_backoff_s=v.number(inbox, "inbox", "backoff_base_s", 10),
+        integrations=_integrations(v, raw, base_dir, state_dir, repos, tracker, forge_kind, notifier_kind),
         key_prefix=v.string(tracker, "tracker", "key_prefix"),
         tracker_kind=v.choice(tracker, "tracker", "kind", TRACKER_KINDS),
-        forge_kind=v.choice(v.table(raw, "forge"), "forge", "kind", FORGE_KINDS),
-        notifier_kind=v.choice(v.table(raw, "notifier"), "notifier", "kind", NOTIFIER_KINDS),
+        forge_kind=forge_kind,
+        notifier_kind=notifier_kind,
         initial_stage=initial,
         max_retries=v.integer(pipe, "pipeline", "max_retries", 3, minimum=1),
         stages=stages,
@@ -504,6 +578,83 @@ def build(
         repos=repos,
         raw=raw,
     )
+
+
+def _integrations(
+    v: _Validator,
+    raw: dict[str, Any],
+    base_dir: Path,
+    state_dir: Path,
+    repos: dict[str, Repo],
+    tracker: dict[str, Any],
+    forge_kind: str,
+    notifier_kind: str,
+) -> Integrations:
+    plane, gitea, tg = v.table(raw, "plane"), v.table(raw, "gitea"), v.table(raw, "telegram")
+    v.only(plane, "plane", set(DEFAULTS["plane"]))
+    v.only(gitea, "gitea", set(DEFAULTS["gitea"]))
+    v.only(tg, "telegram", set(DEFAULTS["telegram"]))
+    projects: dict[str, PlaneProject] = {}
+    for key, p in v.table(plane, "plane", "projects").items():
+        section = f"plane.projects.{key}"
+        p = v.is_table(p, section)
+        v.only(p, section, {"id", "repo", "states"})
+        states = v.table(p, section, "states")
+        for logical, name in states.items():
+            if logical not in LOGICAL_STATES:
+                raise ConfigError(
+                    f"{v.where}: [{section}.states] {logical}: unknown status key "
+                    f"(expected one of {', '.join(LOGICAL_STATES)})"
+                )
+            if not isinstance(name, str):
+                raise ConfigError(f"{v.where}: [{section}.states] {logical}: expected a state name")
+        repo = v.string(p, section, "repo")
+        if repo not in repos:
+            raise ConfigError(f"{v.where}: [{section}] repo: {repo!r} is not a configured [repos.*]")
+        projects[key] = PlaneProject(key=key, id=v.string(p, section, "id"), repo=repo, states=dict(states))
+    out = Integrations(
+        plane_base_url=v.string(plane, "plane", "base_url"),
+        plane_workspace=v.string(plane, "plane", "workspace"),
+        plane_api_key_env=v.string(plane, "plane", "api_key_env"),
+        plane_states_ttl_s=v.number(plane, "plane", "states_ttl_s", 300),
+        plane_per_page=v.integer(plane, "plane", "per_page", 100, minimum=1),
+        plane_timeout_s=v.number(plane, "plane", "timeout_s", 10),
+        plane_projects=projects,
+        gitea_base_url=v.string(gitea, "gitea", "base_url"),
+        gitea_token_env=v.string(gitea, "gitea", "token_env"),
+        gitea_merge_style=v.choice(gitea, "gitea", "merge_style", ("rebase", "fast-forward-only")),
+        gitea_timeout_s=v.number(gitea, "gitea", "timeout_s", 10),
+        gitea_mirror_root=_path(v.string(gitea, "gitea", "mirror_root"), base_dir)
+        if gitea.get("mirror_root")
+        else state_dir / "mirrors",
+        telegram_base_url=v.string(tg, "telegram", "base_url"),
+        telegram_token_env=v.string(tg, "telegram", "token_env"),
+        telegram_chat_id=str(tg.get("chat_id", "")),
+        telegram_thread_id=v.integer(tg, "telegram", "thread_id", 0),
+        telegram_max_wait_s=v.number(tg, "telegram", "max_wait_s", 5),
+        telegram_timeout_s=v.number(tg, "telegram", "timeout_s", 10),
+    )
+    if tracker.get("kind") == "plane":
+        for k in ("base_url", "workspace"):
+            if not plane.get(k):
+                raise ConfigError(f'{v.where}: [plane] {k}: required with [tracker] kind = "plane"')
+        if not projects:
+            raise ConfigError(
+                f"{v.where}: [plane.projects.KEY]: at least one project (id, repo) is required "
+                'with [tracker] kind = "plane"'
+            )
+    if forge_kind == "gitea":
+        if not out.gitea_base_url:
+            raise ConfigError(f'{v.where}: [gitea] base_url: required with [forge] kind = "gitea"')
+        for configured in repos.values():
+            if not configured.forge_repo or "/" not in configured.forge_repo:
+                raise ConfigError(
+                    f'{v.where}: [repos.{configured.name}] forge_repo: "owner/name" is required '
+                    'with [forge] kind = "gitea"'
+                )
+    if notifier_kind == "telegram" and not out.telegram_chat_id:
+        raise ConfigError(f'{v.where}: [telegram] chat_id: required with [notifier] kind = "telegram"')
+    return out
 
 
 def _path(p: str, base: Path) -> Path:

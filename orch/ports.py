@@ -66,3 +66,15 @@ class Notifier(Protocol):
     """Tells people something. Called only with messages already committed to the outbox."""
 
     def send(self, text: str) -> None: ...
+
+
+class ExternalTracker(Tracker, Protocol):
+    """A tracker that lives outside orch (Plane): its items create and steer tasks."""
+
+    def project_for(self, project_id: str) -> Any: ...
+
+    def logical_of(
+        self, project: Any, state_id: str | None = None, name: str | None = None, group: str | None = None
+    ) -> str | None: ...
+
+    def task_key(self, project: Any, sequence_id: int) -> str: ...

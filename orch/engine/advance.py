@@ -21,7 +21,7 @@ from orch.config import Config, Transition
 from orch.engine import effects
 from orch.engine.gates import GateResult, evaluate
 from orch.engine.runtime import Runtime, task_lease
-from orch.errors import Busy, EffectFailed, NotReady, OrchError, PermanentFailure, UsageError
+from orch.errors import Busy, EffectFailed, NotReady, OrchError, PermanentFailure, RetryLater, UsageError
 from orch.store import Audit, Lease, Task
 
 
@@ -235,7 +235,7 @@ def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateR
     task = fresh
     try:
         ran = effects.run_all(rt, fresh, tr)
-    except Busy as e:
+    except (Busy, RetryLater) as e:
         return AdvanceResult(task.key, "busy", fresh.stage, tr.target, str(e), gates)
     except EffectFailed as e:
         if tr.on_fail:

@@ -14,7 +14,7 @@ from orch import faults
 from orch.config import Effect, Transition
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
-from orch.errors import Busy, EffectFailed, PermanentFailure, UsageError
+from orch.errors import Busy, EffectFailed, PermanentFailure, RetryLater, UsageError
 from orch.identity import is_alive
 from orch.store import Audit, Task
 
@@ -66,6 +66,17 @@ def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
     faults.point("after_effect_started", eff.name)
     try:
         result = _do(rt, task, eff)
+    except RetryLater as e:  # not now (CI still running): the row is run again next time
+        store.end_effect(
+            task.id,
+            tkey,
+            eff.name,
+            state="failed",
+            result={"later": str(e)},
+            now=rt.now(),
+            audit=Audit(task.id, rt.actor, "effect_deferred", {"effect": eff.name, "why": str(e)}),
+        )
+        raise
     except EffectFailed as e:
         store.end_effect(
             task.id,
@@ -95,6 +106,7 @@ def _do(rt: Runtime, task: Task, eff: Effect) -> dict[str, Any]:
     if eff.type == "rebase":
         return _rebase(rt, task)
     if eff.type == "merge":
+        _require_green_ci(rt, task)
         return rt.forge.merge(task)
     assert eff.command is not None
     log = rt.config.log_dir / f"effect-{task.key}-{eff.name}-v{task.version}.log"
@@ -119,18 +131,25 @@ def _rebase(rt: Runtime, task: Task) -> dict[str, Any]:
     """
     if not rt.config.premerge_rebase_always:
         return {"rebased": False, "skipped": "merge.premerge_rebase_always = false"}
-    result = rt.forge.rebase(task)
-    if result.get("rebased"):
-        head = rt.forge.branch_head(task)
-        assert head is not None
+    return rt.forge.rebase(task)
+
+
+def _require_green_ci(rt: Runtime, task: Task) -> None:
+    """The head being merged must have green CI: after a rebase it is a new head, whose CI
+    runs again (synchronously for the local forge, on the forge's own runners otherwise)."""
+    head = rt.forge.branch_head(task)
+    if head is None:
+        raise EffectFailed(f"{task.key} has no branch head to merge")
+    state, _ = rt.forge.ci_status(task, head)
+    if state is None:
+        rt.forge.request_ci(task, head)
         state, _ = rt.forge.ci_status(task, head)
-        if state is None:
-            rt.forge.request_ci(task, head)
-            state, _ = rt.forge.ci_status(task, head)
-        result["ci"] = state
-        if state != "success":
-            raise EffectFailed(f"CI is {state or 'not reported'} on the rebased head {head[:10]}")
-    return result
+    if state in (None, "pending"):
+        raise RetryLater(
+            f"CI for {head[:10]} is {state or 'not reported yet'}: merge when it is green", delay=60
+        )
+    if state != "success":
+        raise EffectFailed(f"CI is {state} on the head to merge {head[:10]}")
 
 
 def _probe(rt: Runtime, task: Task, eff: Effect) -> bool | None:

@@ -114,11 +114,40 @@ def handle(rt: Runtime, source: str, body: bytes, headers: Mapping[str, str]) ->
     if isinstance(event, payloads.GiteaPullRequest):
         return _pull_request(rt, event)
     if isinstance(event, payloads.PlaneWorkItemEvent):
-        handler = getattr(rt.tracker, "handle_event", None)
-        if handler is None:
-            return "ignored: no Plane tracker is configured"
-        return str(handler(rt, event))
+        return _plane(rt, event)
     return f"ignored: {source} {getattr(event, 'event', '?')} event"
+
+
+def _plane(rt: Runtime, ev: payloads.PlaneWorkItemEvent) -> str:
+    """A work item changed: only its state matters (Plane sends one webhook per field)."""
+    if rt.config.tracker_kind != "plane":
+        return "ignored: no Plane tracker is configured"
+    from orch.engine import tracker_events
+
+    tracker = rt.tracker
+    project = tracker.project_for(ev.project_id or "")  # type: ignore[attr-defined]
+    if project is None:
+        return f"ignored: project {ev.project_id} is not configured"
+    if ev.action in ("deleted", "delete"):
+        logical: str | None = "cancelled"
+    elif ev.action in ("created", "create") or ev.field == "state" or "state" in ev.changed:
+        state = ev.state
+        logical = tracker.logical_of(  # type: ignore[attr-defined]
+            project,
+            state_id=(state.id if state else ev.state_id),
+            name=state.name if state else None,
+            group=state.group if state else None,
+        )
+    else:
+        return f"ignored: {ev.field or 'a field'} changed"
+    return tracker_events.on_item_state(
+        rt,
+        project=project,
+        item_id=ev.work_item_id,
+        sequence_id=ev.sequence_id,
+        title=ev.name,
+        logical=logical,
+    )
 
 
 def _repo(rt: Runtime, full_name: str) -> str | None:

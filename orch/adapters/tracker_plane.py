@@ -1,0 +1,385 @@
+"""The Plane tracker: orch's logical statuses mapped onto each Plane project's states.
+
+orch speaks of logical statuses (`code_review`, `done`, ...); a Plane project has states
+with names, UUIDs and a group. Each project maps a logical key to a state NAME (its
+`states` table in orch.toml, else `DEFAULT_NAMES`); a key the project lacks falls back
+within the project (`FALLBACKS`: a project without "Code Review" shows review as "In
+Progress"), and `done` / `cancelled` without a matching name are found by group. The
+group decides what is terminal, in both directions: a `completed` state is `done` whatever
+it is called, and a terminal state is never chosen for a non-terminal key (a Done state
+someone named "Approved" must not read as a verdict, nor receive one).
+
+Plane allows 60 requests a minute per API key, and every orch run is a short process, so
+the states of a project are cached in the DB (`Store.cache_states`) for `states_ttl_s`
+and shared by every process; a failed refresh serves the stale copy. A reconciler lists
+each project once per tick (`list_items`, paginated) and reads everything else from that
+listing: no request per work item.
+
+`stage_changed` needs the work item behind a task. Tasks made from Plane are keyed
+`<PROJ>-<seq>` and carry the item's UUID as their tracker reference; `list_items` and
+every item this object reads go into an in-process LRU (key -> item id and state), so
+after the tick's listing a stage change costs one PATCH, or nothing when the item is
+already in that state. Without the listing it costs one GET by key first (remembered for
+the rest of the process). The item is moved only when the DB says it belongs to this
+task (`Store.task_for_ref(item.id)`), so a local task whose key happens to look like a
+Plane key never moves someone's work item.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Final, NamedTuple
+
+from orch import log
+from orch.adapters.plane import TERMINAL_GROUPS, PlaneClient, State, WorkItem
+from orch.config import LOGICAL_STATES, PlaneProject
+from orch.errors import IntegrationError, RetryLater, UsageError
+from orch.names import safe_name
+from orch.store import Store, Task
+
+__all__ = [
+    "DEFAULT_NAMES",
+    "FALLBACKS",
+    "GROUP_OF",
+    "STAGE_STATUS",
+    "PlaneProject",
+    "PlaneTracker",
+]
+
+DEFAULT_NAMES: Final[dict[str, str]] = {
+    "backlog": "Backlog",
+    "to_analyse": "To Analyse",
+    "analysis": "Analysis",
+    "in_progress": "In Progress",
+    "code_review": "Code Review",
+    "approved": "Approved",
+    "rejected": "Rejected",
+    "blocked": "Blocked",
+    "needs_input": "Needs Input",
+    "awaiting_deploy": "Awaiting Deploy",
+    "deploying": "Deploying",
+    "monitoring": "Monitoring",
+    "done": "Done",
+    "cancelled": "Cancelled",
+}
+"""The state name each logical key has in a project that does not rename it."""
+
+FALLBACKS: Final[dict[str, str | None]] = {
+    "backlog": None,
+    "to_analyse": "backlog",
+    "analysis": "in_progress",
+    "in_progress": None,
+    "code_review": "in_progress",
+    # Verdicts and pauses are things people say; showing them as anything else would lie.
+    "approved": None,
+    "rejected": None,
+    "blocked": None,
+    "needs_input": None,
+    "awaiting_deploy": "in_progress",
+    "deploying": "in_progress",
+    "monitoring": "in_progress",
+    "done": None,  # by group instead: GROUP_OF
+    "cancelled": None,
+}
+"""The key to use, in the same project, when a project has no state for a key."""
+
+GROUP_OF: Final[dict[str, str]] = {"done": "completed", "cancelled": "cancelled"}
+"""The terminal keys: their state must be in this group, and is found by it when no name matches."""
+
+STAGE_STATUS: Final[dict[str, str]] = {
+    "analysis": "analysis",
+    "development": "in_progress",
+    "review": "code_review",
+    "merge": "code_review",
+    "deploy": "deploying",
+    "monitoring": "monitoring",
+    "done": "done",
+    "cancelled": "cancelled",
+}
+"""What a task's stage shows as in the tracker; a stage not listed moves nothing."""
+
+REFRESH_RETRY_S = 60.0  # after a failed states refresh, serve the stale copy this long before trying again
+LRU_SIZE = 10_000  # work items remembered per process (a few hundred bytes each)
+
+
+class _Seen(NamedTuple):
+    """What this process last learnt about a work item, and when."""
+
+    project_id: str
+    item_id: str
+    state_id: str | None
+    at: float
+
+
+class _Cached(NamedTuple):
+    states: list[State]
+    fetched_at: float
+
+
+class PlaneTracker:
+    """The Tracker port over Plane, plus what a reconciler and the webhook handler need.
+
+    `projects` are keyed by their work-item identifier (`ENG`). `clock` must be wall time
+    (`time.time`): the states cache is shared with other processes through the DB.
+    `item_fresh_s` is how long a state learnt from a listing is trusted to skip a PATCH.
+    """
+
+    def __init__(
+        self,
+        *,
+        client: PlaneClient,
+        store: Store,
+        projects: Mapping[str, PlaneProject],
+        states_ttl_s: float = 300.0,
+        clock: Callable[[], float] = time.time,
+        item_fresh_s: float = 60.0,
+    ):
+        if states_ttl_s < 0:
+            raise UsageError(f"states_ttl_s must be 0 (keep until reloaded) or more, not {states_ttl_s}")
+        for project in projects.values():
+            unknown = set(project.states) - set(DEFAULT_NAMES)
+            if unknown:
+                raise UsageError(f"Plane project {project.key}: unknown status keys {sorted(unknown)}")
+        self.client = client
+        self.store = store
+        self.projects = dict(projects)
+        self.states_ttl_s = states_ttl_s
+        self.clock = clock
+        self.item_fresh_s = item_fresh_s
+        self._by_key = {p.key.upper(): p for p in self.projects.values()}
+        self._by_id = {p.id: p for p in self.projects.values()}
+        self._memo: dict[str, _Cached] = {}  # project id -> states, as last read or fetched
+        self._stale_until: dict[str, float] = {}  # project id -> no refresh before (after a failure)
+        self._rechecked: set[str] = set()  # project ids refetched for a state id we did not know
+        self._items: OrderedDict[str, _Seen] = OrderedDict()  # task key -> the item behind it
+
+    def __repr__(self) -> str:
+        return f"PlaneTracker(client={self.client!r}, projects={sorted(self.projects)})"
+
+    # -- projects and names ------------------------------------------------------------------
+
+    def project_for(self, project_id: str) -> PlaneProject | None:
+        """The configured project with this Plane UUID, or None."""
+        return self._by_id.get(project_id)
+
+    def project_of_task(self, task: Task) -> PlaneProject | None:
+        """The project a task's key (`ENG-12`) and repo point to, or None: no request made."""
+        prefix, _, seq = task.key.rpartition("-")
+        project = self._by_key.get(prefix.upper())
+        if project is None or not seq.isdigit() or project.repo != task.repo:
+            return None
+        return project
+
+    def task_key(self, project: PlaneProject, sequence_id: int) -> str:
+        """The orch task key of a work item: `ENG-12`."""
+        return safe_name(f"{project.key}-{sequence_id}")
+
+    @staticmethod
+    def is_terminal(group: str | None) -> bool:
+        return group in TERMINAL_GROUPS
+
+    @staticmethod
+    def name_of(project: PlaneProject, logical: str) -> str:
+        """The state name a logical key has in `project` (before any fallback)."""
+        return project.states.get(logical) or DEFAULT_NAMES[logical]
+
+    # -- states ------------------------------------------------------------------------------
+
+    def _cache_name(self, project: PlaneProject) -> str:
+        return f"plane:{project.id}"
+
+    def _fresh(self, fetched_at: float, now: float) -> bool:
+        return self.states_ttl_s == 0 or fetched_at + self.states_ttl_s > now
+
+    def states(self, project: PlaneProject) -> list[State]:
+        """The project's states: from the DB cache while fresh, else fetched (one request) and
+        cached. A failed refresh serves the stale copy when there is one, else raises."""
+        now = self.clock()
+        memo = self._memo.get(project.id)
+        if memo is None or not self._fresh(memo.fetched_at, now):
+            rows, fetched_at = self.store.cached_states(self._cache_name(project))
+            if fetched_at is not None and (memo is None or fetched_at > memo.fetched_at):
+                memo = _Cached([State(*r) for r in rows], fetched_at)  # another process refreshed it
+                self._memo[project.id] = memo
+        if memo is not None and (
+            self._fresh(memo.fetched_at, now) or now < self._stale_until.get(project.id, 0.0)
+        ):
+            return memo.states
+        try:
+            return self._fetch(project)
+        except (IntegrationError, RetryLater) as e:
+            if memo is None:
+                raise
+            self._stale_until[project.id] = now + REFRESH_RETRY_S
+            log.warning(
+                "plane_states_stale",
+                project=project.key,
+                age_s=round(now - memo.fetched_at),
+                error=str(e),
+            )
+            return memo.states
+
+    def reload_states(self, project: PlaneProject) -> list[State]:
+        """Fetch the project's states now, whatever the cache says; raises when that fails."""
+        return self._fetch(project)
+
+    def _fetch(self, project: PlaneProject) -> list[State]:
+        states = self.client.list_states(project.id)
+        now = self.clock()
+        self.store.cache_states(self._cache_name(project), [(s.id, s.name, s.group) for s in states], now=now)
+        self._memo[project.id] = _Cached(states, now)
+        self._stale_until.pop(project.id, None)
+        return states
+
+    def state_for(self, project: PlaneProject, logical: str) -> State | None:
+        """The state that shows `logical` in `project`, fallbacks applied; None when there is none."""
+        if logical not in DEFAULT_NAMES:
+            raise UsageError(f"unknown status key {logical!r} (expected one of {', '.join(LOGICAL_STATES)})")
+        states = self.states(project)
+        key: str | None = logical
+        tried: set[str] = set()
+        while key is not None and key not in tried:
+            tried.add(key)
+            found = _by_name(states, self.name_of(project, key), GROUP_OF.get(key))
+            if found is None and key in GROUP_OF:
+                in_group = [s for s in states if s.group == GROUP_OF[key]]
+                found = min(in_group, key=lambda s: (s.name, s.id)) if in_group else None
+            if found is not None:
+                return found
+            key = FALLBACKS.get(key)
+        return None
+
+    def state_for_stage(self, project: PlaneProject, stage: str) -> State | None:
+        """The state a task at `stage` shows as; None for a stage that moves nothing."""
+        logical = STAGE_STATUS.get(stage)
+        return None if logical is None else self.state_for(project, logical)
+
+    def logical_of(
+        self,
+        project: PlaneProject,
+        state_id: str | None = None,
+        name: str | None = None,
+        group: str | None = None,
+    ) -> str | None:
+        """Which logical key a state is, from its id (through the cached states) or from the
+        `name` and `group` a webhook carries. The group decides first: `completed` is done and
+        `cancelled` is cancelled whatever the name; without a group nothing is guessed."""
+        if state_id and (name is None or group is None):
+            state = self._state_by_id(project, state_id)
+            if state is not None:
+                name = state.name if name is None else name
+                group = state.group if group is None else group
+        if group in GROUP_OF.values():
+            return "done" if group == "completed" else "cancelled"
+        if not group or name is None:
+            return None
+        wanted = name.strip().casefold()
+        for logical in DEFAULT_NAMES:
+            if logical not in GROUP_OF and self.name_of(project, logical).strip().casefold() == wanted:
+                return logical
+        return None
+
+    def _state_by_id(self, project: PlaneProject, state_id: str) -> State | None:
+        for state in self.states(project):
+            if state.id == state_id:
+                return state
+        if project.id in self._rechecked:
+            return None
+        # A state created since the cache was filled: refetch once per process, not per item.
+        self._rechecked.add(project.id)
+        try:
+            states = self._fetch(project)
+        except (IntegrationError, RetryLater) as e:
+            log.warning("plane_states_recheck_failed", project=project.key, error=str(e))
+            return None
+        return next((s for s in states if s.id == state_id), None)
+
+    # -- work items --------------------------------------------------------------------------
+
+    def _remember(self, key: str, item: WorkItem) -> None:
+        self._items[key] = _Seen(item.project_id, item.id, item.state_id, self.clock())
+        self._items.move_to_end(key)
+        while len(self._items) > LRU_SIZE:
+            self._items.popitem(last=False)
+
+    def list_items(self, project: PlaneProject) -> list[WorkItem]:
+        """Every work item of the project: one request per page, whatever the number of items."""
+        items = self.client.list_work_items(project.id)
+        for item in items:
+            if item.sequence_id is not None:
+                self._remember(self.task_key(project, item.sequence_id), item)
+        return items
+
+    def relations(self, project: PlaneProject, item_id: str) -> list[str]:
+        """The ids of the work items that block `item_id` (one request)."""
+        found = self.client.list_relations(project.id, item_id)
+        return [r.issue_id for r in found.get("blocked_by", [])]
+
+    def _locate(self, project: PlaneProject, task: Task) -> _Seen | None:
+        seen = self._items.get(task.key)
+        if seen is not None and seen.project_id == project.id:
+            self._items.move_to_end(task.key)
+            return seen
+        try:
+            item = self.client.get_work_item_by_key(task.key)
+        except UsageError:  # a project key Plane would not accept in a work-item key
+            return None
+        if item is None or item.project_id != project.id:
+            return None
+        self._remember(task.key, item)
+        return self._items[task.key]
+
+    # -- the Tracker port --------------------------------------------------------------------
+
+    def stage_changed(self, task: Task, stage: str) -> None:
+        """Move the task's work item to the state its new stage shows as.
+
+        Costs nothing for a stage that maps to no status, a task of no configured project or
+        an item already there (as far as this process saw within `item_fresh_s`); one PATCH
+        for an item listed in this process; one GET by key more otherwise. Raises
+        IntegrationError / RetryLater when Plane fails: the caller reports, the stage stays.
+        """
+        logical = STAGE_STATUS.get(stage)
+        project = self.project_of_task(task) if logical is not None else None
+        if logical is None or project is None:
+            return
+        target = self.state_for(project, logical)
+        if target is None:
+            log.warning("plane_no_state", task=task.key, project=project.key, status=logical)
+            return
+        seen = self._locate(project, task)
+        if seen is None:
+            log.warning("plane_item_missing", task=task.key, project=project.key)
+            return
+        owner = self.store.task_for_ref(seen.item_id)
+        if owner is None or owner.id != task.id:
+            log.warning("plane_item_not_linked", task=task.key, project=project.key)
+            return
+        if seen.state_id == target.id and self.clock() - seen.at < self.item_fresh_s:
+            return
+        try:
+            item = self.client.set_state(project.id, seen.item_id, target.id)
+        except IntegrationError as e:
+            if e.status != 404:
+                raise
+            self._items.pop(task.key, None)  # deleted since we saw it: nothing left to move
+            log.warning("plane_item_missing", task=task.key, project=project.key)
+            return
+        self._remember(task.key, item)
+        log.info("plane_state_set", task=task.key, stage=stage, state=target.name)
+
+
+def _by_name(states: list[State], name: str, group: str | None) -> State | None:
+    """The state called `name` (exactly, else ignoring case) whose group fits: `group` for a
+    terminal key, any non-terminal group otherwise."""
+
+    def fits(s: State) -> bool:
+        return s.group == group if group is not None else s.group not in TERMINAL_GROUPS
+
+    exact = [s for s in states if s.name == name and fits(s)]
+    if exact:
+        return exact[0]
+    folded = name.strip().casefold()
+    return next((s for s in states if s.name.strip().casefold() == folded and fits(s)), None)

@@ -1,0 +1,82 @@
+"""What a tracker item's state means for its task. Shared by the Plane webhooks and the
+reconciler, so that both take the same path and a race between them is harmless:
+
+    to_analyse, in_progress   create the task (once: the unique tracker reference) or
+                              resume it (unblock) if it was paused
+    approved, rejected        a person's verdict at the current stage, then advance
+    blocked, needs_input      pause (block) the task
+    cancelled (group)         cancel the task
+    done (group), others      nothing: orch moves its own tasks to done
+
+The logical state of an item is decided by the tracker adapter, which recognises
+terminal states by their group, never by a name or a UUID alone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orch import log
+from orch.engine import advance as advance_mod
+from orch.engine import tasks
+from orch.engine.runtime import Runtime
+from orch.errors import UsageError
+
+
+def on_item_state(
+    rt: Runtime,
+    *,
+    project: Any,
+    item_id: str,
+    sequence_id: int | None,
+    title: str | None,
+    logical: str | None,
+) -> str:
+    task = rt.store.task_for_ref(item_id)
+    if logical in ("to_analyse", "in_progress"):
+        if task is None:
+            return _create(rt, project, item_id, sequence_id, title, logical)
+        if task.blocked and not task.escalated:
+            tasks.unblock(rt, task.key, f"tracker says {logical}")
+            return f"{task.key}: resumed"
+        return f"{task.key}: already under way ({task.stage})"
+    if task is None:
+        return f"ignored: no task for this item ({logical or 'unmapped state'})"
+    if rt.config.is_terminal(task.stage):
+        return f"ignored: {task.key} is {task.stage}"
+    if logical in ("approved", "rejected"):
+        word = "approve" if logical == "approved" else "reject"
+        tasks.verdict(rt, task.key, word, reason=f"{logical} in the tracker")
+        results = advance_mod.advance_chain(rt, task.key)
+        moved = [f"{r.stage} -> {r.to_stage}" for r in results if r.outcome == "advanced"]
+        return f"{task.key}: {word}d" + (f"; {', '.join(moved)}" if moved else f"; {results[-1].outcome}")
+    if logical in ("blocked", "needs_input"):
+        changed = tasks.block(rt, task.key, f"{logical.replace('_', ' ')} in the tracker")
+        return f"{task.key}: {'paused' if changed else 'already paused'}"
+    if logical == "cancelled":
+        tasks.cancel(rt, task.key, "cancelled in the tracker")
+        return f"{task.key}: cancelled"
+    return f"ignored: {task.key} is {logical or 'in an unmapped state'} in the tracker"
+
+
+def _create(rt: Runtime, project: Any, item_id: str, seq: int | None, title: str | None, logical: str) -> str:
+    cfg = rt.config
+    if seq is None:
+        raise UsageError(f"work item {item_id} has no sequence id: cannot name its task")
+    stage = cfg.initial_stage
+    if logical == "in_progress" and "development" in cfg.stages:
+        stage = "development"  # work starts without an analysis
+    key = rt.tracker.task_key(project, seq)  # type: ignore[attr-defined]
+    agent = cfg.stages[stage].agent
+    task, created = rt.store.ensure_task_for_ref(
+        ref=item_id,
+        key=key,
+        title=(title or key)[:500],
+        repo=project.repo,
+        stage=stage,
+        now=rt.now(),
+        actor=rt.actor,
+        agent=agent,
+    )
+    log.info("task_from_tracker", task=task.key, created=created, stage=stage, actor=rt.actor)
+    return f"{task.key}: {'created at ' + stage if created else 'exists already'}"
