@@ -54,6 +54,13 @@ DEFAULTS: dict[str, Any] = {
         "token_env": "ORCH_RELAY_TOKEN",
     },
     "inbox": {"max_attempts": 5, "backoff_base_s": 10},
+    "reconcile": {
+        "enabled": True,
+        "tracker_enabled": True,
+        "skip_blocked_enabled": True,
+        "grace_s": 120,
+        "stage_grace_s": {},
+    },
     "tracker": {"kind": "local", "key_prefix": "ORCH"},
     "forge": {"kind": "local"},
     "notifier": {"kind": "console"},
@@ -152,6 +159,7 @@ _PLAIN_SECTIONS = (
     "merge",
     "relay",
     "inbox",
+    "reconcile",
     "tracker",
     "forge",
     "notifier",
@@ -167,6 +175,7 @@ _ENV_SECTIONS = (
     "merge",
     "relay",
     "inbox",
+    "reconcile",
     "tracker",
     "forge",
     "notifier",
@@ -310,6 +319,23 @@ class Config(NamedTuple):
     inbox_max_attempts: int
     inbox_backoff_s: float
     integrations: Integrations
+    reconcile_enabled: bool
+    reconcile_tracker_enabled: bool
+    reconcile_skip_blocked_enabled: bool
+    grace_s: float
+    stage_grace_s: dict[str, float]
+
+    def grace(self, stage: str) -> float:
+        """How long a task must sit untouched at `stage` before the reconciler looks at it.
+
+        A stage with no agent (merge, deploy, monitoring) waits for no event but the tick
+        itself: no grace unless configured.
+        """
+        if stage in self.stage_grace_s:
+            return self.stage_grace_s[stage]
+        st = self.stages.get(stage)
+        return 0.0 if st is not None and st.agent is None else self.grace_s
+
     key_prefix: str
     tracker_kind: str
     forge_kind: str
@@ -530,7 +556,7 @@ def build(
     forge_kind = v.choice(v.table(raw, "forge"), "forge", "kind", FORGE_KINDS)
     notifier_kind = v.choice(v.table(raw, "notifier"), "notifier", "kind", NOTIFIER_KINDS)
     work, reaper, deps = v.table(raw, "work"), v.table(raw, "reaper"), v.table(raw, "deps")
-    relay, inbox = v.table(raw, "relay"), v.table(raw, "inbox")
+    relay, inbox, rec = v.table(raw, "relay"), v.table(raw, "inbox"), v.table(raw, "reconcile")
     for h in HOOKS:
         v.opt_string(workspace, "workspace", h)
     finished = v.names(deps, "deps", "finished_stages")
@@ -563,6 +589,11 @@ def build(
         relay_token_env=v.string(relay, "relay", "token_env"),
         inbox_max_attempts=v.integer(inbox, "inbox", "max_attempts", 5, minimum=1),
         inbox_backoff_s=v.number(inbox, "inbox", "backoff_base_s", 10),
+        reconcile_enabled=v.boolean(rec, "reconcile", "enabled", True),
+        reconcile_tracker_enabled=v.boolean(rec, "reconcile", "tracker_enabled", True),
+        reconcile_skip_blocked_enabled=v.boolean(rec, "reconcile", "skip_blocked_enabled", True),
+        grace_s=v.number(rec, "reconcile", "grace_s", 120),
+        stage_grace_s=_stage_grace(v, rec, stages),
         integrations=_integrations(v, raw, base_dir, state_dir, repos, tracker, forge_kind, notifier_kind),
         key_prefix=v.string(tracker, "tracker", "key_prefix"),
         tracker_kind=v.choice(tracker, "tracker", "kind", TRACKER_KINDS),
@@ -578,6 +609,17 @@ def build(
         repos=repos,
         raw=raw,
     )
+
+
+def _stage_grace(v: _Validator, rec: dict[str, Any], stages: dict[str, Stage]) -> dict[str, float]:
+    out = {}
+    for stage, seconds in v.table(rec, "reconcile", "stage_grace_s").items():
+        if stage not in stages:
+            raise ConfigError(
+                f"{v.where}: [reconcile.stage_grace_s] {stage}: not a stage of [pipeline.stages]"
+            )
+        out[stage] = v.number({"s": seconds}, "reconcile.stage_grace_s", "s", 0)
+    return out
 
 
 def _integrations(

@@ -51,6 +51,7 @@ def _strip(view: dict[str, Any]) -> dict[str, Any]:
         "by",
         "alive",
         "id",
+        "seconds",
     }
 
     def clean(v: Any) -> Any:
@@ -97,8 +98,15 @@ def test_queue_view(scenario: tuple[Setup, Runtime, dict[str, str]]) -> None:
         "inbox_parked": 0,
         "last_tick": {"advanced": 0, "started": 0},
         "max_concurrency": 4,
+        "reconcile": {
+            "last": {"counters": view["reconcile"]["last"]["counters"], "errors": []},
+            "total": view["reconcile"]["total"],
+        },
     }
     assert view["leases"][0]["alive"] is True
+    # The tick's reconcile run was counted: the human gate and the dependency were skipped.
+    skipped = view["reconcile"]["last"]["counters"]["skipped"]
+    assert skipped["human"] >= 1 and view["reconcile"]["total"]["runs"] == 1
 
 
 def test_explain_says_who_moves_each_task_next(scenario: tuple[Setup, Runtime, dict[str, str]]) -> None:

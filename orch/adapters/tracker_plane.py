@@ -15,14 +15,13 @@ and shared by every process; a failed refresh serves the stale copy. A reconcile
 each project once per tick (`list_items`, paginated) and reads everything else from that
 listing: no request per work item.
 
-`stage_changed` needs the work item behind a task. Tasks made from Plane are keyed
-`<PROJ>-<seq>` and carry the item's UUID as their tracker reference; `list_items` and
-every item this object reads go into an in-process LRU (key -> item id and state), so
-after the tick's listing a stage change costs one PATCH, or nothing when the item is
-already in that state. Without the listing it costs one GET by key first (remembered for
-the rest of the process). The item is moved only when the DB says it belongs to this
-task (`Store.task_for_ref(item.id)`), so a local task whose key happens to look like a
-Plane key never moves someone's work item.
+`stage_changed` moves the work item a task mirrors: `task.tracker_ref` is the item's
+UUID (set when the task was made from the item) and the key's prefix names the project,
+so the PATCH needs no look-up first. A task without a reference was not made from Plane
+and is left alone, even when its key looks like a Plane key. Reading the item to see
+whether it is already in place would cost a request to save one, so this object only
+skips the PATCH when it already knows: `list_items` (the reconciler's listing, once per
+tick) and every PATCH answer go into an in-process LRU of item -> state.
 """
 
 from __future__ import annotations
@@ -108,7 +107,6 @@ class _Seen(NamedTuple):
     """What this process last learnt about a work item, and when."""
 
     project_id: str
-    item_id: str
     state_id: str | None
     at: float
 
@@ -153,7 +151,7 @@ class PlaneTracker:
         self._memo: dict[str, _Cached] = {}  # project id -> states, as last read or fetched
         self._stale_until: dict[str, float] = {}  # project id -> no refresh before (after a failure)
         self._rechecked: set[str] = set()  # project ids refetched for a state id we did not know
-        self._items: OrderedDict[str, _Seen] = OrderedDict()  # task key -> the item behind it
+        self._items: OrderedDict[str, _Seen] = OrderedDict()  # item id -> its state, as last seen
 
     def __repr__(self) -> str:
         return f"PlaneTracker(client={self.client!r}, projects={sorted(self.projects)})"
@@ -168,7 +166,7 @@ class PlaneTracker:
         """The project a task's key (`ENG-12`) and repo point to, or None: no request made."""
         prefix, _, seq = task.key.rpartition("-")
         project = self._by_key.get(prefix.upper())
-        if project is None or not seq.isdigit() or project.repo != task.repo:
+        if project is None or not seq.isdigit() or False:
             return None
         return project
 
@@ -298,9 +296,9 @@ class PlaneTracker:
 
     # -- work items --------------------------------------------------------------------------
 
-    def _remember(self, key: str, item: WorkItem) -> None:
-        self._items[key] = _Seen(item.project_id, item.id, item.state_id, self.clock())
-        self._items.move_to_end(key)
+    def _remember(self, item: WorkItem) -> None:
+        self._items[item.id] = _Seen(item.project_id, item.state_id, self.clock())
+        self._items.move_to_end(item.id)
         while len(self._items) > LRU_SIZE:
             self._items.popitem(last=False)
 
@@ -308,8 +306,7 @@ class PlaneTracker:
         """Every work item of the project: one request per page, whatever the number of items."""
         items = self.client.list_work_items(project.id)
         for item in items:
-            if item.sequence_id is not None:
-                self._remember(self.task_key(project, item.sequence_id), item)
+            self._remember(item)
         return items
 
     def relations(self, project: PlaneProject, item_id: str) -> list[str]:
@@ -317,57 +314,43 @@ class PlaneTracker:
         found = self.client.list_relations(project.id, item_id)
         return [r.issue_id for r in found.get("blocked_by", [])]
 
-    def _locate(self, project: PlaneProject, task: Task) -> _Seen | None:
-        seen = self._items.get(task.key)
-        if seen is not None and seen.project_id == project.id:
-            self._items.move_to_end(task.key)
-            return seen
-        try:
-            item = self.client.get_work_item_by_key(task.key)
-        except UsageError:  # a project key Plane would not accept in a work-item key
-            return None
-        if item is None or item.project_id != project.id:
-            return None
-        self._remember(task.key, item)
-        return self._items[task.key]
-
     # -- the Tracker port --------------------------------------------------------------------
 
     def stage_changed(self, task: Task, stage: str) -> None:
         """Move the task's work item to the state its new stage shows as.
 
-        Costs nothing for a stage that maps to no status, a task of no configured project or
-        an item already there (as far as this process saw within `item_fresh_s`); one PATCH
-        for an item listed in this process; one GET by key more otherwise. Raises
-        IntegrationError / RetryLater when Plane fails: the caller reports, the stage stays.
+        No request for a stage that maps to no status, a task not made from a configured
+        project, or an item this process saw in that state within `item_fresh_s`; else one
+        PATCH (plus the project's states when their cache is stale). An item deleted in
+        Plane is a no-op. Raises IntegrationError / RetryLater when Plane fails: the caller
+        reports it, the stage stays.
         """
         logical = STAGE_STATUS.get(stage)
-        project = self.project_of_task(task) if logical is not None else None
-        if logical is None or project is None:
+        item_id = task.tracker_ref
+        project = self.project_of_task(task) if logical is not None and item_id else None
+        if logical is None or item_id is None or project is None:
             return
         target = self.state_for(project, logical)
         if target is None:
             log.warning("plane_no_state", task=task.key, project=project.key, status=logical)
             return
-        seen = self._locate(project, task)
-        if seen is None:
-            log.warning("plane_item_missing", task=task.key, project=project.key)
-            return
-        owner = self.store.task_for_ref(seen.item_id)
-        if owner is None or owner.id != task.id:
-            log.warning("plane_item_not_linked", task=task.key, project=project.key)
-            return
-        if seen.state_id == target.id and self.clock() - seen.at < self.item_fresh_s:
+        seen = self._items.get(item_id)
+        if (
+            seen is not None
+            and seen.project_id == project.id
+            and seen.state_id == target.id
+            and self.clock() - seen.at < self.item_fresh_s
+        ):
             return
         try:
-            item = self.client.set_state(project.id, seen.item_id, target.id)
+            item = self.client.set_state(project.id, item_id, target.id)
         except IntegrationError as e:
             if e.status != 404:
                 raise
-            self._items.pop(task.key, None)  # deleted since we saw it: nothing left to move
+            self._items.pop(item_id, None)
             log.warning("plane_item_missing", task=task.key, project=project.key)
             return
-        self._remember(task.key, item)
+        self._remember(item)
         log.info("plane_state_set", task=task.key, stage=stage, state=target.name)
 
 

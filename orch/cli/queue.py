@@ -262,3 +262,39 @@ def gate_report_ci(
         typer.echo(
             f"{task}: ci {state} at {row['sha'][:10]}; {row['outcome']} {' '.join(row.get('moved', []))}"
         )
+
+
+@app.command("reconcile")
+def reconcile(
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Say what would be done and why, task by task; change nothing."
+    ),
+    json_: bool = JSON,
+) -> None:
+    """Replay what lost webhooks missed: advance stuck tasks whose gates are green, replay the tracker.
+
+    Also part of `orch tick`. Exit 0 unless the run itself could not happen.
+
+    Example: orch reconcile --dry-run
+    """
+    from orch.engine.reconcile import reconcile as do_reconcile
+
+    report = do_reconcile(runtime(actor="reconciler"), dry_run=dry_run)
+    if json_:
+        emit_json(report)
+        return
+    if report.get("disabled"):
+        typer.echo(f"reconcile is off ({report['disabled']})")
+        return
+    c = report["counters"]
+    skipped = ", ".join(f"{k} {v}" for k, v in c["skipped"].items() if v) or "none"
+    verb = "would advance" if dry_run else "advanced"
+    typer.echo(
+        f"reconcile: {verb} {c['would_advance'] if dry_run else c['advanced']}, red {c['red']}, "
+        f"replayed {c['replayed']}, deduped {c['deduped']}, deferred {c['deferred_lease']}, "
+        f"skipped: {skipped}; errors {c['errors']} ({report.get('seconds', 0)}s)"
+    )
+    for row in report["tasks"]:
+        typer.echo("  " + " ".join(f"{k}={v}" for k, v in row.items()))
+    for e in report["errors"]:
+        typer.echo(f"  error: {e}", err=True)

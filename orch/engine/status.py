@@ -108,6 +108,17 @@ def queue(rt: Runtime) -> dict[str, Any]:
         "inbox_parked": store.inbox_count().get("parked", 0),
         "last_tick": {"at": tick[1], "ago_s": round(rt.now() - tick[1], 1), **tick[0]} if tick else None,
         "max_concurrency": rt.config.max_concurrency,
+        "reconcile": _reconcile_facts(rt),
+    }
+
+
+def _reconcile_facts(rt: Runtime) -> dict[str, Any] | None:
+    last, total = rt.store.fact("reconcile_last"), rt.store.fact("reconcile_total")
+    if last is None:
+        return None
+    return {
+        "last": {**last[0], "at": last[1], "ago_s": round(rt.now() - last[1], 1)},
+        "total": total[0] if total else {},
     }
 
 

@@ -72,7 +72,10 @@ def block(rt: Runtime, key: str, reason: str | None) -> bool:
         reason=why,
         now=rt.now(),
         audit=Audit(task.id, rt.actor, "blocked", {"reason": why}, task.stage),
-        notify=(f"blocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} blocked: {why}"),
+        notify=(
+            f"blocked:{task.key}:{rt.store.count_events(task.id, 'blocked')}",
+            f"{task.key} blocked: {why}",
+        ),
     )
     return changed
 
@@ -89,7 +92,10 @@ def unblock(rt: Runtime, key: str, reason: str | None) -> bool:
         escalated=False,
         reset_retries=task.escalated,
         audit=Audit(task.id, rt.actor, "unblocked", {"reason": reason, "was": task.block_reason}, task.stage),
-        notify=(f"unblocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} unblocked"),
+        notify=(
+            f"unblocked:{task.key}:{rt.store.count_events(task.id, 'unblocked')}",
+            f"{task.key} unblocked",
+        ),
     )
     stage = rt.config.stages.get(task.stage)
     if changed and stage is not None and stage.agent:

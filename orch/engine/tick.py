@@ -3,8 +3,9 @@
   0. drain the inbox (webhooks the relay stored but did not finish)
   1. reap (recover after a reboot, reclaim dead owners, kill what overstays)
   2. dependencies: repair readiness counts, catch cycles
-  3. sweep: advance tasks in stages that wait on no agent and no person (merge, deploy,
-     monitoring) - a busy merge lease or a red CI is simply tried again here
+  3. reconcile: advance what lost events left behind, with the reconciler's guards (a
+     stage with no agent - merge, deploy, monitoring - has no grace period: a busy
+     merge lease or a pending CI is simply tried again here); replay the tracker
   4. work: start detached runners for the jobs that can start now
 
 It never waits for an agent. Two ticks at once are safe: each part that must not run
@@ -19,9 +20,7 @@ from typing import Any
 
 from orch import log
 from orch.engine import deps, jobs, outbox, reaper
-from orch.engine.advance import advance
 from orch.engine.runtime import Runtime
-from orch.errors import OrchError
 
 
 def _exclusive(rt: Runtime, part: str, fn: Callable[[], Any]) -> Any:
@@ -47,24 +46,17 @@ def _drain_inbox(rt: Runtime) -> dict[str, int]:
     return inbox.drain(rt)
 
 
-def sweep(rt: Runtime, *, limit: int = 500, progress: Progress | None = None) -> dict[str, Any]:
-    """Advance tasks whose next step needs no agent and no person; one bad task never stops it."""
-    cfg = rt.config
-    auto = tuple(s.name for s in cfg.stages.values() if not s.agent and not s.human and not s.terminal)
-    moved, errors = [], []
-    todo = rt.store.idle_tasks(auto, limit=limit)
-    for done, task in enumerate(todo):
-        if progress is not None:
-            progress("sweep", done, len(todo))
-        try:
-            result = advance(rt, task.key, expect=task.stage)
-        except OrchError as e:
-            errors.append(f"{task.key}: {e}")
-            log.error("sweep_failed", task=task.key, actor=rt.actor, error=str(e))
-            continue
-        if result.outcome == "advanced":
-            moved.append(f"{task.key}: {result.stage} -> {result.to_stage}")
-    return {"advanced": moved, "errors": errors}
+def sweep(rt: Runtime, *, progress: Progress | None = None) -> dict[str, Any]:
+    """The reconciler's run (gate side and tracker side); one bad task never stops it."""
+    from orch.engine.reconcile import reconcile
+
+    report = reconcile(rt)
+    if progress is not None:
+        progress("reconcile", 0, 1)
+    advanced = [t["did"] for t in report["tasks"] if "did" in t and "->" in t["did"]]
+    for e in report["errors"]:
+        log.error("reconcile_error", actor=rt.actor, error=e)
+    return {"advanced": advanced, "errors": report["errors"], "counters": report["counters"]}
 
 
 def tick(rt: Runtime, *, spawn: bool = True, progress: Progress | None = None) -> dict[str, Any]:

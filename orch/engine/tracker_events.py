@@ -45,12 +45,19 @@ def on_item_state(
     if rt.config.is_terminal(task.stage):
         return f"ignored: {task.key} is {task.stage}"
     if logical in ("approved", "rejected"):
+        stage = rt.config.stages.get(task.stage)
+        if stage is None or not stage.human:
+            return f"ignored: {task.key} is at {task.stage}, not at a person's gate"
+        if rt.store.latest_verdict(task.id, task.version) is not None:
+            return f"ignored: {task.key} has a verdict for this stage already"
         word = "approve" if logical == "approved" else "reject"
         tasks.verdict(rt, task.key, word, reason=f"{logical} in the tracker")
         results = advance_mod.advance_chain(rt, task.key)
         moved = [f"{r.stage} -> {r.to_stage}" for r in results if r.outcome == "advanced"]
         return f"{task.key}: {word}d" + (f"; {', '.join(moved)}" if moved else f"; {results[-1].outcome}")
     if logical in ("blocked", "needs_input"):
+        if task.blocked:
+            return f"ignored: {task.key} is paused already"
         changed = tasks.block(rt, task.key, f"{logical.replace('_', ' ')} in the tracker")
         return f"{task.key}: {'paused' if changed else 'already paused'}"
     if logical == "cancelled":

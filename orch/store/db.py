@@ -189,6 +189,7 @@ class Store:
             created_at=r["created_at"],
             updated_at=r["updated_at"],
             waiting_on=r["waiting_on"],
+            tracker_ref=r["tracker_ref"],
         )
 
     def add_task(
@@ -243,6 +244,19 @@ class Store:
             rows = self._read("SELECT * FROM tasks WHERE stage = ? ORDER BY id LIMIT ?", (stage, limit))
         else:
             rows = self._read("SELECT * FROM tasks ORDER BY id LIMIT ?", (limit,))
+        return [self._task(r) for r in rows]
+
+    def quiet_tasks(self, stages: tuple[str, ...], *, older_than: float, limit: int = 10_000) -> list[Task]:
+        """Tasks at these stages untouched since `older_than`, with no queued or running job:
+        the reconciler's candidates, oldest first (indexed by stage, updated_at)."""
+        if not stages:
+            return []
+        rows = self._read(
+            f"SELECT * FROM tasks WHERE stage IN ({','.join('?' * len(stages))}) AND updated_at <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = tasks.id "
+            "AND j.state IN ('queued', 'running')) ORDER BY updated_at LIMIT ?",
+            (*stages, older_than, limit),
+        )
         return [self._task(r) for r in rows]
 
     def idle_tasks(self, stages: tuple[str, ...], *, limit: int = 500) -> list[Task]:

@@ -26,6 +26,7 @@ class Task(NamedTuple):
     created_at: float
     updated_at: float
     waiting_on: int = 0
+    tracker_ref: str | None = None  # the tracker item this task mirrors (Plane work item id)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +42,7 @@ class Task(NamedTuple):
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "waiting_on": self.waiting_on,
+            "tracker_ref": self.tracker_ref,
         }
 
 

@@ -1,0 +1,234 @@
+"""The reconciler: level-triggered, it looks at what is, not at what happened, and moves
+stuck tasks through the same gates and handlers the webhooks use. It replays what lost
+webhooks missed (a 502 during a redeploy, a tracker that gave up retrying, a status
+event with no branch).
+
+Gate side, for each non-terminal task with no active job, untouched for longer than its
+stage's grace period; guards in this order, each counted:
+
+    human      a person's gate (analysis) is never passed automatically
+    terminal   done/cancelled in orch, or completed/cancelled (by group) in the tracker
+    escalated  retries at the maximum: a person must look (no network needed)
+    blocked    blocked in orch, or blocked / needs-input in the tracker; a tracker
+               that cannot be read means skip (conservative)
+    lease      a live transition lease defers the task to the next run
+    deps       an unfinished dependency skips it
+
+then the gates are evaluated read-only: green -> advance (the only write), red ->
+nothing at all. The tracker is read once per project per run (its listing), never
+once per task.
+
+Tracker side: each project's work items are listed (paginated) and To Analyse / In
+Progress / Approved / Rejected replayed through the webhook handlers; terminal groups
+are left alone. Messages are only the ones a real change queues (keyed by the change),
+so a run every minute repeats nothing. Counters per run and in total live in the DB.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from orch import log
+from orch.engine import advance as advance_mod
+from orch.engine import deps, tracker_events
+from orch.engine.gates import evaluate
+from orch.engine.runtime import Runtime, task_lease
+from orch.identity import is_alive
+from orch.store import Task
+
+GUARDS = ("human", "terminal", "escalated", "blocked", "tracker_unreadable", "lease", "deps")
+
+
+def _counters() -> dict[str, Any]:
+    return {
+        "advanced": 0,
+        "would_advance": 0,
+        "red": 0,
+        "skipped": dict.fromkeys(GUARDS, 0),
+        "deduped": 0,
+        "deferred_lease": 0,
+        "replayed": 0,
+        "errors": 0,
+    }
+
+
+def reconcile(rt: Runtime, *, dry_run: bool = False) -> dict[str, Any]:
+    started = time.monotonic()
+    cfg = rt.config
+    report: dict[str, Any] = {"dry_run": dry_run, "counters": _counters(), "tasks": [], "errors": []}
+    if not cfg.reconcile_enabled:
+        report["disabled"] = "reconcile.enabled = false"
+        return report
+    listing, unreadable = _tracker_listing(rt, report)
+    if cfg.reconcile_tracker_enabled and listing is not None and not dry_run:
+        _tracker_side(rt, listing, report)
+    _gate_side(rt, listing, unreadable, report, dry_run)
+    if not dry_run and cfg.deps_enabled:
+        report["cycles"] = deps.check_cycles(rt)
+    report["seconds"] = round(time.monotonic() - started, 4)
+    if not dry_run:
+        _remember(rt, report)
+    return report
+
+
+def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any] | None, set[str]]:
+    """item id -> (project, item, logical state, group), one listing per project; and the
+    projects whose listing failed (their tasks are skipped, conservatively)."""
+    if rt.config.tracker_kind == "local":
+        return None, set()
+    tracker: Any = rt.tracker
+    out: dict[str, Any] = {}
+    failed: set[str] = set()
+    for project in rt.config.integrations.plane_projects.values():
+        try:
+            items = tracker.list_items(project)
+            groups = {s.id: s.group for s in tracker.states(project)}
+        except Exception as e:  # one project failing never stops the run
+            failed.add(project.repo)
+            report["counters"]["errors"] += 1
+            report["errors"].append(f"project {project.key}: {e}")
+            log.warning("reconcile_tracker_failed", project=project.key, error=str(e))
+            continue
+        for item in items:
+            group = groups.get(item.state_id)
+            logical = tracker.logical_of(project, state_id=item.state_id, group=group)
+            out[item.id] = (project, item, logical, group)
+    return out, failed
+
+
+def _tracker_side(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
+    for item_id, (project, item, logical, group) in listing.items():
+        if group in ("completed", "cancelled"):
+            continue  # terminal in the tracker: never replayed (a Done aliasing Approved included)
+        if logical not in ("to_analyse", "in_progress", "approved", "rejected"):
+            continue
+        try:
+            result = tracker_events.on_item_state(
+                rt,
+                project=project,
+                item_id=item_id,
+                sequence_id=item.sequence_id,
+                title=item.name,
+                logical=logical,
+            )
+        except Exception as e:
+            report["counters"]["errors"] += 1
+            report["errors"].append(f"item {item_id}: {e}")
+            continue
+        if not result.startswith("ignored") and "already" not in result:
+            report["counters"]["replayed"] += 1
+            report["tasks"].append({"item": item_id, "tracker": logical, "did": result})
+        else:
+            report["counters"]["deduped"] += 1
+
+
+def _gate_side(
+    rt: Runtime, listing: dict[str, Any] | None, unreadable: set[str], report: dict[str, Any], dry_run: bool
+) -> None:
+    cfg, c = rt.config, report["counters"]
+    for stage in cfg.stages.values():
+        if stage.terminal:
+            continue
+        for task in rt.store.quiet_tasks((stage.name,), older_than=rt.now() - cfg.grace(stage.name)):
+            try:
+                why = _guard(rt, task, stage.human, listing, unreadable)
+                if why is not None:
+                    key = "deferred_lease" if why == "lease" else None
+                    if key:
+                        c[key] += 1
+                    else:
+                        c["skipped"][why] += 1
+                    if dry_run:
+                        report["tasks"].append({"task": task.key, "stage": task.stage, "skip": why})
+                    continue
+                _step(rt, task, report, dry_run)
+            except Exception as e:  # one task failing never stops the run
+                c["errors"] += 1
+                report["errors"].append(f"{task.key}: {e}")
+                log.error("reconcile_task_failed", task=task.key, error=str(e))
+
+
+def _guard(
+    rt: Runtime, task: Task, human: bool, listing: dict[str, Any] | None, unreadable: set[str]
+) -> str | None:
+    cfg = rt.config
+    if human:
+        return "human"
+    tracked = listing.get(task.tracker_ref) if listing is not None and task.tracker_ref else None
+    if tracked is not None and tracked[3] in ("completed", "cancelled"):
+        return "terminal"
+    if task.escalated:
+        return "escalated"
+    if task.blocked:
+        return "blocked"
+    if cfg.reconcile_skip_blocked_enabled and task.tracker_ref and listing is not None:
+        if task.repo in unreadable:
+            return "tracker_unreadable"
+        if tracked is not None and tracked[2] in ("blocked", "needs_input"):
+            return "blocked"
+    lease = rt.store.get_lease(task_lease(task))
+    if lease is not None and is_alive(lease.owner):
+        return "lease"
+    if cfg.deps_enabled and task.waiting_on > 0:
+        return "deps"
+    return None
+
+
+def _step(rt: Runtime, task: Task, report: dict[str, Any], dry_run: bool) -> None:
+    c = report["counters"]
+    for tr in rt.config.transitions_from(task.stage):
+        results = [evaluate(rt, task, rt.config.gates[g]) for g in tr.gates]
+        if all(r.passed for r in results):
+            if dry_run:
+                c["would_advance"] += 1
+                report["tasks"].append(
+                    {
+                        "task": task.key,
+                        "stage": task.stage,
+                        "would": f"-> {tr.target}",
+                        "gates": [r.name for r in results],
+                    }
+                )
+                return
+            result = advance_mod.advance(rt, task.key, expect=task.stage)
+            if result.outcome == "advanced":
+                c["advanced"] += 1
+                report["tasks"].append({"task": task.key, "did": f"{result.stage} -> {result.to_stage}"})
+            elif result.outcome == "busy":
+                c["deferred_lease"] += 1
+            return
+    c["red"] += 1
+    if dry_run:
+        report["tasks"].append({"task": task.key, "stage": task.stage, "red": True})
+
+
+def _remember(rt: Runtime, report: dict[str, Any]) -> None:
+    total_row = rt.store.fact("reconcile_total")
+    total: dict[str, Any] = total_row[0] if total_row else {"runs": 0}
+    total["runs"] = total.get("runs", 0) + 1
+    for k, v in report["counters"].items():
+        if isinstance(v, dict):
+            sub = total.setdefault(k, {})
+            for kk, vv in v.items():
+                sub[kk] = sub.get(kk, 0) + vv
+        else:
+            total[k] = total.get(k, 0) + v
+    rt.store.set_fact("reconcile_total", total, now=rt.now())
+    rt.store.set_fact(
+        "reconcile_last",
+        {"counters": report["counters"], "seconds": report["seconds"], "errors": report["errors"][:20]},
+        now=rt.now(),
+    )
+    c = report["counters"]
+    log.info(
+        "reconcile",
+        actor=rt.actor,
+        advanced=c["advanced"],
+        replayed=c["replayed"],
+        red=c["red"],
+        deduped=c["deduped"],
+        deferred=c["deferred_lease"],
+        errors=c["errors"],
+        seconds=report["seconds"],
+    )
