@@ -196,6 +196,16 @@ class TelegramClient:
             ids.extend(self._send(chat_id, part, thread_id, disable_notification))
         return ids
 
+    def get_me(self) -> str:
+        """The bot's username: the cheapest call that proves the token (`orch config check --online`)."""
+        url = f"{self.base_url}/bot{self._token}/getMe"
+        response = self._http.request("GET", url, idempotent=True)
+        data = self._http.json(response)
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, dict):
+            raise self._http.error(response, note="Telegram did not answer ok")
+        return str(result.get("username") or "?")
+
     def _send(self, chat_id: int | str, text: str, thread_id: int | None, silent: bool) -> list[int]:
         payload: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML"}
         if thread_id is not None:

@@ -166,7 +166,7 @@ class PlaneTracker:
         """The project a task's key (`ENG-12`) and repo point to, or None: no request made."""
         prefix, _, seq = task.key.rpartition("-")
         project = self._by_key.get(prefix.upper())
-        if project is None or not seq.isdigit() or False:
+        if project is None or not seq.isdigit() or project.repo != task.repo:
             return None
         return project
 

@@ -170,6 +170,101 @@ def config_check(cfg: Config) -> list[dict[str, str]]:
     return out
 
 
+def _integration_finding(key: str, what: str, e: Exception) -> dict[str, str]:
+    from orch.errors import ConfigError, IntegrationError
+
+    if isinstance(e, ConfigError):
+        return _finding("error", key, str(e), "export the variable in the environment orch runs in")
+    status = getattr(e, "status", None) if isinstance(e, IntegrationError) else None
+    if status in (401, 403):
+        return _finding(
+            "error",
+            key,
+            f"{what}: the credentials were refused ({status})",
+            "check the token/API key in the environment variable",
+        )
+    if status == 404:
+        return _finding("error", key, f"{what}: not found (404)", "check the id, owner/name or workspace")
+    if status is None:
+        return _finding("error", key, f"{what}: unreachable: {e}", "check base_url and the network")
+    return _finding("error", key, f"{what}: {e}", "see the message")
+
+
+def online_checks(cfg: Config) -> list[dict[str, str]]:
+    """One cheap call to each configured integration; secrets are never printed."""
+    from orch import app
+
+    out: list[dict[str, str]] = []
+    i = cfg.integrations
+    if cfg.tracker_kind == "plane":
+        from orch.adapters.plane import PlaneClient
+
+        try:
+            client = PlaneClient(
+                client=app._http(i.plane_timeout_s),
+                base_url=i.plane_base_url,
+                workspace=i.plane_workspace,
+                api_key=app.secret(i.plane_api_key_env, "[plane] api_key_env"),
+                per_page=1,
+            )
+            for project in i.plane_projects.values():
+                try:
+                    client.list_states(project.id)
+                    out.append(
+                        _finding("info", f"[plane.projects.{project.key}]", "reachable", "nothing to do")
+                    )
+                except Exception as e:
+                    out.append(
+                        _integration_finding(
+                            f"[plane.projects.{project.key}] id", f"project {project.key}", e
+                        )
+                    )
+        except Exception as e:
+            out.append(_integration_finding("[plane]", "Plane", e))
+    if cfg.forge_kind == "gitea":
+        from orch.adapters.gitea import GiteaClient
+
+        try:
+            gitea = GiteaClient(
+                client=app._http(i.gitea_timeout_s),
+                base_url=i.gitea_base_url,
+                token=app.secret(i.gitea_token_env, "[gitea] token_env"),
+            )
+            for repo in cfg.repos.values():
+                owner, name = (repo.forge_repo or "/").split("/", 1)
+                try:
+                    gitea.combined_status(owner, name, repo.default_branch)
+                    out.append(_finding("info", f"[repos.{repo.name}]", "reachable", "nothing to do"))
+                except Exception as e:
+                    out.append(
+                        _integration_finding(f"[repos.{repo.name}] forge_repo", repo.forge_repo or "?", e)
+                    )
+        except Exception as e:
+            out.append(_integration_finding("[gitea]", "Gitea", e))
+    if cfg.notifier_kind == "telegram":
+        from orch.adapters.telegram import TelegramClient
+
+        try:
+            tg = TelegramClient(
+                client=app._http(i.telegram_timeout_s),
+                base_url=i.telegram_base_url,
+                token=app.secret(i.telegram_token_env, "[telegram] token_env"),
+            )
+            out.append(_finding("info", "[telegram]", f"bot {tg.get_me()} answers", "nothing to do"))
+        except Exception as e:
+            out.append(_integration_finding("[telegram] token_env", "Telegram", e))
+    if not out:
+        out.append(
+            _finding(
+                "info",
+                "[tracker] [forge] [notifier]",
+                "no online integration is configured (local tracker, forge, console)",
+                "nothing to do",
+            )
+        )
+    return out
+
+
 def doctor(cfg: Config) -> dict[str, Any]:
     """config check + database integrity + what the queue view calls problems."""
     findings = config_check(cfg)

@@ -118,14 +118,7 @@ def config_check(
     cfg = config_mod.load(_state["config"])
     findings = checks.config_check(cfg)
     if online:
-        findings.append(
-            {
-                "level": "info",
-                "key": "[tracker] [forge] [notifier]",
-                "problem": "no online integration is configured (local tracker, forge, console)",
-                "fix": "nothing to do",
-            }
-        )
+        findings += checks.online_checks(cfg)
     if json_:
         emit_json({"ok": not any(f["level"] == "error" for f in findings), "findings": findings})
     else:
