@@ -1,0 +1,240 @@
+"""Plane end to end, against a fake Plane on 127.0.0.1: webhooks and the reconciler create
+and steer tasks through the same handlers, exactly once, without spam."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Setup
+from fakes.plane_workflow import SeededProject, add_orch_project
+from fakes.servers import FakePlane
+
+from orch.engine import jobs, outbox, tasks
+from orch.engine.reconcile import reconcile
+
+
+class Plane:
+    def __init__(self, setup: Setup, fake: FakePlane, project: SeededProject):
+        self.setup, self.fake, self.project = setup, fake, project
+        self.env = {"PLANE_API_KEY": fake.api_key}
+
+    def item(self, name: str, state: str) -> str:
+        return self.fake.add_work_item(self.project.id, name, state_id=self.project.states[state])
+
+    def move(self, item: str, state: str) -> None:
+        with self.fake.lock:
+            self.fake.projects[self.project.id]["items"][item]["state"] = self.project.states[state]
+
+    def state_of(self, item: str) -> str:
+        sid = self.fake.item(self.project.id, item)["state"]
+        return self.project.names[sid]
+
+    def webhook(self, item: str, state: str) -> Path:
+        """A v1 `issue updated` body for `item` now in `state`, written to a file."""
+        data = self.fake.item(self.project.id, item)
+        sid = self.project.states[state]
+        name, group = self.project.names[sid], _group(state)
+        body = {
+            "event": "issue",
+            "action": "updated",
+            "webhook_id": "wh-1",
+            "workspace_id": data["workspace"],
+            "data": {**data, "state": {"id": sid, "name": name, "color": "#888", "group": group}},
+            "activity": {"field": "state_id", "new_value": sid, "old_value": None},
+        }
+        path = self.setup.root / f"hook-{item[:8]}-{state}.json"
+        path.write_text(json.dumps(body))
+        headers = self.setup.root / "plane.headers.json"
+        headers.write_text(json.dumps({"X-Plane-Event": "issue"}))
+        return path
+
+    def event(self, item: str, state: str) -> dict[str, Any]:
+        body = self.webhook(item, state)
+        out = self.setup.orch(
+            "event",
+            "plane",
+            "--body",
+            str(body),
+            "--headers",
+            str(self.setup.root / "plane.headers.json"),
+            "--json",
+            env=self.env,
+        )
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+    def runtime(self) -> Any:
+        os.environ.update(self.env)
+        return self.setup.runtime()
+
+
+def _group(state: str) -> str:
+    from fakes.plane_workflow import ORCH_WORKFLOW
+
+    return ORCH_WORKFLOW[state][1]
+
+
+@pytest.fixture
+def plane(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
+    fake = FakePlane().start()
+    project = add_orch_project(fake, "ENG")
+    setup.update_config(
+        {
+            "tracker": {"kind": "plane"},
+            "plane": {
+                "base_url": fake.url,
+                "workspace": fake.workspace,
+                "projects": {"ENG": {"id": project.id, "repo": "app"}},
+            },
+            "reconcile": {"grace_s": 0},
+        }
+    )
+    monkeypatch.setenv("PLANE_API_KEY", fake.api_key)
+    yield Plane(setup, fake, project)
+    fake.stop()
+
+
+def test_webhooks_create_once_approve_and_orch_writes_the_state_back(plane: Plane) -> None:
+    item = plane.item("Add login", "to_analyse")
+    first = plane.event(item, "to_analyse")
+    assert "ENG-1: created at analysis" in first["item"]["result"]
+    again = plane.event(item, "to_analyse")  # the same delivery: stored once
+    assert again["duplicate"] is True
+    rt = plane.runtime()
+    (task,) = rt.store.list_tasks()
+    assert (task.key, task.stage, task.tracker_ref) == ("ENG-1", "analysis", item)
+    jobs.work(rt)  # the analyst
+    plane.move(item, "approved")
+    res = plane.event(item, "approved")["item"]["result"]
+    assert "approved" in res and "analysis -> development" in res
+    assert plane.state_of(item) == "In Progress"  # the dispatcher wrote the stage back
+    # orch's own PATCH comes back as a webhook: it changes nothing.
+    assert "already under way" in plane.event(item, "in_progress")["item"]["result"]
+    assert len(rt.store.list_tasks()) == 1
+    rt.close()
+
+
+def test_blocked_and_cancelled_in_the_tracker(plane: Plane) -> None:
+    item = plane.item("Pause me", "to_analyse")
+    plane.event(item, "to_analyse")
+    assert "paused" in plane.event(item, "blocked")["item"]["result"]
+    rt = plane.runtime()
+    assert rt.task("ENG-1").blocked
+    assert "resumed" in plane.event(item, "in_progress")["item"]["result"]
+    assert not rt.task("ENG-1").blocked
+    assert "cancelled" in plane.event(item, "cancelled")["item"]["result"]
+    assert rt.task("ENG-1").stage == "cancelled"
+    rt.close()
+
+
+@pytest.mark.slow
+def test_a_webhook_and_the_reconciler_racing_from_processes_make_one_task(plane: Plane) -> None:
+    item = plane.item("Raced", "to_analyse")
+    body = plane.webhook(item, "to_analyse")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}, **plane.env}
+    base = [sys.executable, "-m", "orch", "-c", str(plane.setup.config_path)]
+    cmds = []
+    for i in range(8):
+        if i % 2:
+            cmds.append([*base, "reconcile"])
+        else:
+            # distinct deliveries of the same change (Plane retries with new delivery ids)
+            hdr = plane.setup.root / f"h{i}.json"
+            hdr.write_text(json.dumps({"X-Plane-Event": "issue", "X-Plane-Delivery": f"d-{i}"}))
+            copy = plane.setup.root / f"b{i}.json"
+            copy.write_text(body.read_text().replace('"wh-1"', f'"wh-{i}"'))
+            cmds.append([*base, "event", "plane", "--body", str(copy), "--headers", str(hdr)])
+    procs = [
+        subprocess.Popen(
+            c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=plane.setup.root
+        )
+        for c in cmds
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    rt = plane.runtime()
+    tasks_now = rt.store.list_tasks()
+    assert [(t.key, t.tracker_ref) for t in tasks_now] == [("ENG-1", item)]
+    assert len(rt.store.jobs(task_id=tasks_now[0].id)) == 1  # one analyst job
+    created = [r for r in rt.store.history(tasks_now[0].id) if r.event == "created"]
+    assert len(created) == 1
+    rt.close()
+
+
+def test_a_done_item_aliasing_approved_is_never_replayed_and_a_night_is_quiet(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakePlane().start()
+    try:
+        # A misconfigured project: its Done state is named "Approved" (group completed).
+        project = add_orch_project(fake, "ENG", omit=["approved"], rename={"done": "Approved"})
+        setup.update_config(
+            {
+                "tracker": {"kind": "plane"},
+                "plane": {
+                    "base_url": fake.url,
+                    "workspace": fake.workspace,
+                    "projects": {"ENG": {"id": project.id, "repo": "app"}},
+                },
+                "reconcile": {"grace_s": 0},
+            }
+        )
+        monkeypatch.setenv("PLANE_API_KEY", fake.api_key)
+        rt = setup.runtime()
+        finished = fake.add_work_item(project.id, "Shipped long ago", state_id=project.states["done"])
+        live = fake.add_work_item(project.id, "Under way", state_id=project.states["to_analyse"])
+        reconcile(rt)  # creates the live one's task; the Done one is terminal by group
+        keys = {t.tracker_ref: t.key for t in rt.store.list_tasks()}
+        assert finished not in keys and live in keys
+        tasks.cancel(rt, keys[live], "synced and finished")
+        outbox.flush(rt)
+        sent = len(rt.notifier.sent)  # type: ignore[attr-defined]
+        now = [rt.now()]
+        rt.clock = lambda: now[0]
+        for _ in range(240):  # every 2 minutes, 8 hours
+            now[0] += 120
+            report = reconcile(rt)
+            assert report["counters"]["replayed"] == 0 and report["counters"]["advanced"] == 0
+            outbox.flush(rt)
+        assert len(rt.notifier.sent) == sent  # type: ignore[attr-defined]
+        assert len(rt.store.list_tasks()) == 1
+        rt.close()
+    finally:
+        fake.stop()
+
+
+def test_tracker_down_the_run_completes_skips_conservatively_and_counts(plane: Plane) -> None:
+    item = plane.item("Steady", "to_analyse")
+    plane.event(item, "to_analyse")
+    rt = plane.runtime()
+    jobs.work(rt)
+    tasks.verdict(rt, "ENG-1", "approve")
+    from orch.engine.advance import advance
+    from orch.store import Audit
+
+    assert advance(rt, "ENG-1").to_stage == "development"
+    (dev,) = rt.store.jobs(task_id=rt.task("ENG-1").id, states=("queued",))
+    rt.store.finish_job(
+        dev.id,
+        state="failed",
+        exit_code=1,
+        reason="test",
+        now=rt.now(),
+        head_sha=None,
+        audit=Audit(dev.task_id, "test", "job_failed", {}),
+    )
+    plane.fake.fail_next(1000, 503)
+    report = reconcile(rt)  # completes, although every Plane request fails
+    assert report["counters"]["errors"] == 1 and "project ENG" in report["errors"][0]
+    assert report["counters"]["skipped"]["tracker_unreadable"] == 1  # conservative: not advanced
+    assert report["counters"]["advanced"] == 0
+    plane.fake.fail_next(0, 503)
+    rt.close()
