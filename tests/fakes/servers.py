@@ -594,6 +594,8 @@ class FakeTelegram(FakeServer):
             return Reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         if parts[0][3:] != self.token:
             return Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
+        if parts[1] == "getMe" and req.method == "GET":
+            return Reply(200, {"ok": True, "result": {"id": 1, "is_bot": True, "username": "orch_test_bot"}})
         if parts[1] != "sendMessage" or req.method != "POST":
             return Reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         data = req.json() or {}
