@@ -127,7 +127,7 @@ DEFAULTS: dict[str, Any] = {
         "ci_green": {"type": "ci"},
         "review_approved": {"type": "verdict", "verdict": "approve", "bind_head": True},
         "review_rejected": {"type": "verdict", "verdict": "reject", "bind_head": True},
-        "monitor_healthy": {"type": "command", "command": "true", "timeout_s": 60},
+        "monitor_healthy": {"type": "monitor", "command": "true", "timeout_s": 60},
     },
     "effects": {
         "premerge_rebase": {"type": "rebase", "irreversible": False},
@@ -182,7 +182,7 @@ _ENV_SECTIONS = (
     "pipeline",
 )
 HOOKS = ("after_create", "before_run", "after_run", "before_remove")
-GATE_TYPES = ("verdict", "agent", "branch", "ci", "command")
+GATE_TYPES = ("verdict", "agent", "branch", "ci", "command", "monitor")
 EFFECT_TYPES = ("rebase", "merge", "command")
 TRACKER_KINDS = ("local", "plane")
 FORGE_KINDS = ("local", "gitea")
@@ -716,8 +716,8 @@ def _gate(v: _Validator, name: str, g: dict[str, Any]) -> Gate:
         command=v.opt_string(g, key, "command"),
         timeout_s=v.number(g, key, "timeout_s", 60.0),
     )
-    if gtype == "command" and not gate.command:
-        raise ConfigError(f'{v.where}: [{key}] command: required for type = "command"')
+    if gtype in ("command", "monitor") and not gate.command:
+        raise ConfigError(f'{v.where}: [{key}] command: required for type = "{gtype}"')
     if gtype == "verdict" and gate.verdict not in ("approve", "reject"):
         raise ConfigError(f'{v.where}: [{key}] verdict: expected "approve" or "reject"')
     return gate

@@ -61,6 +61,10 @@ class Tracker(Protocol):
 
     def stage_changed(self, task: Task, stage: str) -> None: ...
 
+    def effect_started(self, task: Task, effect: str) -> None:
+        """An irreversible effect (a deploy) started: show it (Deploying). Optional."""
+        ...
+
 
 class Notifier(Protocol):
     """Tells people something. Called only with messages already committed to the outbox."""

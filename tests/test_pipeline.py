@@ -134,3 +134,31 @@ def test_agent_timeout_kills_the_job(setup: Setup) -> None:
     tasks.add(rt, "slow")
     (report,) = jobs.work(rt)
     assert report.state == "timed_out"
+
+
+def test_a_degraded_monitor_blocks_the_task_and_alerts(setup: Setup) -> None:
+    from orch.engine import outbox
+
+    health = setup.root / "health"
+    setup.update_config(
+        {"gates": {"monitor_healthy": {"type": "monitor", "command": f'exit "$(cat {health})"'}}}
+    )
+    setup.open_merge_window()
+    health.write_text("1")  # still watching
+    rt = setup.runtime()
+    t = tasks.add(rt, "watched")
+    drive_to(rt, t.key, "monitoring")
+    r = advance.advance(rt, t.key)
+    assert r.outcome == "not_ready" and "still watching" in r.message
+    health.write_text("2")  # degraded
+    r = advance.advance(rt, t.key)
+    assert r.outcome == "failed" and r.exit_code == 1
+    task = rt.task(t.key)
+    assert task.blocked and task.stage == "monitoring" and "DEGRADED" in (task.block_reason or "")
+    outbox.flush(rt)
+    assert [m for m in rt.notifier.sent if m.startswith(f"ALERT {t.key} BLOCKED")]  # type: ignore[attr-defined]
+    health.write_text("0")
+    assert advance.advance(rt, t.key).outcome == "not_ready"  # blocked until a person unblocks
+    tasks.unblock(rt, t.key, "rolled forward")
+    assert advance.advance(rt, t.key).to_stage == "done"
+    rt.close()

@@ -46,7 +46,7 @@ SHOWN_FULL = {
     "development": "In Progress",
     "review": "Code Review",
     "merge": "Code Review",
-    "deploy": "Deploying",
+    "deploy": "Awaiting Deploy",  # Deploying while the deploy effect runs (effect_started)
     "monitoring": "Monitoring",
     "done": "Done",
     "cancelled": "Cancelled",
@@ -241,6 +241,16 @@ def test_every_stage_of_the_default_pipeline_shows_in_the_tracker(bench: Bench) 
     for stage in PIPELINE_STAGES:
         bench.tracker.stage_changed(bench.task._replace(stage=stage), stage)
         bench.check_shows(stage)
+
+
+def test_a_running_deploy_shows_deploying(bench: Bench) -> None:
+    bench.tracker.stage_changed(bench.task._replace(stage="deploy"), "deploy")
+    bench.check_shows("deploy")
+    bench.tracker.effect_started(bench.task._replace(stage="deploy"), "deploy")
+    if isinstance(bench, PlaneBench):
+        assert state_name(bench.server, bench.seeded, bench.item) == "Deploying"
+    else:
+        bench.check_shows("deploy")  # the local tracker: nothing to show, nothing written
 
 
 def test_telling_the_same_stage_twice_is_harmless(bench: Bench) -> None:

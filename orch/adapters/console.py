@@ -26,3 +26,6 @@ class LocalTracker:
 
     def stage_changed(self, task: Task, stage: str) -> None:
         return None
+
+    def effect_started(self, task: Task, effect: str) -> None:
+        return None

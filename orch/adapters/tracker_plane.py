@@ -92,7 +92,7 @@ STAGE_STATUS: Final[dict[str, str]] = {
     "development": "in_progress",
     "review": "code_review",
     "merge": "code_review",
-    "deploy": "deploying",
+    "deploy": "awaiting_deploy",
     "monitoring": "monitoring",
     "done": "done",
     "cancelled": "cancelled",
@@ -316,6 +316,10 @@ class PlaneTracker:
 
     # -- the Tracker port --------------------------------------------------------------------
 
+    def effect_started(self, task: Task, effect: str) -> None:
+        """An irreversible effect (the deploy) is running: the item shows Deploying."""
+        self._show(task, "deploying")
+
     def stage_changed(self, task: Task, stage: str) -> None:
         """Move the task's work item to the state its new stage shows as.
 
@@ -326,9 +330,13 @@ class PlaneTracker:
         reports it, the stage stays.
         """
         logical = STAGE_STATUS.get(stage)
+        if logical is not None:
+            self._show(task, logical)
+
+    def _show(self, task: Task, logical: str) -> None:
         item_id = task.tracker_ref
-        project = self.project_of_task(task) if logical is not None and item_id else None
-        if logical is None or item_id is None or project is None:
+        project = self.project_of_task(task) if item_id else None
+        if item_id is None or project is None:
             return
         target = self.state_for(project, logical)
         if target is None:
@@ -351,7 +359,7 @@ class PlaneTracker:
             log.warning("plane_item_missing", task=task.key, project=project.key)
             return
         self._remember(item)
-        log.info("plane_state_set", task=task.key, stage=stage, state=target.name)
+        log.info("plane_state_set", task=task.key, status=logical, state=target.name)
 
 
 def _by_name(states: list[State], name: str, group: str | None) -> State | None:

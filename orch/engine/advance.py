@@ -104,6 +104,11 @@ def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
         return AdvanceResult(key, "not_ready", task.stage, message=f"{why}: {task.block_reason}")
 
     chosen, results = _choose(rt, task)
+    degraded = [g for g in results if g.degraded]
+    if chosen is None and degraded:
+        reason = f"{degraded[0].name}: {degraded[0].reason} after the deploy"
+        _block(rt, task, reason, alert=True)
+        return AdvanceResult(key, "failed", task.stage, message=reason, gates=results)
     if chosen is None:
         if not results:
             return AdvanceResult(key, "nothing", task.stage, message=f"no transition leaves {task.stage}")
@@ -343,12 +348,15 @@ def _send_back(rt: Runtime, task: Task, tr: Transition, why: str, gates: list[Ga
     return AdvanceResult(task.key, "advanced", task.stage, tr.on_fail, text, gates)
 
 
-def _block(rt: Runtime, task: Task, reason: str) -> None:
+def _block(rt: Runtime, task: Task, reason: str, *, alert: bool = False) -> None:
     rt.store.set_blocked(
         task.id,
         blocked=True,
         reason=reason,
         now=rt.now(),
         audit=Audit(task.id, rt.actor, "blocked", {"reason": reason}),
-        notify=(f"blocked:{task.key}:v{task.version}:{rt.now()}", f"{task.key} BLOCKED: {reason}"),
+        notify=(
+            f"blocked:{task.key}:v{task.version}",
+            f"{'ALERT ' if alert else ''}{task.key} BLOCKED: {reason}",
+        ),
     )

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from orch import faults
+from orch import faults, log
 from orch.config import Effect, Transition
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
-from orch.errors import Busy, EffectFailed, PermanentFailure, RetryLater, UsageError
+from orch.errors import Busy, EffectFailed, OrchError, PermanentFailure, RetryLater, UsageError
 from orch.identity import is_alive
 from orch.store import Audit, Task
 
@@ -64,6 +64,11 @@ def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
             return {"effect": eff.name, "ran": False, "why": "done already"}
         raise Busy(f"effect {eff.name} of {task.key} is running under {existing.owner.label()}")
     faults.point("after_effect_started", eff.name)
+    if eff.type == "command" and eff.irreversible:
+        try:
+            rt.tracker.effect_started(task, eff.name)
+        except OrchError as e:  # showing the phase must never stop the deploy
+            log.warning("tracker_phase_failed", task=task.key, effect=eff.name, error=str(e))
     try:
         result = _do(rt, task, eff)
     except RetryLater as e:  # not now (CI still running): the row is run again next time

@@ -19,6 +19,7 @@ class GateResult(NamedTuple):
     reason: str
     evidence: dict[str, Any] = {}  # noqa: RUF012 (never mutated)
     error: bool = False
+    degraded: bool = False  # a monitor says the deploy is unhealthy: block and tell a person
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -27,6 +28,7 @@ class GateResult(NamedTuple):
             "reason": self.reason,
             "evidence": self.evidence,
             "error": self.error,
+            "degraded": self.degraded,
         }
 
 
@@ -113,8 +115,31 @@ def _command(rt: Runtime, task: Task, gate: Gate) -> GateResult:
     return GateResult(gate.name, False, f"command error: {out.reason}", ev, error=True)
 
 
+def _monitor(rt: Runtime, task: Task, gate: Gate) -> GateResult:
+    """Post-deploy health: exit 0 healthy, 1 not yet (still watching), 2 degraded.
+
+    For an HTTP health URL: command = "curl -fsS --max-time 5 https://app/healthz || exit 2".
+    """
+    out = _command(rt, task, gate)
+    code = out.evidence.get("exit_code")
+    if code == 2:
+        return GateResult(gate.name, False, "monitor says DEGRADED", out.evidence, degraded=True)
+    if code == 0:
+        return GateResult(gate.name, True, "monitor says healthy", out.evidence)
+    if code == 1:
+        return GateResult(gate.name, False, "monitor is still watching", out.evidence)
+    return out
+
+
 def _short(sha: str | None) -> str:
     return sha[:10] if sha else "none"
 
 
-_CHECKS = {"verdict": _verdict, "agent": _agent, "branch": _branch, "ci": _ci, "command": _command}
+_CHECKS = {
+    "verdict": _verdict,
+    "agent": _agent,
+    "branch": _branch,
+    "ci": _ci,
+    "command": _command,
+    "monitor": _monitor,
+}
