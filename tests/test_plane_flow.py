@@ -238,3 +238,25 @@ def test_tracker_down_the_run_completes_skips_conservatively_and_counts(plane: P
     assert report["counters"]["advanced"] == 0
     plane.fake.fail_next(0, 503)
     rt.close()
+
+
+def test_blocked_by_relations_are_ingested_as_dependencies(plane: Plane) -> None:
+    a = plane.item("Base", "to_analyse")
+    b = plane.item("On top", "to_analyse")
+    ghost = plane.item("No task for me", "backlog")
+    plane.event(a, "to_analyse")
+    plane.event(b, "to_analyse")
+    plane.fake.set_relations(plane.project.id, b, blocked_by=[a, ghost])
+    plane.fake.set_relations(plane.project.id, a, blocked_by=[b])  # would close a cycle
+    out = plane.setup.orch("deps", "ingest", "--from", "plane", "--json", env=plane.env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    rt = plane.runtime()
+    ka, kb = rt.store.task_for_ref(a).key, rt.store.task_for_ref(b).key  # type: ignore[union-attr]
+    declared = set(report["declared"])
+    assert declared in ({f"{kb} -> {ka}"}, {f"{ka} -> {kb}"})  # the first wins, the second closes a cycle
+    assert len(report["refused"]) == 1 and "cycle" in report["refused"][0]
+    assert report["unknown"] == [{"task": kb, "blocked_by_item": ghost}]
+    again = json.loads(plane.setup.orch("deps", "ingest", "--json", env=plane.env).stdout)
+    assert again["declared"] == [] and again["known"] == 1
+    rt.close()

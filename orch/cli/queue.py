@@ -298,3 +298,36 @@ def reconcile(
         typer.echo("  " + " ".join(f"{k}={v}" for k, v in row.items()))
     for e in report["errors"]:
         typer.echo(f"  error: {e}", err=True)
+
+
+@deps_app.command("ingest")
+def deps_ingest(
+    source: str = typer.Option("plane", "--from", help="Where the relations come from (plane)."),
+    json_: bool = JSON,
+) -> None:
+    """Make the tracker's "blocked by" relations orch dependencies (cycles refused, unknown items reported).
+
+    Example: orch deps ingest --from plane
+    """
+    from orch.cli.render import terminal_progress
+    from orch.engine import deps
+    from orch.errors import UsageError
+
+    if source != "plane":
+        raise UsageError(f"--from {source!r}: only plane is supported")
+    with terminal_progress() as progress:
+        report = deps.ingest(runtime(), progress=progress)
+    if json_:
+        emit_json(report)
+        return
+    typer.echo(
+        f"declared {len(report['declared'])}, already known {report['known']}, "
+        f"unknown blockers {len(report['unknown'])}, refused {len(report['refused'])}, "
+        f"errors {len(report['errors'])}"
+    )
+    for line in report["declared"]:
+        typer.echo(f"  {line}")
+    for u in report["unknown"]:
+        typer.echo(f"  {u['task']} is blocked by item {u['blocked_by_item']}, which has no task: ignored")
+    for r in [*report["refused"], *report["errors"]]:
+        typer.echo(f"  {r}", err=True)

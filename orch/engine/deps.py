@@ -161,3 +161,51 @@ def check_cycles(rt: Runtime) -> list[list[str]]:
             f"cycle:{','.join(keys)}", None, f"ALERT {reason}: blocked {', '.join(keys)}", now=rt.now()
         )
     return found
+
+
+def ingest(rt: Runtime, *, progress: Any = None) -> dict[str, Any]:
+    """Make the tracker's "blocked by" relations orch dependencies (one request per linked,
+    unfinished task). A blocker with no task is reported and ignored; a cycle is refused
+    and reported; one failing item never stops the run."""
+    tracker: Any = rt.tracker
+    if not hasattr(tracker, "relations"):
+        raise UsageError('the configured tracker has no relations to ingest ([tracker] kind = "local")')
+    todo = [
+        t
+        for t in rt.store.list_tasks(limit=100_000)
+        if t.tracker_ref and not finished(rt, t) and not rt.config.is_terminal(t.stage)
+    ]
+    report: dict[str, Any] = {"declared": [], "known": 0, "unknown": [], "refused": [], "errors": []}
+    for n, task in enumerate(todo):
+        if progress is not None:
+            progress("ingest", n, len(todo))
+        project = tracker.project_of_task(task)
+        if project is None:
+            continue
+        try:
+            blockers = tracker.relations(project, task.tracker_ref)
+        except Exception as e:
+            report["errors"].append(f"{task.key}: {e}")
+            continue
+        have = {d.id for d in rt.store.deps_of(task.id)}
+        for ref in blockers:
+            blocker = rt.store.task_for_ref(ref)
+            if blocker is None:
+                report["unknown"].append({"task": task.key, "blocked_by_item": ref})
+                continue
+            if blocker.id in have:
+                report["known"] += 1
+                continue
+            try:
+                declare(rt, task.key, blocker.key)
+                report["declared"].append(f"{task.key} -> {blocker.key}")
+            except UsageError as e:
+                report["refused"].append(str(e))
+    log.info(
+        "deps_ingested",
+        declared=len(report["declared"]),
+        unknown=len(report["unknown"]),
+        refused=len(report["refused"]),
+        errors=len(report["errors"]),
+    )
+    return report
