@@ -164,23 +164,8 @@ _PLAIN_SECTIONS = (
     "forge",
     "notifier",
 )
-# Sections whose scalar keys accept ORCH_<SECTION>_<KEY> overrides.
-_ENV_SECTIONS = (
-    "store",
-    "workspace",
-    "transition_lease",
-    "work",
-    "reaper",
-    "deps",
-    "merge",
-    "relay",
-    "inbox",
-    "reconcile",
-    "tracker",
-    "forge",
-    "notifier",
-    "pipeline",
-)
+# Sections whose scalar keys accept ORCH_<SECTION>_<KEY> overrides (ORCH_TELEGRAM_CHAT_ID).
+_ENV_SECTIONS = (*_PLAIN_SECTIONS, "pipeline", "plane", "gitea", "telegram")
 HOOKS = ("after_create", "before_run", "after_run", "before_remove")
 GATE_TYPES = ("verdict", "agent", "branch", "ci", "command", "monitor")
 EFFECT_TYPES = ("rebase", "merge", "command")

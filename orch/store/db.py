@@ -43,6 +43,15 @@ _SLICE_MS = 25
 TERMINAL_JOB_STATES = ("succeeded", "failed", "timed_out", "stalled", "cancelled", "reaped")
 
 
+def _reclaimed(task_id: int, actor: str, dead: Lease) -> Audit:
+    return Audit(
+        task_id,
+        actor,
+        "lease_reclaimed",
+        {"lease": dead.name, "dead_owner": dead.owner.as_dict(), "dead_actor": dead.actor},
+    )
+
+
 def _locked(e: sqlite3.OperationalError) -> bool:
     msg = str(e)
     return "locked" in msg or "busy" in msg
@@ -460,20 +469,7 @@ class Store:
                     return False, held
                 c.execute("DELETE FROM leases WHERE name = ?", (name,))
                 if audit_task is not None:
-                    self._audit(
-                        c,
-                        Audit(
-                            audit_task,
-                            actor,
-                            "lease_reclaimed",
-                            {
-                                "lease": name,
-                                "dead_owner": held.owner.as_dict(),
-                                "dead_actor": held.actor,
-                            },
-                        ),
-                        now,
-                    )
+                    self._audit(c, _reclaimed(audit_task, actor, held), now)
             c.execute(
                 "INSERT INTO leases (name, owner_host, owner_boot, owner_pid, owner_start, actor, "
                 "purpose, acquired_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -526,20 +522,7 @@ class Store:
                 (name, held.owner.pid, held.owner.start_time, held.owner.boot_id),
             )
             if cur.rowcount and audit_task is not None:
-                self._audit(
-                    c,
-                    Audit(
-                        audit_task,
-                        actor,
-                        "lease_reclaimed",
-                        {
-                            "lease": name,
-                            "dead_owner": held.owner.as_dict(),
-                            "dead_actor": held.actor,
-                        },
-                    ),
-                    now,
-                )
+                self._audit(c, _reclaimed(audit_task, actor, held), now)
         return held if cur.rowcount else None
 
     # -- effect ledger ---------------------------------------------------------------
