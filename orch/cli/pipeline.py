@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import typer
 
 from orch.cli.commands import app, emit_json, runtime
@@ -38,7 +36,9 @@ def advance(
 
 
 def _ts(t: float) -> str:
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+    import time
+
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
 @app.command("history")
