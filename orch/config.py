@@ -71,6 +71,7 @@ DEFAULTS: dict[str, Any] = {
         "states_ttl_s": 300,
         "per_page": 100,
         "timeout_s": 10,
+        "requests_per_run": 50,
         "projects": {},
     },
     "gitea": {
@@ -206,6 +207,7 @@ class Integrations(NamedTuple):
     plane_states_ttl_s: float
     plane_per_page: int
     plane_timeout_s: float
+    plane_requests_per_run: int
     plane_projects: dict[str, PlaneProject]
     gitea_base_url: str
     gitea_token_env: str
@@ -645,6 +647,7 @@ def _integrations(
         plane_api_key_env=v.string(plane, "plane", "api_key_env"),
         plane_states_ttl_s=v.number(plane, "plane", "states_ttl_s", 300),
         plane_per_page=v.integer(plane, "plane", "per_page", 100, minimum=1),
+        plane_requests_per_run=v.integer(plane, "plane", "requests_per_run", 50),
         plane_timeout_s=v.number(plane, "plane", "timeout_s", 10),
         plane_projects=projects,
         gitea_base_url=v.string(gitea, "gitea", "base_url"),

@@ -27,7 +27,7 @@ from orch.adapters.gitea import GiteaClient
 from orch.adapters.http import RetryPolicy
 from orch.adapters.process import ProcessRunner
 from orch.config import build
-from orch.errors import Busy, EffectFailed
+from orch.errors import Busy, EffectFailed, RetryLater
 from orch.names import inside, safe_name
 from orch.ports import Forge
 from orch.store import Store, Task
@@ -427,20 +427,30 @@ def test_a_second_merge_is_a_no_op_without_a_request(gb: GiteaBench) -> None:
     assert len(gb.server.merges) == 1
 
 
-def test_not_mergeable_is_effect_failed_with_the_servers_words(gb: GiteaBench) -> None:
+def test_checks_still_running_is_try_later_with_the_servers_words(gb: GiteaBench) -> None:
     task = gb.task()
     gb.commit(task, {"feature.txt": "one\n"})
     gb.server.pr("acme", "app", 1)["checks_running"] = True
-    with pytest.raises(EffectFailed, match=r"not mergeable: .*try again later"):
+    with pytest.raises(RetryLater, match=r"not possible yet: .*try again later"):
         gb.gitea_forge.merge(task)
     assert gb.gitea_forge.is_merged(task) is False
 
 
-def test_a_merge_the_server_refuses_with_409_is_effect_failed(gb: GiteaBench) -> None:
+def test_a_pull_request_that_conflicts_is_effect_failed(gb: GiteaBench) -> None:
     task = gb.task()
     gb.commit(task, {"feature.txt": "one\n"})
-    gb.server.pr("acme", "app", 1)["conflict"] = True
-    with pytest.raises(EffectFailed, match="409"):
+    pr = gb.server.pr("acme", "app", 1)
+    pr["conflict"], pr["mergeable"] = True, False
+    with pytest.raises(EffectFailed, match="conflicts"):
+        gb.gitea_forge.merge(task)
+    assert gb.gitea_forge.is_merged(task) is False
+
+
+def test_a_409_on_a_mergeable_pull_request_is_try_later(gb: GiteaBench) -> None:
+    task = gb.task()
+    gb.commit(task, {"feature.txt": "one\n"})
+    gb.server.pr("acme", "app", 1)["conflict"] = True  # 409, yet Gitea still says mergeable
+    with pytest.raises(RetryLater, match="409"):
         gb.gitea_forge.merge(task)
     assert gb.gitea_forge.is_merged(task) is False
 

@@ -260,3 +260,35 @@ def test_blocked_by_relations_are_ingested_as_dependencies(plane: Plane) -> None
     again = json.loads(plane.setup.orch("deps", "ingest", "--json", env=plane.env).stdout)
     assert again["declared"] == [] and again["known"] == 1
     rt.close()
+
+
+def test_a_request_budget_is_shared_out_over_runs(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakePlane().start()
+    try:
+        projects = {key: add_orch_project(fake, key) for key in ("AAA", "BBB", "CCC")}
+        setup.update_config(
+            {
+                "tracker": {"kind": "plane"},
+                "plane": {
+                    "base_url": fake.url,
+                    "workspace": fake.workspace,
+                    "requests_per_run": 2,
+                    "projects": {k: {"id": p.id, "repo": "app"} for k, p in projects.items()},
+                },
+                "reconcile": {"grace_s": 0},
+            }
+        )
+        monkeypatch.setenv("PLANE_API_KEY", fake.api_key)
+        for p in projects.values():
+            fake.add_work_item(p.id, "new", state_id=p.states["to_analyse"])
+        created: list[list[str]] = []
+        for _ in range(3):  # three runs, each a new process's budget: 2 requests = one project
+            before = fake.count
+            rt = setup.runtime()
+            reconcile(rt)
+            created.append(sorted(t.key.split("-")[0] for t in rt.store.list_tasks()))
+            rt.close()
+            assert fake.count - before <= 2
+        assert created == [["AAA"], ["AAA", "BBB"], ["AAA", "BBB", "CCC"]]
+    finally:
+        fake.stop()

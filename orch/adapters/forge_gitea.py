@@ -26,7 +26,7 @@ from typing import Any, Literal, NamedTuple
 
 from orch.adapters.git import GitError, git
 from orch.adapters.gitea import GiteaClient, MergeConflict, PullRequest
-from orch.errors import Busy, EffectFailed, NotReady, UsageError
+from orch.errors import Busy, EffectFailed, NotReady, RetryLater, UsageError
 from orch.names import inside, safe_name
 from orch.ports import Runner
 from orch.store import Task
@@ -383,12 +383,15 @@ class GiteaForge:
             )
         try:
             self.client.merge_pr(repo.owner, repo.repo, pr.number, head_sha=head, style=self.merge_style)
-        except NotReady as e:  # 405
-            if self.client.get_pr(repo.owner, repo.repo, pr.number).merged:
+        except (NotReady, Busy) as e:  # 405 not mergeable yet / 409 head moved or conflict
+            now = self.client.get_pr(repo.owner, repo.repo, pr.number)
+            if now.merged:
                 return {"merged": head, "pr": pr.number, "already": True}
-            raise EffectFailed(f"not mergeable: {e}") from None
-        except Busy as e:  # 409: the head moved after our checks, or it conflicts
-            raise EffectFailed(f"merge of {branch} refused: {e}") from None
+            if now.mergeable is False:  # a real conflict: the developer has work to do
+                raise EffectFailed(f"merge of {branch} refused, it conflicts: {e}") from None
+            # Checks still running, or the head moved under us: the next tick tries again
+            # (and re-checks CI on whatever the head is then).
+            raise RetryLater(f"merge of {branch} not possible yet: {e}", delay=60) from None
         done = self.client.get_pr(repo.owner, repo.repo, pr.number)
         return {"merged": head, "previous": base, "pr": pr.number, "merge_commit": done.merge_commit_sha}
 

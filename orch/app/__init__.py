@@ -91,6 +91,9 @@ def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> Tracker:
         workspace=i.plane_workspace,
         api_key=secret(i.plane_api_key_env, "[plane] api_key_env"),
         per_page=i.plane_per_page,
+        # Plane allows 60 requests a minute per key: one run (one process, one tick) may
+        # spend this many; the reconciler goes on from where it stopped on the next run.
+        budget=i.plane_requests_per_run or None,
     )
     return PlaneTracker(
         client=client,

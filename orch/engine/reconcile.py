@@ -34,6 +34,7 @@ from orch.engine import advance as advance_mod
 from orch.engine import deps, tracker_events
 from orch.engine.gates import evaluate
 from orch.engine.runtime import Runtime, task_lease
+from orch.errors import RetryLater
 from orch.identity import is_alive
 from orch.store import Task
 
@@ -80,10 +81,23 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
     tracker: Any = rt.tracker
     out: dict[str, Any] = {}
     failed: set[str] = set()
-    for project in rt.config.integrations.plane_projects.values():
+    projects = list(rt.config.integrations.plane_projects.values())
+    # The request budget may not cover every project in one run: start where the last run
+    # stopped, so that every project gets its turn (its tasks wait, conservatively).
+    cursor = rt.store.fact("reconcile_cursor")
+    start = int(cursor[0]) % len(projects) if cursor and projects else 0
+    order = projects[start:] + projects[:start]
+    for n, project in enumerate(order):
         try:
             items = tracker.list_items(project)
             groups = {s.id: s.group for s in tracker.states(project)}
+        except RetryLater as e:  # the run's request budget is spent: the rest next time
+            rest = order[n:]
+            failed.update(p.repo for p in rest)
+            report["deferred_projects"] = [p.key for p in rest]
+            rt.store.set_fact("reconcile_cursor", (start + n) % len(projects), now=rt.now())
+            log.info("reconcile_budget_spent", next_project=project.key, reason=str(e))
+            break
         except Exception as e:  # one project failing never stops the run
             failed.add(project.repo)
             report["counters"]["errors"] += 1
@@ -94,6 +108,9 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
             group = groups.get(item.state_id)
             logical = tracker.logical_of(project, state_id=item.state_id, group=group)
             out[item.id] = (project, item, logical, group)
+    else:
+        if projects:
+            rt.store.set_fact("reconcile_cursor", start, now=rt.now())
     return out, failed
 
 

@@ -255,6 +255,19 @@ def _v5(db: Any) -> None:
         db.execute(sql)
 
 
+_V6 = [
+    # The drain takes the oldest open delivery: a partial index over the open ones keeps
+    # that O(log n) however many are done (a sort of every open row cost 1.3-1.9 ms per
+    # claim at 10,000 open rows, inside the write lock).
+    "CREATE INDEX inbox_open ON inbox(id) WHERE state IN ('pending', 'failed')",
+]
+
+
+def _v6(db: Any) -> None:
+    for sql in _V6:
+        db.execute(sql)
+
+
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("v1_core", _v1),
@@ -262,5 +275,6 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("v3_facts", _v3),
     ("v4_inbox_outbox", _v4),
     ("v5_tracker_states", _v5),
+    ("v6_inbox_open", _v6),
 ]
 LATEST = len(MIGRATIONS)
