@@ -39,7 +39,7 @@ from orch.store.models import (
 
 # One SQLite busy-wait slice; the rest of the budget is our jittered loop.
 CLAIM_S = 120.0  # an outbox claim older than this belongs to a sender that died
-_SLICE_MS = 25
+_SLICE_MS = 5
 TERMINAL_JOB_STATES = ("succeeded", "failed", "timed_out", "stalled", "cancelled", "reaped")
 
 
