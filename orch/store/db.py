@@ -268,19 +268,6 @@ class Store:
         )
         return [self._task(r) for r in rows]
 
-    def idle_tasks(self, stages: tuple[str, ...], *, limit: int = 500) -> list[Task]:
-        """Unblocked tasks at these stages with no queued or running job, oldest update first."""
-        if not stages:
-            return []
-        rows = self._read(
-            f"SELECT * FROM tasks WHERE stage IN ({','.join('?' * len(stages))}) AND blocked = 0 "
-            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = tasks.id "
-            "AND j.state IN ('queued', 'running')) "
-            "ORDER BY updated_at LIMIT ?",
-            (*stages, limit),
-        )
-        return [self._task(r) for r in rows]
-
     def set_blocked(
         self,
         task_id: int,
