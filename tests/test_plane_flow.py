@@ -236,7 +236,6 @@ def test_tracker_down_the_run_completes_skips_conservatively_and_counts(plane: P
     assert report["counters"]["errors"] == 1 and "project ENG" in report["errors"][0]
     assert report["counters"]["skipped"]["tracker_unreadable"] == 1  # conservative: not advanced
     assert report["counters"]["advanced"] == 0
-    plane.fake.fail_next(0, 503)
     rt.close()
 
 
@@ -292,3 +291,27 @@ def test_a_request_budget_is_shared_out_over_runs(setup: Setup, monkeypatch: pyt
         assert created == [["AAA"], ["AAA", "BBB"], ["AAA", "BBB", "CCC"]]
     finally:
         fake.stop()
+
+
+def test_a_lost_write_back_is_redone_by_the_reconciler(plane: Plane) -> None:
+    item = plane.item("Write me back", "to_analyse")
+    plane.event(item, "to_analyse")
+    rt = plane.runtime()
+    jobs.work(rt)
+    tasks.verdict(rt, "ENG-1", "approve")
+    plane.fake.fail_next(10, 503)  # the PATCH that would show In Progress fails (retries too)...
+    from orch.engine.advance import advance
+
+    assert advance(rt, "ENG-1").to_stage == "development"
+    with plane.fake.lock:
+        plane.fake._faults.clear()
+    assert plane.state_of(item) == "To Analyse"
+    assert any(r.event == "follow_up_failed" for r in rt.store.history(rt.task("ENG-1").id))
+    rt.close()
+    rt = plane.runtime()
+    reconcile(rt)  # ...and the next run puts it right
+    assert plane.state_of(item) == "In Progress"
+    before = plane.fake.count
+    reconcile(rt)  # in step now: pages only, no PATCH
+    assert all(r.method == "GET" for r in plane.fake.requests[before:])
+    rt.close()

@@ -40,6 +40,17 @@ def evaluate(rt: Runtime, task: Task, gate: Gate) -> GateResult:
         return GateResult(gate.name, False, f"gate error: {e}", error=True)
 
 
+def evaluate_until_red(rt: Runtime, task: Task, names: tuple[str, ...]) -> list[GateResult]:
+    """The transition's gates in order, stopping at the first red one: the reconciler looks
+    at many quiet tasks, and each gate may cost a subprocess or a request."""
+    out = []
+    for name in names:
+        out.append(evaluate(rt, task, rt.config.gates[name]))
+        if not out[-1].passed:
+            break
+    return out
+
+
 def _verdict(rt: Runtime, task: Task, gate: Gate) -> GateResult:
     v = rt.store.latest_verdict(task.id, task.version)
     human = rt.config.stages[task.stage].human

@@ -32,7 +32,7 @@ from typing import Any
 from orch import log
 from orch.engine import advance as advance_mod
 from orch.engine import deps, tracker_events
-from orch.engine.gates import evaluate
+from orch.engine.gates import evaluate_until_red
 from orch.engine.runtime import Runtime, task_lease
 from orch.errors import RetryLater
 from orch.identity import is_alive
@@ -93,13 +93,13 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
             groups = {s.id: s.group for s in tracker.states(project)}
         except RetryLater as e:  # the run's request budget is spent: the rest next time
             rest = order[n:]
-            failed.update(p.repo for p in rest)
+            failed.update(p.key for p in rest)
             report["deferred_projects"] = [p.key for p in rest]
             rt.store.set_fact("reconcile_cursor", (start + n) % len(projects), now=rt.now())
             log.info("reconcile_budget_spent", next_project=project.key, reason=str(e))
             break
         except Exception as e:  # one project failing never stops the run
-            failed.add(project.repo)
+            failed.add(project.key)
             report["counters"]["errors"] += 1
             report["errors"].append(f"project {project.key}: {e}")
             log.warning("reconcile_tracker_failed", project=project.key, error=str(e))
@@ -115,6 +115,35 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
 
 
 def _tracker_side(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
+    _replay(rt, listing, report)
+    _write_back(rt, listing, report)
+
+
+def _write_back(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
+    """Show each linked task's stage in the tracker again: a write-back that failed (the
+    budget was spent, Plane was down) is not lost. The listing just told the adapter
+    where each item is, so an item in place costs no request; a person's pause (Blocked,
+    Needs Input) is never overwritten."""
+    for item_id, (_project, _item, logical, group) in listing.items():
+        if group in ("completed", "cancelled") or logical in ("blocked", "needs_input"):
+            continue
+        task = rt.store.task_for_ref(item_id)
+        if task is None or task.blocked or rt.config.is_terminal(task.stage):
+            continue
+        stage = rt.config.stages.get(task.stage)
+        if stage is not None and stage.human and logical in ("approved", "rejected"):
+            continue  # a person's verdict at a person's gate stays where they put it
+        try:
+            rt.tracker.stage_changed(task, task.stage)
+        except RetryLater:
+            report["write_back"] = "deferred: the request budget is spent"
+            return
+        except Exception as e:  # one item failing never stops the run
+            report["counters"]["errors"] += 1
+            report["errors"].append(f"write-back {task.key}: {e}")
+
+
+def _replay(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
     for item_id, (project, item, logical, group) in listing.items():
         if group in ("completed", "cancelled"):
             continue  # terminal in the tracker: never replayed (a Done aliasing Approved included)
@@ -180,7 +209,8 @@ def _guard(
     if task.blocked:
         return "blocked"
     if cfg.reconcile_skip_blocked_enabled and task.tracker_ref and listing is not None:
-        if task.repo in unreadable:
+        project = rt.tracker.project_of_task(task)  # type: ignore[attr-defined]
+        if project is None or project.key in unreadable:
             return "tracker_unreadable"
         if tracked is not None and tracked[2] in ("blocked", "needs_input"):
             return "blocked"
@@ -195,7 +225,7 @@ def _guard(
 def _step(rt: Runtime, task: Task, report: dict[str, Any], dry_run: bool) -> None:
     c = report["counters"]
     for tr in rt.config.transitions_from(task.stage):
-        results = [evaluate(rt, task, rt.config.gates[g]) for g in tr.gates]
+        results = evaluate_until_red(rt, task, tr.gates)
         if all(r.passed for r in results):
             if dry_run:
                 c["would_advance"] += 1
