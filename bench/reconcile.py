@@ -197,7 +197,7 @@ PARTS: list[tuple[str, int, Any, str]] = [
     ("_gate_side", 1, reconcile_mod, "_gate_side"),
     ("Store.quiet_tasks", 2, Store, "quiet_tasks"),
     ("_guard", 2, reconcile_mod, "_guard"),
-    ("gates.evaluate", 2, reconcile_mod, "evaluate"),
+    ("gates.evaluate_until_red", 2, reconcile_mod, "evaluate_until_red"),
     ("forge_local.git (subprocess, any caller)", 3, forge_local, "git"),
     ("deps.check_cycles", 1, deps, "check_cycles"),
     ("_remember", 1, reconcile_mod, "_remember"),
@@ -595,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
         per_page = cfg.integrations.plane_per_page
         pages = n_projects * math.ceil(ITEMS / per_page)
         approvals = n_projects * sum(k.count for k in MIX if k.state == "approved")
+        # The reconciler writes each linked task's stage back once: the approved ones (now in
+        # development) and the tasks it creates from To Analyse items (shown as Analysis).
+        approvals += n_projects * sum(k.count for k in MIX if k.state == "to_analyse")
 
         print(
             f"reconcile: python {platform.python_version()}, sqlite {sqlite3.sqlite_version}, "

@@ -316,6 +316,12 @@ class PlaneTracker:
 
     # -- the Tracker port --------------------------------------------------------------------
 
+    def budget_left(self) -> int | None:
+        """Requests this run may still make (None: no budget)."""
+        if self.client.budget is None:
+            return None
+        return max(0, self.client.budget - self.client.requests_made)
+
     def effect_started(self, task: Task, effect: str) -> None:
         """An irreversible effect (the deploy) is running: the item shows Deploying."""
         self._show(task, "deploying")

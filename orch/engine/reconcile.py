@@ -38,6 +38,7 @@ from orch.errors import RetryLater
 from orch.identity import is_alive
 from orch.store import Task
 
+WRITE_BACK_RESERVE = 10  # requests of a run's budget the listing leaves for write-backs
 GUARDS = ("human", "terminal", "escalated", "blocked", "tracker_unreadable", "lease", "deps")
 
 
@@ -88,7 +89,11 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
     start = int(cursor[0]) % len(projects) if cursor and projects else 0
     order = projects[start:] + projects[:start]
     for n, project in enumerate(order):
+        left = tracker.budget_left() if hasattr(tracker, "budget_left") else None
         try:
+            if left is not None and left < WRITE_BACK_RESERVE and n > 0:
+                # Keep some of the run's budget for writing stages back to the tracker.
+                raise RetryLater(f"{left} requests left, kept for write-backs", delay=60)
             items = tracker.list_items(project)
             groups = {s.id: s.group for s in tracker.states(project)}
         except RetryLater as e:  # the run's request budget is spent: the rest next time
