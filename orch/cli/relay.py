@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import typer
@@ -54,6 +53,8 @@ app.add_typer(event_app, name="event")
 
 
 def _inject(source: str, body: Path, headers: Path | None, json_: bool) -> None:
+    import json
+
     from orch.engine import inbox
     from orch.errors import UsageError
 
