@@ -26,6 +26,7 @@ so a run every minute repeats nothing. Counters per run and in total live in the
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -177,27 +178,61 @@ def _replay(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> Non
 def _gate_side(
     rt: Runtime, listing: dict[str, Any] | None, unreadable: set[str], report: dict[str, Any], dry_run: bool
 ) -> None:
+    """Look first (guards and gates, read-only, against one forge snapshot), then move:
+    each green task goes through `advance`, which takes the lease and checks again."""
     cfg, c = rt.config, report["counters"]
-    for stage in cfg.stages.values():
-        if stage.terminal:
-            continue
-        for task in rt.store.quiet_tasks((stage.name,), older_than=rt.now() - cfg.grace(stage.name)):
-            try:
-                why = _guard(rt, task, stage.human, listing, unreadable)
-                if why is not None:
-                    key = "deferred_lease" if why == "lease" else None
-                    if key:
-                        c[key] += 1
-                    else:
-                        c["skipped"][why] += 1
-                    if dry_run:
-                        report["tasks"].append({"task": task.key, "stage": task.stage, "skip": why})
+    green: list[tuple[Task, Any, list[Any]]] = []
+    snapshot = getattr(rt.forge, "snapshot", None)
+    with snapshot() if snapshot is not None else contextlib.nullcontext():
+        for stage in cfg.stages.values():
+            if stage.terminal:
+                continue
+            for task in rt.store.quiet_tasks((stage.name,), older_than=rt.now() - cfg.grace(stage.name)):
+                try:
+                    why = _guard(rt, task, stage.human, listing, unreadable)
+                    if why is not None:
+                        if why == "lease":
+                            c["deferred_lease"] += 1
+                        else:
+                            c["skipped"][why] += 1
+                        if dry_run:
+                            report["tasks"].append({"task": task.key, "stage": task.stage, "skip": why})
+                        continue
+                    found = _green(rt, task)
+                except Exception as e:  # one task failing never stops the run
+                    c["errors"] += 1
+                    report["errors"].append(f"{task.key}: {e}")
+                    log.error("reconcile_task_failed", task=task.key, error=str(e))
                     continue
-                _step(rt, task, report, dry_run)
-            except Exception as e:  # one task failing never stops the run
-                c["errors"] += 1
-                report["errors"].append(f"{task.key}: {e}")
-                log.error("reconcile_task_failed", task=task.key, error=str(e))
+                if found is None:
+                    c["red"] += 1
+                    if dry_run:
+                        report["tasks"].append({"task": task.key, "stage": task.stage, "red": True})
+                else:
+                    green.append((task, *found))
+    for task, tr, results in green:
+        if dry_run:
+            c["would_advance"] += 1
+            report["tasks"].append(
+                {
+                    "task": task.key,
+                    "stage": task.stage,
+                    "would": f"-> {tr.target}",
+                    "gates": [r.name for r in results],
+                }
+            )
+            continue
+        try:
+            result = advance_mod.advance(rt, task.key, expect=task.stage)
+        except Exception as e:  # one task failing never stops the run
+            c["errors"] += 1
+            report["errors"].append(f"{task.key}: {e}")
+            continue
+        if result.outcome == "advanced":
+            c["advanced"] += 1
+            report["tasks"].append({"task": task.key, "did": f"{result.stage} -> {result.to_stage}"})
+        elif result.outcome == "busy":
+            c["deferred_lease"] += 1
 
 
 def _guard(
@@ -227,32 +262,13 @@ def _guard(
     return None
 
 
-def _step(rt: Runtime, task: Task, report: dict[str, Any], dry_run: bool) -> None:
-    c = report["counters"]
+def _green(rt: Runtime, task: Task) -> tuple[Any, list[Any]] | None:
+    """The first transition whose gates are green, read against the forge snapshot."""
     for tr in rt.config.transitions_from(task.stage):
         results = evaluate_until_red(rt, task, tr.gates)
         if all(r.passed for r in results):
-            if dry_run:
-                c["would_advance"] += 1
-                report["tasks"].append(
-                    {
-                        "task": task.key,
-                        "stage": task.stage,
-                        "would": f"-> {tr.target}",
-                        "gates": [r.name for r in results],
-                    }
-                )
-                return
-            result = advance_mod.advance(rt, task.key, expect=task.stage)
-            if result.outcome == "advanced":
-                c["advanced"] += 1
-                report["tasks"].append({"task": task.key, "did": f"{result.stage} -> {result.to_stage}"})
-            elif result.outcome == "busy":
-                c["deferred_lease"] += 1
-            return
-    c["red"] += 1
-    if dry_run:
-        report["tasks"].append({"task": task.key, "stage": task.stage, "red": True})
+            return tr, results
+    return None
 
 
 def _remember(rt: Runtime, report: dict[str, Any]) -> None:
