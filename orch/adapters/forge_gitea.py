@@ -26,6 +26,7 @@ from typing import Any, Literal, NamedTuple
 
 from orch.adapters.git import GitError, git
 from orch.adapters.gitea import GiteaClient, MergeConflict, PullRequest
+from orch.adapters.workspace import run_hook
 from orch.errors import Busy, EffectFailed, NotReady, RetryLater, UsageError
 from orch.names import inside, safe_name
 from orch.ports import Runner
@@ -223,21 +224,16 @@ class GiteaForge:
         return self.log_dir / f"hooks-{safe_name(task.key)}.log"
 
     def _hook(self, name: str, task: Task, path: Path) -> bool:
-        command = self.hooks.get(name)
-        if not command:
-            return True
-        env = {
-            "ORCH_HOOK": name,
-            "ORCH_TASK_KEY": task.key,
-            "ORCH_TASK_TITLE": task.title,
-            "ORCH_TASK_REPO": task.repo,
-            "ORCH_BRANCH": self.branch(task),
-            "ORCH_WORKTREE": str(path),
-        }
-        out = self.runner.run(
-            command, cwd=path, env=env, log_path=self._hook_log(task), timeout_s=self.hook_timeout_s
+        return run_hook(
+            self.runner,
+            self.hooks.get(name),
+            name=name,
+            task=task,
+            branch=self.branch(task),
+            path=path,
+            log_path=self._hook_log(task),
+            timeout_s=self.hook_timeout_s,
         )
-        return out.state == "succeeded"
 
     # -- publishing --------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.adapters.git import GitError, git
+from orch.adapters.workspace import run_hook
 from orch.config import Config, Repo
 from orch.errors import EffectFailed, UsageError
 from orch.names import inside, safe_name
@@ -74,21 +75,16 @@ class LocalForge:
         return self.config.log_dir / f"hooks-{safe_name(task.key)}.log"
 
     def _hook(self, name: str, task: Task, path: Path) -> bool:
-        command = self.config.hooks.get(name)
-        if not command:
-            return True
-        env = {
-            "ORCH_HOOK": name,
-            "ORCH_TASK_KEY": task.key,
-            "ORCH_TASK_TITLE": task.title,
-            "ORCH_TASK_REPO": task.repo,
-            "ORCH_BRANCH": self.branch(task),
-            "ORCH_WORKTREE": str(path),
-        }
-        out = self.runner.run(
-            command, cwd=path, env=env, log_path=self._hook_log(task), timeout_s=self.config.hook_timeout_s
+        return run_hook(
+            self.runner,
+            self.config.hooks.get(name),
+            name=name,
+            task=task,
+            branch=self.branch(task),
+            path=path,
+            log_path=self._hook_log(task),
+            timeout_s=self.config.hook_timeout_s,
         )
-        return out.state == "succeeded"
 
     def remove_worktree(self, task: Task) -> None:
         repo = self.config.repos.get(task.repo)

@@ -14,6 +14,17 @@ from typing import Any
 
 MIGRATION_SET = "orch"
 
+
+def _steps(statements: list[str]) -> Any:
+    """A migration that runs `statements` in order (inside Migrations' transaction)."""
+
+    def apply(db: Any) -> None:
+        for sql in statements:
+            db.execute(sql)
+
+    return apply
+
+
 _V1 = [
     """
     CREATE TABLE tasks (
@@ -143,11 +154,6 @@ _V1 = [
 ]
 
 
-def _v1(db: Any) -> None:
-    for sql in _V1:
-        db.execute(sql)
-
-
 _V2 = [
     # Readiness is data: a queued job whose task waits on an unfinished dependency has
     # ready = 0 and the claim's index never visits it (no NOT EXISTS scan per claim).
@@ -171,11 +177,6 @@ _V2 = [
 ]
 
 
-def _v2(db: Any) -> None:
-    for sql in _V2:
-        db.execute(sql)
-
-
 _V3 = [
     # Small named facts the operator views read: the last tick, run counters.
     """
@@ -186,11 +187,6 @@ _V3 = [
     )
     """,
 ]
-
-
-def _v3(db: Any) -> None:
-    for sql in _V3:
-        db.execute(sql)
 
 
 _V4 = [
@@ -229,11 +225,6 @@ _V4 = [
 ]
 
 
-def _v4(db: Any) -> None:
-    for sql in _V4:
-        db.execute(sql)
-
-
 _V5 = [
     # A tracker's states, cached across processes (each orch run is short): one fetch
     # per project per TTL, and a stale copy when a refresh fails.
@@ -250,11 +241,6 @@ _V5 = [
 ]
 
 
-def _v5(db: Any) -> None:
-    for sql in _V5:
-        db.execute(sql)
-
-
 _V6 = [
     # The drain takes the oldest open delivery: a partial index over the open ones keeps
     # that O(log n) however many are done (a sort of every open row cost 1.3-1.9 ms per
@@ -263,18 +249,13 @@ _V6 = [
 ]
 
 
-def _v6(db: Any) -> None:
-    for sql in _V6:
-        db.execute(sql)
-
-
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
-    ("v1_core", _v1),
-    ("v2_queue_deps", _v2),
-    ("v3_facts", _v3),
-    ("v4_inbox_outbox", _v4),
-    ("v5_tracker_states", _v5),
-    ("v6_inbox_open", _v6),
+    ("v1_core", _steps(_V1)),
+    ("v2_queue_deps", _steps(_V2)),
+    ("v3_facts", _steps(_V3)),
+    ("v4_inbox_outbox", _steps(_V4)),
+    ("v5_tracker_states", _steps(_V5)),
+    ("v6_inbox_open", _steps(_V6)),
 ]
 LATEST = len(MIGRATIONS)
