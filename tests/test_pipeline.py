@@ -162,3 +162,28 @@ def test_a_degraded_monitor_blocks_the_task_and_alerts(setup: Setup) -> None:
     tasks.unblock(rt, t.key, "rolled forward")
     assert advance.advance(rt, t.key).to_stage == "done"
     rt.close()
+
+
+def test_workspace_hooks_run_in_order_and_a_failing_before_run_fails_the_job(setup: Setup) -> None:
+    trail = setup.root / "hooks.log"
+    hook = f'echo "$ORCH_HOOK $ORCH_TASK_KEY" >> {trail}'
+    setup.update_config(
+        {"workspace": {"after_create": hook, "before_run": hook, "after_run": hook, "before_remove": hook}}
+    )
+    rt = setup.runtime()
+    t = tasks.add(rt, "hooked")
+    jobs.work(rt)
+    tasks.cancel(rt, t.key, "done looking")
+    assert trail.read_text().split("\n")[:-1] == [
+        f"after_create {t.key}",
+        f"before_run {t.key}",
+        f"after_run {t.key}",
+        f"before_remove {t.key}",
+    ]
+    rt.close()
+    setup.update_config({"workspace": {"before_run": "exit 7"}})
+    rt = setup.runtime()
+    tasks.add(rt, "refused")
+    (report,) = jobs.work(rt, max_jobs=1)
+    assert report.state == "failed" and "before_run" in report.reason
+    rt.close()
