@@ -71,26 +71,23 @@ def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
             log.warning("tracker_phase_failed", task=task.key, effect=eff.name, error=str(e))
     try:
         result = _do(rt, task, eff)
-    except RetryLater as e:  # not now (CI still running): the row is run again next time
+    except (RetryLater, EffectFailed) as e:
+        # Either way the row ends failed, so the next advance runs the effect again: not
+        # now (CI still running) is "deferred", a real failure is "failed".
+        later = isinstance(e, RetryLater)
         store.end_effect(
             task.id,
             tkey,
             eff.name,
             state="failed",
-            result={"later": str(e)},
+            result={"later" if later else "error": str(e)},
             now=rt.now(),
-            audit=Audit(task.id, rt.actor, "effect_deferred", {"effect": eff.name, "why": str(e)}),
-        )
-        raise
-    except EffectFailed as e:
-        store.end_effect(
-            task.id,
-            tkey,
-            eff.name,
-            state="failed",
-            result={"error": str(e)},
-            now=rt.now(),
-            audit=Audit(task.id, rt.actor, "effect_failed", {"effect": eff.name, "error": str(e)}),
+            audit=Audit(
+                task.id,
+                rt.actor,
+                "effect_deferred" if later else "effect_failed",
+                {"effect": eff.name, "why" if later else "error": str(e)},
+            ),
         )
         raise
     faults.point("before_effect_done", eff.name)
