@@ -1,4 +1,4 @@
-"""Webhook parsing against every delivery in ../shared/fixtures, plus the cases they miss."""
+"""Webhook parsing against every delivery in tests/fixtures, plus the cases they miss."""
 
 from __future__ import annotations
 
@@ -25,11 +25,7 @@ from orch.relay.payloads import (
     scrub,
 )
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-pytestmark = pytest.mark.skipif(
-    not FIXTURES.is_dir(),
-    reason=f"shared fixtures not found at {FIXTURES} (expected in ../shared next to the project)",
-)
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 # Every webhook body in the fixtures, with the event header a sender would have set.
 # Files without a .headers.json get the headers their SOURCES.md entry implies.

@@ -1,4 +1,4 @@
-"""The relay over real HTTP on 127.0.0.1, replaying every payload in ../shared/fixtures."""
+"""The relay over real HTTP on 127.0.0.1, replaying every payload in tests/fixtures."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from conftest import Setup, drive_to
 from orch.app.relay import Relay
 from orch.engine import tasks
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GITEA_SECRET = "test-secret"
 PLANE_SECRET = "plane_wh_0123456789abcdef0123456789abcdef"
-pytestmark = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"no fixtures at {FIXTURES}")
 
 # (source, body file, headers file or None, event header when there is no headers file)
 CASES = [
