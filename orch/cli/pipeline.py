@@ -25,11 +25,13 @@ def advance(
     if json_:
         emit_json(result.as_dict())
     else:
+        from orch.cli.render import safe_text
+
         if result.outcome == "advanced":
-            typer.echo(f"{key}: {result.stage} -> {result.to_stage}")
+            typer.echo(safe_text(f"{key}: {result.stage} -> {result.to_stage}"))
         else:
             typer.echo(
-                f"{key}: {result.outcome} at {result.stage}: {result.message}",
+                safe_text(f"{key}: {result.outcome} at {result.stage}: {result.message}"),
                 err=result.exit_code != 0,
             )
     raise typer.Exit(result.exit_code)
@@ -56,11 +58,13 @@ def history(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("at", "actor", "event", "stage", "detail", title=f"{task.key}: {task.title}")
+    from orch.cli.render import cell
+
+    table = Table("at", "actor", "event", "stage", "detail", title=cell(f"{task.key}: {task.title}"))
     for r in rows:
         move = f"{r.from_stage or ''} -> {r.to_stage}" if r.to_stage else (r.from_stage or "")
         detail = ", ".join(f"{k}={v}" for k, v in r.detail.items() if v not in (None, "", [], {}))
-        table.add_row(_ts(r.at), r.actor, r.event, move, detail[:120])
+        table.add_row(_ts(r.at), cell(r.actor), cell(r.event), cell(move), cell(detail[:120]))
     Console().print(table)
 
 

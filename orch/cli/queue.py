@@ -74,8 +74,10 @@ def work(
     if json_:
         emit_json([r._asdict() for r in reports])
         return
+    from orch.cli.render import safe_text
+
     for r in reports:
-        typer.echo(f"job {r.job} {r.agent} for {r.task}: {r.state} ({r.reason})")
+        typer.echo(safe_text(f"job {r.job} {r.agent} for {r.task}: {r.state} ({r.reason})"))
     if not reports:
         typer.echo("no job can start now")
 
@@ -155,11 +157,13 @@ def deps_show(
     if json_:
         emit_json(rows)
         return
+    from orch.cli.render import safe_text
+
     if not rows:
         typer.echo("no dependencies")
     for r in rows:
         line = ", ".join(f"{d['task']} ({d['why']})" for d in r["deps"]) or "nothing"
-        typer.echo(f"{r['task']} [{r['stage']}] waits on {r['waiting_on']}: {line}")
+        typer.echo(safe_text(f"{r['task']} [{r['stage']}] waits on {r['waiting_on']}: {line}"))
 
 
 effect_app = typer.Typer(
@@ -180,8 +184,10 @@ def effect_list(key: str = typer.Argument(..., help="Task key."), json_: bool = 
     if json_:
         emit_json(rows)
         return
+    from orch.cli.render import safe_text
+
     for r in rows:
-        typer.echo(f"{r['transition']} {r['effect']}: {r['state']} (attempts {r['attempts']})")
+        typer.echo(safe_text(f"{r['transition']} {r['effect']}: {r['state']} (attempts {r['attempts']})"))
 
 
 @effect_app.command("settle")
@@ -219,8 +225,10 @@ def event_push(
     if json_:
         emit_json(rows)
         return
+    from orch.cli.render import safe_text
+
     for r in rows:
-        typer.echo(f"{r['task']}: {r['outcome']} {' '.join(r.get('moved', []))}".rstrip())
+        typer.echo(safe_text(f"{r['task']}: {r['outcome']} {' '.join(r.get('moved', []))}".rstrip()))
     if not rows:
         typer.echo(f"no task on {ref}")
 
@@ -294,10 +302,12 @@ def reconcile(
         f"replayed {c['replayed']}, deduped {c['deduped']}, deferred {c['deferred_lease']}, "
         f"skipped: {skipped}; errors {c['errors']} ({report.get('seconds', 0)}s)"
     )
+    from orch.cli.render import safe_text
+
     for row in report["tasks"]:
-        typer.echo("  " + " ".join(f"{k}={v}" for k, v in row.items()))
+        typer.echo("  " + safe_text(" ".join(f"{k}={v}" for k, v in row.items())))
     for e in report["errors"]:
-        typer.echo(f"  error: {e}", err=True)
+        typer.echo(f"  error: {safe_text(e)}", err=True)
 
 
 @deps_app.command("ingest")
@@ -325,9 +335,13 @@ def deps_ingest(
         f"unknown blockers {len(report['unknown'])}, refused {len(report['refused'])}, "
         f"errors {len(report['errors'])}"
     )
+    from orch.cli.render import safe_text
+
     for line in report["declared"]:
-        typer.echo(f"  {line}")
+        typer.echo(f"  {safe_text(line)}")
     for u in report["unknown"]:
-        typer.echo(f"  {u['task']} is blocked by item {u['blocked_by_item']}, which has no task: ignored")
+        typer.echo(
+            safe_text(f"  {u['task']} is blocked by item {u['blocked_by_item']}, which has no task: ignored")
+        )
     for r in [*report["refused"], *report["errors"]]:
-        typer.echo(f"  {r}", err=True)
+        typer.echo(f"  {safe_text(r)}", err=True)

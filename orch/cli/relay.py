@@ -72,9 +72,11 @@ def _inject(source: str, body: Path, headers: Path | None, json_: bool) -> None:
     if json_:
         emit_json({"id": item, "duplicate": not new, "drained": counts, "item": row})
     else:
+        from orch.cli.render import safe_text
+
         typer.echo(
             f"inbox {item}{' (duplicate)' if not new else ''}: {row['state'] if row else '?'} "
-            f"{(row or {}).get('result') or (row or {}).get('error') or ''}"
+            + safe_text((row or {}).get("result") or (row or {}).get("error") or "")
         )
 
 
@@ -126,10 +128,14 @@ def inbox_list(
     if json_:
         emit_json(rows)
         return
+    from orch.cli.render import safe_text
+
     for r in rows:
         typer.echo(
-            f"{r['id']:>6} {r['source']:<5} {r['event']:<14} {r['state']:<7} x{r['attempts']} "
-            f"{r['error'] or r['result'] or ''}"
+            safe_text(
+                f"{r['id']:>6} {r['source']:<5} {r['event']:<14} {r['state']:<7} x{r['attempts']} "
+                f"{r['error'] or r['result'] or ''}"
+            )
         )
     if not rows:
         typer.echo("inbox empty")

@@ -7,6 +7,44 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+# Characters that a terminal acts on or that cannot be written as UTF-8: C0/C1 controls
+# (ESC starts a sequence, BEL ends an OSC title), DEL, lone surrogates, and the bidi
+# controls that reorder what a line appears to say (Trojan Source), and the Unicode line
+# separators.
+_BIDI = frozenset("\u2028\u2029\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _neutral(ch: str) -> str:
+    o = ord(ch)
+    if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000 or ch in _BIDI:
+        if ch == "\n":
+            return "\\n"
+        if ch == "\t":
+            return "\\t"
+        return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+    return ch
+
+
+def safe_text(value: object) -> str:
+    """Untrusted text (a tracker title, a reason, a key) as one inert line for a terminal.
+
+    Controls, escapes and lone surrogates become visible escapes (`\\x1b`, `\\n`,
+    `\\ud800`), so nothing reaches the terminal that it would act on and every line stays
+    one line. Use it for plain output (typer.echo, print); in rich output use `cell()`,
+    which also keeps markup and emoji codes literal.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if text.isprintable():  # the common case: nothing to neutralise
+        return text
+    return "".join(_neutral(ch) if not ch.isprintable() else ch for ch in text)
+
+
+def cell(value: object, style: str = "") -> Any:
+    """Untrusted text as a rich `Text`: printed literally (no markup, no :emoji:), neutralised."""
+    from rich.text import Text
+
+    return Text(safe_text("" if value is None else value), style=style)
+
 
 def emit_json(data: Any) -> None:
     import json  # only the commands that print JSON pay for it (~6 ms at start-up)
@@ -19,10 +57,10 @@ def advance_result(result: Any, *, as_json: bool) -> int:
     if as_json:
         emit_json(result.as_dict())
     elif result.outcome == "advanced":
-        print(f"{result.task}: {result.stage} -> {result.to_stage}")
+        print(safe_text(f"{result.task}: {result.stage} -> {result.to_stage}"))
     else:
         stream = sys.stderr if result.exit_code else sys.stdout
-        print(f"{result.task}: {result.outcome} at {result.stage}: {result.message}", file=stream)
+        print(safe_text(f"{result.task}: {result.outcome} at {result.stage}: {result.message}"), file=stream)
     return int(result.exit_code)
 
 
@@ -43,9 +81,9 @@ def tick_report(report: dict[str, Any], *, as_json: bool) -> int:
         parts.append(f"{len(cycles)} dependency cycle(s) blocked")
     print("tick: " + "; ".join(parts))
     for line in report["sweep"]["advanced"]:
-        print(f"  {line}")
+        print(f"  {safe_text(line)}")
     for err in [*reap.get("errors", []), *report["sweep"]["errors"]]:
-        print(f"  error: {err}", file=sys.stderr)
+        print(f"  error: {safe_text(err)}", file=sys.stderr)
     return 0
 
 
@@ -59,7 +97,8 @@ def job_report(report: Any, *, as_json: bool) -> int:
     if as_json:
         emit_json(report._asdict())
     else:
-        print(f"job {report.job} {report.agent} for {report.task}: {report.state} ({report.reason})")
+        line = f"job {report.job} {report.agent} for {report.task}: {report.state} ({report.reason})"
+        print(safe_text(line))
     return 0
 
 

@@ -24,6 +24,8 @@ def render_queue(view: dict[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
+    from orch.cli.render import cell, safe_text
+
     parts: list[Any] = []
     health = Text("healthy", style="green") if view["healthy"] else Text("needs a look", style="bold red")
     tick = view["last_tick"]
@@ -37,7 +39,7 @@ def render_queue(view: dict[str, Any]) -> Any:
     )
     parts.append(head)
     for p in view["problems"]:
-        parts.append(Text(f"  ! {p}", style="yellow"))
+        parts.append(Text(f"  ! {safe_text(p)}", style="yellow"))
     if view["running"] or view["queued"] or view["waiting"]:
         t = Table("job", "task", "agent", "state", "attempt", "age", "owner", "note", title="jobs")
         for j in view["running"]:
@@ -45,8 +47,8 @@ def render_queue(view: dict[str, Any]) -> Any:
             alive = "alive" if j["alive"] else "DEAD"
             t.add_row(
                 str(j["id"]),
-                j["task"],
-                j["agent"],
+                cell(j["task"]),
+                cell(j["agent"]),
                 "running",
                 str(j["attempt"]),
                 _age(j["age_s"]),
@@ -56,18 +58,25 @@ def render_queue(view: dict[str, Any]) -> Any:
         for j in view["queued"]:
             note = f"starts in {_age(j['starts_in_s'])}" if j["starts_in_s"] else "ready"
             t.add_row(
-                str(j["id"]), j["task"], j["agent"], "queued", str(j["attempt"]), _age(j["age_s"]), "", note
+                str(j["id"]),
+                cell(j["task"]),
+                cell(j["agent"]),
+                "queued",
+                str(j["attempt"]),
+                _age(j["age_s"]),
+                "",
+                note,
             )
         for j in view["waiting"]:
             t.add_row(
                 str(j["id"]),
-                j["task"],
-                j["agent"],
+                cell(j["task"]),
+                cell(j["agent"]),
                 "waiting",
                 str(j["attempt"]),
                 _age(j["age_s"]),
                 "",
-                "waits on " + ", ".join(j["waits_on"]),
+                cell("waits on " + ", ".join(j["waits_on"])),
             )
         parts.append(t)
     if view["leases"]:
@@ -75,25 +84,29 @@ def render_queue(view: dict[str, Any]) -> Any:
         for lease in view["leases"]:
             alive = "alive" if lease["alive"] else "DEAD"
             t.add_row(
-                lease["name"],
-                lease["actor"],
-                lease["purpose"],
+                cell(lease["name"]),
+                cell(lease["actor"]),
+                cell(lease["purpose"]),
                 _age(lease["age_s"]),
-                f"{lease['owner']['host']} pid {lease['owner']['pid']} {alive}",
+                cell(f"{lease['owner']['host']} pid {lease['owner']['pid']} {alive}"),
             )
         parts.append(t)
     if view["dependency_line"]:
         t = Table("task", "stage", "waits for", title="dependency line")
         for row in view["dependency_line"]:
             t.add_row(
-                row["task"], row["stage"], ", ".join(f"{d['task']} ({d['stage']})" for d in row["waits_on"])
+                cell(row["task"]),
+                cell(row["stage"]),
+                cell(", ".join(f"{d['task']} ({d['stage']})" for d in row["waits_on"])),
             )
         parts.append(t)
     if view["blocked"]:
         t = Table("task", "stage", "why", title="blocked")
         for row in view["blocked"]:
             t.add_row(
-                row["task"], row["stage"], ("ESCALATED: " if row["escalated"] else "") + (row["reason"] or "")
+                cell(row["task"]),
+                cell(row["stage"]),
+                cell(("ESCALATED: " if row["escalated"] else "") + (row["reason"] or "")),
             )
         parts.append(t)
     return Group(*parts)
@@ -148,42 +161,48 @@ def explain(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    from orch.cli.render import cell, safe_text
 
     console = Console()
+
+    def say(line: str) -> None:
+        # Every line here carries tracker or agent text: printed literally, never as markup.
+        console.print(cell(line), highlight=False)
+
     t = view["task"]
-    console.print(f"[bold]{t['key']}[/bold] {t['title']}")
+    console.print(Text.assemble((safe_text(t["key"]), "bold"), " ", safe_text(t["title"])))
     flags = " BLOCKED" if t["blocked"] else ""
     flags += " ESCALATED" if t["escalated"] else ""
-    console.print(
+    say(
         f"  stage {t['stage']} (v{t['version']}), retries {t['retries']}/{view['max_retries']},"
         f" branch {view['branch']} at {(view['head'] or 'none')[:10]}{flags}"
     )
     if t["blocked"]:
-        console.print(f"  blocked: {t['block_reason']}")
+        say(f"  blocked: {t['block_reason']}")
     for tr in view["transitions"]:
         table = Table(
-            "gate", "", "why", "evidence", title=f"-> {tr['to']}: {'GREEN' if tr['green'] else 'red'}"
+            "gate", "", "why", "evidence", title=cell(f"-> {tr['to']}: {'GREEN' if tr['green'] else 'red'}")
         )
         for g in tr["gates"]:
             ev = ", ".join(f"{k}={str(v)[:24]}" for k, v in g["evidence"].items() if v is not None)
-            table.add_row(g["gate"], "ok" if g["passed"] else "no", g["reason"], ev)
+            table.add_row(cell(g["gate"]), "ok" if g["passed"] else "no", cell(g["reason"]), cell(ev))
         if tr["effects"]:
-            table.caption = "effects: " + ", ".join(tr["effects"])
+            table.caption = cell("effects: " + ", ".join(tr["effects"]))
         console.print(table)
     for lease in view["leases"]:
-        console.print(
+        say(
             f"  lease {lease['name']}: {lease['actor']} ({'alive' if lease['alive'] else 'DEAD'}, "
             f"{_age(lease['age_s'])})"
         )
     if view["waits_on"]:
-        console.print("  waits on: " + ", ".join(f"{d['task']} ({d['stage']})" for d in view["waits_on"]))
+        say("  waits on: " + ", ".join(f"{d['task']} ({d['stage']})" for d in view["waits_on"]))
     if view["job"]:
         j = view["job"]
-        console.print(
-            f"  job {j['id']}: {j['agent']} attempt {j['attempt']} {j['state']} {j['reason'] or ''}"
-        )
-    console.print(
+        say(f"  job {j['id']}: {j['agent']} attempt {j['attempt']} {j['state']} {j['reason'] or ''}")
+    say(
         "  recent: "
         + "; ".join(f"{r['event']}" + (f" -> {r['to']}" if r["to"] else "") for r in view["recent"])
     )
-    console.print(f"[bold]next:[/bold] {view['next']}")
+    console.print(Text.assemble(("next:", "bold"), " ", safe_text(view["next"])))

@@ -54,16 +54,18 @@ def task_list(
     from rich.console import Console
     from rich.table import Table
 
+    from orch.cli.render import cell
+
     table = Table("key", "stage", "v", "retries", "repo", "title", "blocked")
     for t in rows:
         table.add_row(
-            t.key,
-            t.stage,
+            cell(t.key),
+            cell(t.stage),
             str(t.version),
             str(t.retries),
-            t.repo,
-            t.title,
-            ("escalated: " if t.escalated else "") + (t.block_reason or "") if t.blocked else "",
+            cell(t.repo),
+            cell(t.title),
+            cell(("escalated: " if t.escalated else "") + (t.block_reason or "") if t.blocked else ""),
         )
     Console().print(table)
 
@@ -89,13 +91,16 @@ def task_show(key: str = typer.Argument(..., help="Task key."), json_: bool = JS
     if json_:
         emit_json(data)
         return
+    from orch.cli.render import safe_text
+
     for k in ("key", "title", "repo", "stage", "version", "retries", "branch"):
-        typer.echo(f"{k:>9}: {data[k]}")
+        typer.echo(f"{k:>9}: {safe_text(data[k])}")
     if task.blocked:
-        typer.echo(f"  blocked: {task.block_reason}")
-    typer.echo(f"    lease: {lease.actor + ' ' + lease.owner.label() if lease else 'free'}")
+        typer.echo(f"  blocked: {safe_text(task.block_reason)}")
+    typer.echo(f"    lease: {safe_text(lease.actor + ' ' + lease.owner.label()) if lease else 'free'}")
     for j in jobs:
-        typer.echo(f"      job: {j.id} {j.agent}@{j.stage} v{j.task_version} {j.state} {j.reason or ''}")
+        line = f"{j.id} {j.agent}@{j.stage} v{j.task_version} {j.state} {j.reason or ''}"
+        typer.echo(f"      job: {safe_text(line)}")
 
 
 def _verdict_cmd(word: str) -> None:
