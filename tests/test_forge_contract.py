@@ -19,15 +19,16 @@ from pathlib import Path
 import httpx
 import pytest
 from fakes.gitea_git import GitGitea
+from fakes.servers import GITEA_405
 
 from orch.adapters.forge_gitea import GiteaForge, GiteaRepo
 from orch.adapters.forge_local import LocalForge
 from orch.adapters.git import git, init_repo
-from orch.adapters.gitea import GiteaClient
+from orch.adapters.gitea import GiteaClient, MergeRefused
 from orch.adapters.http import RetryPolicy
 from orch.adapters.process import ProcessRunner
 from orch.config import build
-from orch.errors import Busy, EffectFailed, RetryLater
+from orch.errors import Busy, EffectFailed, PermanentFailure, RetryLater
 from orch.names import inside, safe_name
 from orch.ports import Forge
 from orch.store import Store, Task
@@ -431,19 +432,75 @@ def test_checks_still_running_is_try_later_with_the_servers_words(gb: GiteaBench
     task = gb.task()
     gb.commit(task, {"feature.txt": "one\n"})
     gb.server.pr("acme", "app", 1)["checks_running"] = True
-    with pytest.raises(RetryLater, match=r"not possible yet: .*try again later"):
+    with pytest.raises(RetryLater, match=r"not possible yet.*: .*try again later"):
         gb.gitea_forge.merge(task)
     assert gb.gitea_forge.is_merged(task) is False
 
 
-def test_a_pull_request_that_conflicts_is_effect_failed(gb: GiteaBench) -> None:
+def test_mergeable_false_while_giteas_check_runs_is_try_later_then_it_merges(gb: GiteaBench) -> None:
+    # Gitea reports `mergeable: false` while its conflict check runs (started when the PR is
+    # viewed) and answers a merge with 405 "Please try again later": not a conflict.
+    task = gb.task()
+    sha = gb.commit(task, {"feature.txt": "one\n"})
+    gb.server.pr("acme", "app", 1)["checking_views"] = 3
+    with pytest.raises(RetryLater, match=r"still checking.*Please try again later"):
+        gb.gitea_forge.merge(task)
+    assert gb.server.pr("acme", "app", 1)["merged"] is False
+    result = gb.gitea_forge.merge(task)  # the check has finished: mergeable is true again
+    assert result["merged"] == sha and gb.gitea_forge.is_merged(task) is True
+
+
+@pytest.mark.parametrize(
+    ("refusal", "reason"),
+    [
+        ("not_allowed", "may not merge"),
+        ("style", "merge style"),
+        ("unsigned", "signed"),
+    ],
+)
+def test_a_405_no_wait_can_change_is_a_permanent_refusal_with_the_reason(
+    gb: GiteaBench, refusal: str, reason: str
+) -> None:
     task = gb.task()
     gb.commit(task, {"feature.txt": "one\n"})
-    pr = gb.server.pr("acme", "app", 1)
-    pr["conflict"], pr["mergeable"] = True, False
-    with pytest.raises(EffectFailed, match="conflicts"):
+    gb.server.pr("acme", "app", 1)["refuse"] = GITEA_405[refusal]
+    with pytest.raises(MergeRefused, match=reason) as info:
         gb.gitea_forge.merge(task)
+    assert GITEA_405[refusal] in str(info.value)  # the server's own words are kept
+    assert isinstance(info.value, PermanentFailure) and not isinstance(info.value, EffectFailed)
+
+
+def test_a_work_in_progress_title_is_a_permanent_refusal(gb: GiteaBench) -> None:
+    task = gb.task()
+    gb.commit(task, {"feature.txt": "one\n"})
+    gb.server.pr("acme", "app", 1)["title"] = "WIP: ENG-1: a task"
+    with pytest.raises(MergeRefused, match="work in progress"):
+        gb.gitea_forge.merge(task)
+
+
+@pytest.mark.parametrize("refusal", ["later", "not_ready"])
+def test_a_405_that_waiting_can_change_is_try_later(gb: GiteaBench, refusal: str) -> None:
+    task = gb.task()
+    gb.commit(task, {"feature.txt": "one\n"})
+    gb.server.pr("acme", "app", 1)["refuse"] = GITEA_405[refusal]
+    with pytest.raises(RetryLater, match="405"):
+        gb.gitea_forge.merge(task)
+
+
+def test_a_closed_pull_request_is_never_reused(gb: GiteaBench) -> None:
+    # GET pulls/{base}/{head} has no state filter and answers with the first PR it finds.
+    task = gb.task()
+    sha = gb.commit(task, {"feature.txt": "one\n"})
+    gb.server.close_pr("acme", "app", 1)
     assert gb.gitea_forge.is_merged(task) is False
+    result = gb.gitea_forge.merge(task)
+    assert result["pr"] == 2 and result["merged"] == sha
+    first, second = gb.server.pr("acme", "app", 1), gb.server.pr("acme", "app", 2)
+    assert (first["state"], first["merged"]) == ("closed", False)
+    assert second["merged"] is True and gb.gitea_forge.is_merged(task) is True
+    assert [m["index"] for m in gb.server.merges] == [2]
+    posts = [r for r in gb.server.requests if r.method == "POST" and r.path.endswith("/pulls")]
+    assert len(posts) == 2  # one new pull request, not one per call
 
 
 def test_a_409_on_a_mergeable_pull_request_is_try_later(gb: GiteaBench) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fakes.servers import FakeGitea, FakePlane, FakeTelegram, fake_sha
 
-from orch.adapters.gitea import CombinedStatus, GiteaClient, MergeConflict
+from orch.adapters.gitea import CombinedStatus, GiteaClient, MergeConflict, combine_states
 from orch.adapters.http import HttpCaller, RetryPolicy, header_retry_after, redact, scrub
 from orch.adapters.plane import PlaneClient
 from orch.adapters.telegram import TelegramClient, escape_html, split_message
@@ -483,10 +483,42 @@ def test_plane_stops_on_a_cursor_that_repeats(
 def test_gitea_combined_status_without_statuses_has_no_state(
     gitea_server: FakeGitea, http: httpx.Client, sleeps: Sleeps
 ) -> None:
+    # Gitea answers 200 with every field at its zero value: `sha: ""`, `statuses: null`.
     sha = fake_sha("lonely")
     result = make_gitea(gitea_server, http, sleeps).combined_status("acme", "app", sha)
-    assert result == CombinedStatus(None, [], sha)
+    assert result == CombinedStatus(None, [], "")
     assert gitea_server.requests[0].headers["authorization"] == f"token {gitea_server.token}"
+
+
+def test_gitea_combined_status_reads_every_page_and_combines_them_itself(
+    gitea_server: FakeGitea, http: httpx.Client, sleeps: Sleeps
+) -> None:
+    # 60 statuses, the failing one last: Gitea combines only the page it sends, so page 1
+    # alone would say success.
+    gitea_server.max_page_size = 30  # a server whose MAX_RESPONSE_ITEMS is lower than we ask
+    sha = fake_sha("many")
+    for n in range(59):
+        gitea_server.add_status("acme", "app", sha, f"ci/{n:02d}", "success")
+    gitea_server.add_status("acme", "app", sha, "ci/zz-last", "failure")
+    state, statuses, got = make_gitea(gitea_server, http, sleeps).combined_status("acme", "app", sha)
+    assert (state, got, len(statuses)) == ("failure", sha, 60)
+    assert [r.query["page"] for r in gitea_server.requests] == ["1", "2"]
+    assert {r.query["limit"] for r in gitea_server.requests} == {"50"}
+
+
+@pytest.mark.parametrize(
+    ("states", "combined"),
+    [
+        (["success", "warning"], "warning"),
+        (["pending", "warning"], "warning"),
+        (["skipped"], "success"),
+        (["success", "skipped"], "success"),
+        (["success", "bogus"], "error"),
+        (["pending", "success"], "pending"),
+    ],
+)
+def test_gitea_combined_state_follows_giteas_order(states: list[str], combined: str) -> None:
+    assert combine_states(states) == combined
 
 
 def test_gitea_combined_status_reads_each_state_under_status(

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from orch import log
 from orch.adapters.git import GitError, git
 from orch.adapters.gitea import GiteaClient, MergeConflict, PullRequest
 from orch.adapters.workspace import run_hook
@@ -35,6 +36,7 @@ from orch.store import Task
 # Both keep the default branch linear; with a branch already on top of it, both leave the
 # default branch exactly at the head the checks ran on.
 LinearMergeStyle = Literal["rebase", "fast-forward-only"]
+_CHECK_RETRY_S = 30.0  # Gitea's conflict check takes seconds; a tick is a minute anyway
 
 
 class GiteaRepo(NamedTuple):
@@ -271,14 +273,27 @@ class GiteaForge:
         return {"pushed": pushed, "head": local, "pr": pr.number, "url": pr.html_url}
 
     def _find_pr(self, task: Task, repo: GiteaRepo) -> PullRequest | None:
-        return self.client.pr_by_branches(repo.owner, repo.repo, repo.default_branch, self.branch(task))
+        """The task's latest pull request, any state; None when it never had one."""
+        base, head = repo.default_branch, self.branch(task)
+        pr = self.client.pr_by_branches(repo.owner, repo.repo, base, head)
+        if pr is None or pr.state == "open" or pr.merged:
+            return pr
+        # Closed without a merge: Gitea's base/head look-up has no state filter and answers
+        # with the first pull request it finds; a newer one may have been opened since.
+        return self.client.newest_pr(repo.owner, repo.repo, base, head) or pr
 
     def _open_pr(self, task: Task, repo: GiteaRepo) -> PullRequest:
-        """The task's open (or merged) pull request; opened now when there is none."""
+        """The task's open (or merged) pull request; opened now when there is none.
+
+        A pull request someone closed without merging is never reused (merging or probing
+        it would act on a dead PR): a new one is opened from the same branch.
+        """
         pr = self._find_pr(task, repo)
         if pr is not None and (pr.state == "open" or pr.merged):
             return pr
-        return self.client.create_pr(
+        if pr is not None:
+            log.warning("gitea_pr_closed", task=task.key, pr=pr.number, action="opening a new pull request")
+        opened = self.client.create_pr(
             repo.owner,
             repo.repo,
             base=repo.default_branch,
@@ -286,6 +301,17 @@ class GiteaForge:
             title=f"{task.key}: {task.title}"[:255],
             body=f"Opened by orch for {task.key}.",
         )
+        if opened.state != "open" and not opened.merged:
+            # create_pr's 409 path found only the closed one: Gitea says an open one exists.
+            newest = self.client.newest_pr(repo.owner, repo.repo, repo.default_branch, self.branch(task))
+            if newest is None or (newest.state != "open" and not newest.merged):
+                raise RetryLater(
+                    f"Gitea says an open pull request from {self.branch(task)} exists but lists "
+                    f"only closed ones (#{opened.number}): try again shortly",
+                    delay=60,
+                )
+            opened = newest
+        return opened
 
     # -- heads and CI ------------------------------------------------------------------------
 
@@ -379,15 +405,17 @@ class GiteaForge:
             )
         try:
             self.client.merge_pr(repo.owner, repo.repo, pr.number, head_sha=head, style=self.merge_style)
-        except (NotReady, Busy) as e:  # 405 not mergeable yet / 409 head moved or conflict
+        except (NotReady, Busy) as e:  # 405 not yet / 409 head moved or conflict
             now = self.client.get_pr(repo.owner, repo.repo, pr.number)
             if now.merged:
                 return {"merged": head, "pr": pr.number, "already": True}
-            if now.mergeable is False:  # a real conflict: the developer has work to do
-                raise EffectFailed(f"merge of {branch} refused, it conflicts: {e}") from None
-            # Checks still running, or the head moved under us: the next tick tries again
-            # (and re-checks CI on whatever the head is then).
-            raise RetryLater(f"merge of {branch} not possible yet: {e}", delay=60) from None
+            # The branch is on top of the default branch (checked above), so it cannot
+            # conflict: `mergeable: false` is Gitea's conflict check still running (newer
+            # servers start it only when the PR is viewed, which get_pr just did). The
+            # next tick tries again and re-checks CI on whatever the head is then.
+            why = " (Gitea is still checking it)" if now.mergeable is False else ""
+            raise RetryLater(f"merge of {branch} not possible yet{why}: {e}", delay=_CHECK_RETRY_S) from None
+        # MergeRefused (a permanent 405) goes up as it is: the task is blocked with the reason.
         done = self.client.get_pr(repo.owner, repo.repo, pr.number)
         return {"merged": head, "previous": base, "pr": pr.number, "merge_commit": done.merge_commit_sha}
 

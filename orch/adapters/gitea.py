@@ -15,14 +15,14 @@ have merged: probe with `get_pr` instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal, NamedTuple
 from urllib.parse import quote
 
 import httpx
 
 from orch.adapters.http import DEFAULT_POLICY, DEFAULT_TIMEOUT, HttpCaller, RetryPolicy
-from orch.errors import Busy, NotReady, UsageError
+from orch.errors import Busy, NotReady, PermanentFailure, UsageError
 
 MergeStyle = Literal["merge", "rebase", "rebase-merge", "squash", "fast-forward-only"]
 UpdateStyle = Literal["rebase", "merge"]
@@ -35,6 +35,49 @@ class MergeConflict(Busy):
     exit_code = 4
 
 
+class MergeRefused(PermanentFailure):
+    """Gitea will not merge this pull request until a person changes something."""
+
+    exit_code = 1
+
+
+# What routers/api/v1/repo/pull.go (MergePullRequest) answers with 405, by its message, and
+# whether waiting can change it. "Please try again later" (ErrNotMergeableState: the
+# conflict check is running or found a conflict), a branch-protection "not ready" (checks
+# or approvals still missing) and the empty message of an already merged PR are "not yet";
+# these four need a person: the token's user may not merge, the repository forbids the
+# merge style, the protected branch wants a signature Gitea will not make, and a
+# work-in-progress title.
+_PERMANENT_405 = (
+    ("user not allowed to merge", "the token's user may not merge pull requests here: give it write access"),
+    (
+        "not allowed an allowed merge style",
+        "the repository forbids this merge style: allow it in the repository settings or change "
+        "[gitea] merge_style",
+    ),
+    (
+        "wont sign",
+        "the protected branch requires signed commits and Gitea will not sign this merge: "
+        "configure Gitea's signing key or the branch rule",
+    ),
+    (
+        "would not be signed",
+        "the protected branch requires signed commits and Gitea will not sign this merge: "
+        "configure Gitea's signing key or the branch rule",
+    ),
+    ("work in progress", "the pull request is marked work in progress: remove the WIP prefix from its title"),
+)
+
+
+def permanent_refusal(message: str) -> str | None:
+    """Why a 405 from Gitea's merge endpoint will not go away by waiting, or None when it may."""
+    folded = message.casefold()
+    for needle, reason in _PERMANENT_405:
+        if needle in folded:
+            return reason
+    return None
+
+
 class CommitStatus(NamedTuple):
     """One CI context's latest status on a commit."""
 
@@ -45,7 +88,8 @@ class CommitStatus(NamedTuple):
 
 
 class CombinedStatus(NamedTuple):
-    """The combined state of a ref (None when nothing reported), its statuses, the sha it resolved to."""
+    """The combined state of a ref (None when nothing reported), its statuses, the sha it
+    resolved to ("" when nothing reported: Gitea then sends an empty object)."""
 
     state: str | None
     statuses: list[CommitStatus]
@@ -65,6 +109,33 @@ class PullRequest(NamedTuple):
     title: str = ""
     html_url: str | None = None
     merge_commit_sha: str | None = None
+
+
+_STATUS_LIMIT = 50  # Gitea's default MaxResponseItems: a larger limit is cut to it anyway
+_MAX_STATUS_PAGES = 20  # 1,000 statuses on one commit: a server that keeps paging is broken
+_MAX_PR_PAGES = 10  # 500 pull requests back: older than that, the task's PR is long gone
+
+# Gitea's order when it combines statuses (modules/structs commit_status.go): the worst wins.
+# `skipped` (newer servers) counts as success, an unknown state as error.
+_STATE_RANK = {"error": 0, "failure": 1, "warning": 2, "pending": 3, "success": 4, "skipped": 5}
+
+
+def combine_states(states: Iterable[str]) -> str | None:
+    """The combined state of several statuses, as Gitea computes it; None for no status.
+
+    `skipped` alone reads as success; a state orch does not know reads as error.
+    """
+    worst: str | None = None
+    for state in states:
+        state = state if state in _STATE_RANK else "error"
+        if worst is None or _STATE_RANK[state] < _STATE_RANK[worst]:
+            worst = state
+    return "success" if worst == "skipped" else worst
+
+
+def _int_header(response: httpx.Response, name: str) -> int | None:
+    value = response.headers.get(name, "")
+    return int(value) if value.isdigit() else None
 
 
 class GiteaClient:
@@ -116,26 +187,51 @@ class GiteaClient:
         return data
 
     def _refusal(self, response: httpx.Response) -> str:
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and data.get("message") == "":
+            # ErrHasMerged is answered with an empty message (pull.go).
+            return "no message (Gitea says nothing when the pull request is already merged)"
         return self._http.excerpt(response) or response.reason_phrase or str(response.status_code)
 
     # -- statuses ----------------------------------------------------------------------------
 
     def combined_status(self, owner: str, repo: str, ref: str) -> CombinedStatus:
-        """The combined CI state of `ref` (a sha or a branch); state is None when no CI reported."""
+        """The combined CI state of `ref` (a sha or a branch); state is None when no CI reported.
+
+        Gitea combines only the page it returns (30 statuses unless `limit` says more, at most
+        50 by default), so every page is read and the state is combined here, by Gitea's own
+        order (error, failure, warning, pending, success). A commit with no status at all is
+        answered 200 with every field empty (`sha: ""`, `statuses: null`): that is "no CI
+        yet", not an error.
+        """
         url = self._repo_url(owner, repo, "commits", quote(ref, safe=""), "status")
-        response = self._call("GET", url)
-        data = self._object(response)
-        raw = data.get("statuses") or []
-        if not isinstance(raw, list):
-            raise self._http.error(response, note="`statuses` is not a list")
-        statuses = [_status(s) for s in raw if isinstance(s, dict)]
-        state = data.get("state")
-        sha = data.get("sha")
-        if not isinstance(sha, str) or not sha:
-            raise self._http.error(response, note=f"combined status without a sha ({sha!r})")
-        if not statuses or not isinstance(state, str) or not state:
-            return CombinedStatus(None, statuses, sha)
-        return CombinedStatus(state, statuses, sha)
+        statuses: list[CommitStatus] = []
+        sha = ""
+        page_size: int | None = None
+        for page in range(1, _MAX_STATUS_PAGES + 1):
+            response = self._call("GET", url, params={"page": str(page), "limit": str(_STATUS_LIMIT)})
+            data = self._object(response)
+            raw = data.get("statuses")
+            if raw is None:
+                raw = []
+            if not isinstance(raw, list):
+                raise self._http.error(response, note="`statuses` is not a list")
+            got = [_status(s) for s in raw if isinstance(s, dict)]
+            statuses.extend(got)
+            if isinstance(data.get("sha"), str) and data["sha"]:
+                sha = sha or data["sha"]
+            total = _int_header(response, "x-total-count")
+            page_size = page_size or len(got)  # the server may cap `limit` lower than asked
+            if not got or (total is not None and len(statuses) >= total):
+                break
+            if total is None and len(got) < page_size:
+                break
+        if not statuses:
+            return CombinedStatus(None, [], sha)
+        return CombinedStatus(combine_states(s.state for s in statuses), statuses, sha)
 
     # -- pull requests -----------------------------------------------------------------------
 
@@ -147,6 +243,44 @@ class GiteaClient:
         if response.status_code == 404:
             return None
         return self._pr(response)
+
+    def newest_pr(self, owner: str, repo: str, base: str, head: str) -> PullRequest | None:
+        """The most recently opened pull request from `head` into `base`, whatever its state.
+
+        `GET pulls/{base}/{head}` answers with the first pull request it finds, which after
+        a closed one is that closed one; the listing (newest first) is the way to the
+        latest. Reads at most `_MAX_PR_PAGES` pages of 50.
+        """
+        url = self._repo_url(owner, repo, "pulls")
+        for page in range(1, _MAX_PR_PAGES + 1):
+            params = {"state": "all", "page": str(page), "limit": "50"}  # newest first by default
+            response = self._call("GET", url, params=params)
+            data = self._http.json(response)
+            if not isinstance(data, list):
+                raise self._http.error(response, note="expected a JSON list of pull requests")
+            found: list[PullRequest] = []
+            for item in data:
+                if not isinstance(item, dict):
+                    continue
+                try:
+                    pr = parse_pull_request(item)
+                except ValueError:
+                    continue
+                if pr.base_branch == base and pr.head_branch == head:
+                    found.append(pr)
+            if found:
+                return max(found, key=lambda p: p.number)
+            if len(data) < 50:
+                return None
+        return None
+
+    def version(self) -> str:
+        """The server's version (`GET /version`), e.g. "1.22.6"."""
+        response = self._call("GET", f"{self.base_url}/version")
+        value = self._object(response).get("version")
+        if not isinstance(value, str) or not value:
+            raise self._http.error(response, note="no version in the answer")
+        return value
 
     def create_pr(
         self, owner: str, repo: str, *, base: str, head: str, title: str, body: str = ""
@@ -182,8 +316,10 @@ class GiteaClient:
     ) -> None:
         """Merge if the head is still `head_sha`.
 
-        Raises NotReady (405: not mergeable, checks running, already merged), Busy (409: the
-        head moved or conflicts), IntegrationError (404: missing or closed; anything else).
+        Raises MergeRefused (405 that no retry will change: see `permanent_refusal`), NotReady
+        (any other 405: the conflict check still running, branch protection not yet met,
+        already merged), Busy (409: the head moved or conflicts), IntegrationError (404:
+        missing or closed; anything else).
         """
         if style not in _MERGE_STYLES:
             raise UsageError(f"unknown merge style {style!r}; one of {sorted(_MERGE_STYLES)}")
@@ -200,7 +336,11 @@ class GiteaClient:
         response = self._call("POST", url, json=body, accept=(405, 409))
         where = f"{owner}/{repo}#{index}"
         if response.status_code == 405:
-            raise NotReady(f"Gitea will not merge {where} yet (405): {self._refusal(response)}")
+            words = self._refusal(response)
+            reason = permanent_refusal(words)
+            if reason is not None:
+                raise MergeRefused(f"Gitea refuses to merge {where} (405: {words}): {reason}")
+            raise NotReady(f"Gitea will not merge {where} yet (405): {words}")
         if response.status_code == 409:
             raise Busy(f"Gitea refused to merge {where} (409): {self._refusal(response)}")
 

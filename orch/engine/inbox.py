@@ -183,7 +183,7 @@ def task_for_sha(rt: Runtime, repo: str, sha: str) -> tuple[Task | None, str]:
 
 _STATES = {
     "success": "success",
-    "warning": "success",
+    "warning": "failure",  # one rule with the CI gate: only success (or skipped) is green
     "skipped": "success",
     "pending": "pending",
     "failure": "failure",

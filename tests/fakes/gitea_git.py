@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from fakes.servers import FakeGitea, Recorded, Reply
+from fakes.servers import PR_KNOBS, FakeGitea, Recorded, Reply
 
 _ENV = {
     "GIT_AUTHOR_NAME": "Fake Gitea",
@@ -196,8 +196,7 @@ class GitGitea(FakeGitea):
             "merge_commit_sha": None,
             "base": {"ref": base, "label": base},
             "head": {"ref": head, "label": head},
-            "conflict": False,  # fake-only knob: merge and update answer 409
-            "checks_running": False,  # fake-only knob: merge answers 405
+            **PR_KNOBS,
         }
         repo["pulls"][index] = pr
         return Reply(201, self._render(repo, pr))
@@ -233,12 +232,10 @@ class GitGitea(FakeGitea):
     def _merge(self, repo: dict[str, Any], pr: dict[str, Any] | None, req: Recorded) -> Reply:
         body = req.json() or {}
         self.merges.append({"index": pr["number"] if pr else None, "body": body})
-        if pr is None or (pr["state"] == "closed" and not pr["merged"]):
-            return Reply(404, {"message": "pull request does not exist or is closed", "errors": []})
-        if pr["merged"]:
-            return Reply(405, {"message": "The PR is already merged"})
-        if pr["checks_running"] or not pr["mergeable"]:
-            return Reply(405, {"message": "Please try again later"})
+        refused = self._refusal(pr, body)
+        if refused is not None:
+            return refused
+        assert pr is not None
         style = body.get("Do")
         if style not in ("merge", "rebase", "rebase-merge", "squash", "fast-forward-only"):
             return Reply(422, {"message": f"unknown merge style {style!r}"})

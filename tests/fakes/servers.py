@@ -384,6 +384,29 @@ class FakePlane(FakeServer):
 
 # -- Gitea ---------------------------------------------------------------------------------------
 
+# Fake-only knobs on a pull request, never rendered.
+PR_KNOBS: dict[str, Any] = {
+    "conflict": False,  # merge and update answer 409
+    "checks_running": False,  # the conflict check runs until this is set back
+    "checking_views": 0,  # the check (started on view) shows for this many more reads of the PR
+    "refuse": None,  # a 405 message of GITEA_405 that merge answers before anything else
+}
+
+# MergePullRequest's 405 answers (routers/api/v1/repo/pull.go, `ctx.APIError(405, ...)`: the
+# JSON body is {"message": ..., "url": ...}). The order of the checks there is: merged,
+# closed (404), user not allowed, WIP, not mergeable state, branch protection, signing; then
+# Merge itself refuses a style the repository does not allow.
+GITEA_405 = {
+    "merged": "",
+    "not_allowed": "User not allowed to merge PR",
+    "wip": "Work in progress PRs cannot be merged",
+    "later": "Please try again later",
+    "not_ready": "not allowed to merge [reason: Not all required status checks successful]",
+    "unsigned": "wont sign: pubkey",
+    "style": "rebase is not allowed an allowed merge style for this repository",
+}
+WIP_PREFIXES = ("wip:", "[wip]")  # [repository.pull-request] WORK_IN_PROGRESS_PREFIXES
+
 # Gitea's order when combining statuses: the first present wins.
 _STATUS_ORDER = ("error", "failure", "warning", "pending", "success", "skipped")
 
@@ -396,6 +419,8 @@ class FakeGitea(FakeServer):
         self.token = token
         self.repos: dict[str, dict[str, Any]] = {}
         self.merges: list[dict[str, Any]] = []
+        self.max_page_size = 50  # [api] MAX_RESPONSE_ITEMS
+        self.version = "1.22.6"
 
     def add_repo(self, owner: str, repo: str, *, main_sha: str | None = None) -> None:
         with self.lock:
@@ -439,8 +464,7 @@ class FakeGitea(FakeServer):
                 "merge_commit_sha": None,
                 "base": {"ref": base, "label": base},
                 "head": {"ref": head, "label": head},
-                "conflict": False,  # fake-only knob: merge and update answer 409
-                "checks_running": False,  # fake-only knob: merge answers 405
+                **PR_KNOBS,
             }
         return index
 
@@ -454,6 +478,8 @@ class FakeGitea(FakeServer):
         if req.headers.get("authorization") != f"token {self.token}":
             return Reply(401, {"message": "token is required", "url": "http://gitea.invalid/api/swagger"})
         parts = req.segments()
+        if parts == ["api", "v1", "version"] and req.method == "GET":
+            return Reply(200, {"version": self.version})
         if parts[:3] != ["api", "v1", "repos"] or len(parts) < 6:
             return Reply(404, {"message": "Not Found"})
         name = f"{parts[3]}/{parts[4]}"
@@ -462,7 +488,9 @@ class FakeGitea(FakeServer):
             return Reply(404, {"message": "The target couldn't be found.", "errors": []})
         rest = parts[5:]
         if rest[0] == "commits" and len(rest) == 3 and rest[2] == "status" and req.method == "GET":
-            return self._combined(repo, rest[1])
+            return self._combined(repo, rest[1], req)
+        if rest == ["pulls"] and req.method == "GET":
+            return self._list_pulls(repo, req)
         if rest[0] == "pulls" and len(rest) >= 2:
             if rest[1].isdigit():
                 pr = repo["pulls"].get(int(rest[1]))
@@ -480,44 +508,103 @@ class FakeGitea(FakeServer):
                 return Reply(404, {"message": "pull request does not exist", "errors": []})
         return Reply(404, {"message": "Not Found"})
 
-    def _combined(self, repo: dict[str, Any], ref: str) -> Reply:
+    def _combined(self, repo: dict[str, Any], ref: str, req: Recorded) -> Reply:
+        """As routers/api/v1/repo/status.go: one page of the latest statuses (`limit` default
+        30, capped at 50), the state combined over THAT page only, the total in X-Total-Count;
+        no status at all is a 200 with every field at its zero value (no omitempty)."""
         sha = repo["branches"].get(ref, ref)
         statuses = list(repo["statuses"].get(sha, {}).values())
-        present = {s["status"] for s in statuses}
-        state = next((s for s in _STATUS_ORDER if s in present), "")
-        return Reply(
-            200,
-            {
-                "state": state,
-                "sha": sha,
-                "total_count": len(statuses),
-                "statuses": statuses,
-                "repository": {},
-            },
-        )
+        limit = min(int(req.query.get("limit") or 30), self.max_page_size)
+        page = max(1, int(req.query.get("page") or 1))
+        shown = statuses[(page - 1) * limit : page * limit]
+        if not shown:
+            empty = {
+                "state": "",
+                "sha": "",
+                "total_count": 0,
+                "statuses": None,
+                "repository": None,
+                "commit_url": "",
+                "url": "",
+            }
+            return Reply(200, empty)
+        present = {s["status"] for s in shown}
+        body = {
+            "state": next((s for s in _STATUS_ORDER if s in present), ""),
+            "sha": sha,
+            "total_count": len(shown),
+            "statuses": shown,
+            "repository": {},
+            "commit_url": "",
+            "url": "",
+        }
+        return Reply(200, body, {"X-Total-Count": str(len(statuses))})
+
+    def close_pr(self, owner: str, repo: str, index: int) -> None:
+        """Someone closes the pull request without merging it."""
+        with self.lock:
+            self.repos[f"{owner}/{repo}"]["pulls"][index]["state"] = "closed"
+
+    @staticmethod
+    def _checking(pr: dict[str, Any]) -> bool:
+        return bool(pr["checks_running"] or pr["checking_views"] > 0)
+
+    @staticmethod
+    def _wip(pr: dict[str, Any]) -> bool:
+        return str(pr["title"]).casefold().startswith(WIP_PREFIXES)
 
     def _render(self, repo: dict[str, Any], pr: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in pr.items() if k not in ("conflict", "checks_running")}
+        out = {k: v for k, v in pr.items() if k not in PR_KNOBS}
         out["head"] = {**pr["head"], "sha": repo["branches"][pr["head"]["ref"]]}
         out["base"] = {**pr["base"], "sha": repo["branches"].get(pr["base"]["ref"])}
+        # PullRequest.Mergeable: not while checking, conflicting or errored, never for WIP.
+        out["mergeable"] = bool(pr["mergeable"]) and not self._checking(pr) and not self._wip(pr)
         return out
 
     def _pr_reply(self, repo: dict[str, Any], pr: dict[str, Any] | None) -> Reply:
         if pr is None:
             return Reply(404, {"message": "pull request does not exist", "errors": []})
-        return Reply(200, self._render(repo, pr))
+        out = self._render(repo, pr)
+        if pr["checking_views"] > 0:  # a view moves the check along (StartPullRequestCheckOnView)
+            pr["checking_views"] -= 1
+        return Reply(200, out)
+
+    def _list_pulls(self, repo: dict[str, Any], req: Recorded) -> Reply:
+        """GET /pulls: newest first, `state` open (default) | closed | all, page/limit."""
+        state = req.query.get("state", "open")
+        limit = min(int(req.query.get("limit") or 30), self.max_page_size)
+        page = max(1, int(req.query.get("page") or 1))
+        pulls = [p for p in repo["pulls"].values() if state == "all" or p["state"] == state]
+        pulls.sort(key=lambda p: p["number"], reverse=True)
+        shown = pulls[(page - 1) * limit : page * limit]
+        return Reply(200, [self._render(repo, p) for p in shown], {"X-Total-Count": str(len(pulls))})
+
+    def _refusal(self, pr: dict[str, Any] | None, body: dict[str, Any]) -> Reply | None:
+        """CheckPullMergeable's answer, in upstream order, or None when the merge may go on."""
+        if pr is None or (pr["state"] == "closed" and not pr["merged"]):
+            return Reply(404, {"message": "pull request does not exist or is closed", "errors": []})
+        swagger = "http://gitea.invalid/api/swagger"
+        if pr["merged"]:
+            return Reply(405, {"message": GITEA_405["merged"], "url": swagger})
+        if pr["refuse"] == GITEA_405["not_allowed"]:
+            return Reply(405, {"message": pr["refuse"], "url": swagger})
+        if self._wip(pr):
+            return Reply(405, {"message": GITEA_405["wip"], "url": swagger})
+        if self._checking(pr) or not pr["mergeable"]:
+            return Reply(405, {"message": GITEA_405["later"], "url": swagger})
+        if pr["refuse"] is not None:
+            return Reply(405, {"message": pr["refuse"], "url": swagger})
+        if body.get("Do") not in ("merge", "rebase", "rebase-merge", "squash", "fast-forward-only"):
+            return Reply(422, {"message": f"unknown merge style {body.get('Do')!r}"})
+        return None
 
     def _merge(self, repo: dict[str, Any], pr: dict[str, Any] | None, req: Recorded) -> Reply:
         body = req.json() or {}
         self.merges.append({"index": pr["number"] if pr else None, "body": body})
-        if pr is None or (pr["state"] == "closed" and not pr["merged"]):
-            return Reply(404, {"message": "pull request does not exist or is closed", "errors": []})
-        if pr["merged"]:
-            return Reply(405, {"message": "The PR is already merged"})
-        if pr["checks_running"] or not pr["mergeable"]:
-            return Reply(405, {"message": "Please try again later"})
-        if body.get("Do") not in ("merge", "rebase", "rebase-merge", "squash", "fast-forward-only"):
-            return Reply(422, {"message": f"unknown merge style {body.get('Do')!r}"})
+        refused = self._refusal(pr, body)
+        if refused is not None:
+            return refused
+        assert pr is not None
         head_sha = repo["branches"][pr["head"]["ref"]]
         if body.get("head_commit_id") and body["head_commit_id"] != head_sha:
             return Reply(409, {"message": "head out of date: expected head_commit_id to be the PR head"})
