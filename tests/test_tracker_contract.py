@@ -761,3 +761,74 @@ def test_a_tick_over_3_projects_of_250_items_costs_pages_plus_one_states_fetch_e
     later = make_tracker(server, http, store, clock, projects, per_page=100)
     assert tick(later) == expected
     assert server.count - start == 12
+
+
+# -- a project whose two states share one UUID (issue 11) ------------------------------------------
+
+
+def aliased_project(server: FakePlane) -> SeededProject:
+    """orch's workflow, with Done also listed under Approved's UUID (the seed's incident)."""
+    seeded = add_orch_project(server, "ENG")
+    server.alias_state(seeded.id, seeded.states["approved"], "Done", "completed")
+    return seeded
+
+
+def test_an_aliased_uuid_is_cached_under_both_names_and_resolved_by_group_first(
+    server: FakePlane, http: httpx.Client, store: Store, clock: Clock
+) -> None:
+    seeded = aliased_project(server)
+    proj = project(seeded)
+    tracker = make_tracker(server, http, store, clock, [proj])
+    states = tracker.states(proj)  # was: sqlite3.IntegrityError, UNIQUE constraint failed
+    shared = seeded.states["approved"]
+    assert sorted((s.name, s.group) for s in states if s.id == shared) == [
+        ("Approved", "started"),
+        ("Done", "completed"),
+    ]
+    # Another process reads the same cache from the DB: both names survive the round trip.
+    other = make_tracker(server, http, store, clock, [proj])
+    assert len([s for s in other.states(proj) if s.id == shared]) == 2
+    assert server.count == 1
+    # From the id alone the terminal group wins: an item there is never read as a verdict.
+    assert other.logical_of(proj, state_id=shared) == "done"
+    # A webhook names the state it saw: its group decides.
+    assert other.logical_of(proj, state_id=shared, name="Approved", group="started") == "approved"
+    assert other.logical_of(proj, state_id=seeded.states["to_analyse"]) == "to_analyse"
+    assert other.state_for(proj, "in_progress") == State(
+        seeded.states["in_progress"], "In Progress", "started"
+    )
+
+
+def test_an_aliased_project_still_gets_its_tasks_and_advance_moves_the_item(setup: Any) -> None:
+    import json
+
+    fake = FakePlane().start()
+    try:
+        seeded = aliased_project(fake)
+        setup.update_config(
+            {
+                "tracker": {"kind": "plane"},
+                "plane": {
+                    "base_url": fake.url,
+                    "workspace": fake.workspace,
+                    "projects": {"ENG": {"id": seeded.id, "repo": "app"}},
+                },
+                "reconcile": {"grace_s": 0},
+            }
+        )
+        env = {"PLANE_API_KEY": fake.api_key}
+        item = fake.add_work_item(
+            seeded.id, "Moved to To Analyse, webhook lost", state_id=seeded.states["to_analyse"]
+        )
+        out = setup.orch("reconcile", "--json", env=env)
+        assert out.returncode == 0, out.stderr
+        assert "UNIQUE" not in out.stdout + out.stderr and "Traceback" not in out.stderr
+        assert json.loads(out.stdout)["counters"]["replayed"] == 1
+        assert fake.item(seeded.id, item)["state"] == seeded.states["analysis"]  # written back
+        assert setup.orch("work", env=env).returncode == 0  # the analyst
+        assert setup.orch("approve", "ENG-1", env=env).returncode == 0
+        out = setup.orch("advance", "ENG-1", env=env)
+        assert "Traceback" not in out.stderr and out.returncode in (0, 3), out.stderr
+        assert fake.item(seeded.id, item)["state"] == seeded.states["in_progress"], out.stderr
+    finally:
+        fake.stop()

@@ -263,36 +263,40 @@ class PlaneTracker:
     ) -> str | None:
         """Which logical key a state is, from its id (through the cached states) or from the
         `name` and `group` a webhook carries. The group decides first: `completed` is done and
-        `cancelled` is cancelled whatever the name; without a group nothing is guessed."""
+        `cancelled` is cancelled whatever the name; without a group nothing is guessed. A
+        UUID listed under several names takes the terminal group among them (`group_of`),
+        then the first of its names that is a logical key."""
+        names: list[str] = [] if name is None else [name]
         if state_id and (name is None or group is None):
-            state = self._state_by_id(project, state_id)
-            if state is not None:
-                name = state.name if name is None else name
-                group = state.group if group is None else group
+            found = self._states_by_id(project, state_id)
+            if group is None and found:
+                group = group_of(found)
+            if name is None:
+                names = [s.name for s in found if s.group == group]
         if group in GROUP_OF.values():
             return "done" if group == "completed" else "cancelled"
-        if not group or name is None:
+        if not group or not names:
             return None
-        wanted = name.strip().casefold()
-        for logical in DEFAULT_NAMES:
-            if logical not in GROUP_OF and self.name_of(project, logical).strip().casefold() == wanted:
-                return logical
+        for candidate in names:
+            wanted = candidate.strip().casefold()
+            for logical in DEFAULT_NAMES:
+                if logical not in GROUP_OF and self.name_of(project, logical).strip().casefold() == wanted:
+                    return logical
         return None
 
-    def _state_by_id(self, project: PlaneProject, state_id: str) -> State | None:
-        for state in self.states(project):
-            if state.id == state_id:
-                return state
-        if project.id in self._rechecked:
-            return None
+    def _states_by_id(self, project: PlaneProject, state_id: str) -> list[State]:
+        """Every state listed under `state_id`: one, or several names aliasing one UUID."""
+        found = [s for s in self.states(project) if s.id == state_id]
+        if found or project.id in self._rechecked:
+            return found
         # A state created since the cache was filled: refetch once per process, not per item.
         self._rechecked.add(project.id)
         try:
             states = self._fetch(project)
         except (IntegrationError, RetryLater) as e:
             log.warning("plane_states_recheck_failed", project=project.key, error=str(e))
-            return None
-        return next((s for s in states if s.id == state_id), None)
+            return []
+        return [s for s in states if s.id == state_id]
 
     # -- work items --------------------------------------------------------------------------
 
@@ -366,6 +370,17 @@ class PlaneTracker:
             return
         self._remember(item)
         log.info("plane_state_set", task=task.key, status=logical, state=target.name)
+
+
+def group_of(aliases: list[State]) -> str:
+    """The group of a state UUID listed under several names (a badly configured project):
+    a terminal group wins, so a Done aliasing Approved is never read as a verdict and orch
+    never acts on an item that may be finished."""
+    groups = [s.group for s in aliases]
+    for terminal in ("cancelled", "completed"):
+        if terminal in groups:
+            return terminal
+    return groups[0]
 
 
 def _by_name(states: list[State], name: str, group: str | None) -> State | None:

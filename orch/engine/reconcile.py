@@ -96,7 +96,12 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
                 # Keep some of the run's budget for writing stages back to the tracker.
                 raise RetryLater(f"{left} requests left, kept for write-backs", delay=60)
             items = tracker.list_items(project)
-            groups = {s.id: s.group for s in tracker.states(project)}
+            groups: dict[str, str] = {}
+            for s in tracker.states(project):
+                # One UUID under several names (a badly configured project): a terminal
+                # group wins, as in the tracker's own resolution.
+                if groups.get(s.id) not in ("completed", "cancelled"):
+                    groups[s.id] = s.group
         except RetryLater as e:  # the run's request budget is spent: the rest next time
             rest = order[n:]
             failed.update(p.key for p in rest)

@@ -1045,22 +1045,60 @@ class Store:
     # -- tracker state cache ---------------------------------------------------------
 
     def cache_states(self, project: str, states: list[tuple[str, str, str]], *, now: float) -> None:
-        """Replace the cached states (id, name, group) of a tracker project."""
+        """Replace the cached states (id, name, group) of a tracker project. One id may come
+        with several names (an aliased state): each is kept; an exact duplicate once."""
         with self.write() as c:
             c.execute("DELETE FROM tracker_states WHERE project = ?", (project,))
             c.executemany(
-                "INSERT INTO tracker_states (project, id, name, grp, fetched_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO tracker_states (project, id, name, grp, fetched_at) "
+                "VALUES (?, ?, ?, ?, ?)",
                 [(project, i, n, g, now) for i, n, g in states],
             )
 
     def cached_states(self, project: str) -> tuple[list[tuple[str, str, str]], float | None]:
         """The cached states of a project and when they were fetched (None: never)."""
         rows = self._read(
-            "SELECT id, name, grp, fetched_at FROM tracker_states WHERE project = ? ORDER BY name", (project,)
+            "SELECT id, name, grp, fetched_at FROM tracker_states WHERE project = ? ORDER BY name, id",
+            (project,),
         )
         if not rows:
             return [], None
         return [(r[0], r[1], r[2]) for r in rows], float(min(r[3] for r in rows))
+
+    # -- request budgets and holds (rate limits shared by every process) ---------------
+
+    def rate_take(self, bucket: str, window: int, limit: int) -> bool:
+        """Count one request in `bucket` for `window` if fewer than `limit` were counted;
+        False (and nothing counted) when the window is full. Older windows are dropped."""
+        with self.write() as c:
+            c.execute("DELETE FROM rate_windows WHERE bucket = ? AND minute < ?", (bucket, window - 1))
+            cur = c.execute(
+                "INSERT INTO rate_windows (bucket, minute, used) VALUES (?, ?, 1) "
+                "ON CONFLICT (bucket, minute) DO UPDATE SET used = used + 1 WHERE used < ?",
+                (bucket, window, limit),
+            )
+            return cur.rowcount == 1
+
+    def rate_used(self, bucket: str, window: int) -> int:
+        row = self._one("SELECT used FROM rate_windows WHERE bucket = ? AND minute = ?", (bucket, window))
+        return int(row[0]) if row else 0
+
+    def hold_set(
+        self, name: str, *, until: float, value: str | None = None, reason: str | None = None
+    ) -> None:
+        """Record a hold; a later `until` wins, a `value` given replaces the old one."""
+        with self.write() as c:
+            c.execute(
+                "INSERT INTO holds (name, until, value, reason) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET until = max(until, excluded.until), "
+                "value = coalesce(excluded.value, value), reason = coalesce(excluded.reason, reason)",
+                (name, until, value, reason),
+            )
+
+    def hold_get(self, name: str) -> tuple[float, str | None] | None:
+        """(until, value) of a hold, or None."""
+        row = self._one("SELECT until, value FROM holds WHERE name = ?", (name,))
+        return (float(row[0]), row[1]) if row else None
 
     def task_for_ref(self, ref: str) -> Task | None:
         r = self._one("SELECT * FROM tasks WHERE tracker_ref = ?", (ref,))

@@ -249,6 +249,43 @@ _V6 = [
 ]
 
 
+_V7 = [
+    # A project whose states alias one UUID under two names (a badly configured Plane,
+    # issue 11) must not break the cache: one row per (id, name), resolution by group.
+    "DROP TABLE tracker_states",
+    """
+    CREATE TABLE tracker_states (
+        project TEXT NOT NULL,
+        id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        grp TEXT NOT NULL,
+        fetched_at REAL NOT NULL,
+        PRIMARY KEY (project, id, name)
+    )
+    """,
+    # Requests sent to a rate-limited API per bucket (an API key's digest) per window
+    # (a minute), shared by every process: Plane counts per key, not per process.
+    """
+    CREATE TABLE rate_windows (
+        bucket TEXT NOT NULL,
+        minute INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        PRIMARY KEY (bucket, minute)
+    )
+    """,
+    # "Not before" marks an API set (Telegram flood control, Plane's 429) and facts learnt
+    # from it (a chat migrated to a supergroup), so the next process honours them too.
+    """
+    CREATE TABLE holds (
+        name TEXT PRIMARY KEY,
+        until REAL NOT NULL,
+        value TEXT,
+        reason TEXT
+    )
+    """,
+]
+
+
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("v1_core", _steps(_V1)),
@@ -257,5 +294,6 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("v4_inbox_outbox", _steps(_V4)),
     ("v5_tracker_states", _steps(_V5)),
     ("v6_inbox_open", _steps(_V6)),
+    ("v7_integration_state", _steps(_V7)),
 ]
 LATEST = len(MIGRATIONS)

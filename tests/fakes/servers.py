@@ -234,8 +234,22 @@ class FakePlane(FakeServer):
     def add_project(self, identifier: str) -> str:
         pid = _uuid("project")
         with self.lock:
-            self.projects[pid] = {"identifier": identifier, "states": {}, "items": {}, "relations": {}}
+            self.projects[pid] = {
+                "identifier": identifier,
+                "states": {},
+                "aliases": [],  # extra listings of an existing state id under another name
+                "items": {},
+                "relations": {},
+            }
         return pid
+
+    def alias_state(self, project_id: str, state_id: str, name: str, group: str) -> None:
+        """List `state_id` a second time, as `name` in `group`: the seed's incident (Done
+        aliased onto Approved's UUID), which a badly configured project can show."""
+        with self.lock:
+            project = self.projects[project_id]
+            twin = {**project["states"][state_id], "name": name, "group": group}
+            project["aliases"].append(twin)
 
     def add_state(self, project_id: str, name: str, group: str) -> str:
         sid = _uuid("state")
@@ -308,7 +322,7 @@ class FakePlane(FakeServer):
         project = self.projects[rest[1]]
         tail = rest[2:]
         if tail == ["states"] and req.method == "GET":
-            return self._page(req, list(project["states"].values()))
+            return self._page(req, [*project["states"].values(), *project["aliases"]])
         if tail == ["work-items"] and req.method == "GET":
             items = [self._render(project, i, req) for i in project["items"].values()]
             return self._page(req, items)
