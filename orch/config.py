@@ -72,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
         "per_page": 100,
         "timeout_s": 10,
         "requests_per_run": 50,
+        "requests_per_minute": 50,
         "projects": {},
     },
     "gitea": {
@@ -88,6 +89,7 @@ DEFAULTS: dict[str, Any] = {
         "thread_id": 0,
         "max_wait_s": 5,
         "timeout_s": 10,
+        "disable_notification": False,
     },
     "pipeline": {
         "initial": "analysis",
@@ -208,6 +210,7 @@ class Integrations(NamedTuple):
     plane_per_page: int
     plane_timeout_s: float
     plane_requests_per_run: int
+    plane_requests_per_minute: int
     plane_projects: dict[str, PlaneProject]
     gitea_base_url: str
     gitea_token_env: str
@@ -220,6 +223,7 @@ class Integrations(NamedTuple):
     telegram_thread_id: int
     telegram_max_wait_s: float
     telegram_timeout_s: float
+    telegram_disable_notification: bool
 
 
 class Stage(NamedTuple):
@@ -648,6 +652,7 @@ def _integrations(
         plane_states_ttl_s=v.number(plane, "plane", "states_ttl_s", 300),
         plane_per_page=v.integer(plane, "plane", "per_page", 100, minimum=1),
         plane_requests_per_run=v.integer(plane, "plane", "requests_per_run", 50),
+        plane_requests_per_minute=v.integer(plane, "plane", "requests_per_minute", 50, minimum=0),
         plane_timeout_s=v.number(plane, "plane", "timeout_s", 10),
         plane_projects=projects,
         gitea_base_url=v.string(gitea, "gitea", "base_url"),
@@ -663,6 +668,7 @@ def _integrations(
         telegram_thread_id=v.integer(tg, "telegram", "thread_id", 0),
         telegram_max_wait_s=v.number(tg, "telegram", "max_wait_s", 5),
         telegram_timeout_s=v.number(tg, "telegram", "timeout_s", 10),
+        telegram_disable_notification=v.boolean(tg, "telegram", "disable_notification", False),
     )
     if tracker.get("kind") == "plane":
         for k in ("base_url", "workspace"):

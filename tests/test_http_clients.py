@@ -20,9 +20,10 @@ from fakes.servers import FakeGitea, FakePlane, FakeTelegram, fake_sha
 
 from orch.adapters.gitea import CombinedStatus, GiteaClient, MergeConflict, combine_states
 from orch.adapters.http import HttpCaller, RetryPolicy, header_retry_after, redact, scrub
-from orch.adapters.plane import PlaneClient
+from orch.adapters.plane import PlaneClient, SharedBudget
 from orch.adapters.telegram import TelegramClient, escape_html, split_message
 from orch.errors import Busy, IntegrationError, NotReady, RetryLater, UsageError
+from orch.store import Store
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FAST = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05, max_wait=5.0, total_time=5.0)
@@ -320,6 +321,7 @@ def test_plane_paginates_work_items_with_a_constant_per_page(
     ids = [
         plane_server.add_work_item(pid, f"item {n}", state_id=todo, custom_field={"x": n}) for n in range(5)
     ]
+    plane_server.rate_limit = 60
     client = make_plane(plane_server, http, sleeps, per_page=2)
     items = client.list_work_items(pid)
     assert [i.id for i in items] == ids
@@ -328,7 +330,9 @@ def test_plane_paginates_work_items_with_a_constant_per_page(
     assert [r.query.get("per_page") for r in plane_server.requests] == ["2", "2", "2"]
     assert [r.query.get("cursor") for r in plane_server.requests] == [None, "2:1:0", "2:2:0"]
     assert client.requests_made == 3
-    assert client.rate_limit_remaining is not None
+    assert client.rate_limit_remaining == 57
+    assert {r.query.get("expand") for r in plane_server.requests} == {"state"}  # the group inline
+    assert items[0].state is not None and items[0].state.id == todo
 
 
 def test_plane_uses_work_items_paths_with_the_api_key(
@@ -475,6 +479,96 @@ def test_plane_stops_on_a_cursor_that_repeats(
     with pytest.raises(IntegrationError, match="next_cursor"):
         make_plane(plane_server, http, sleeps).list_states("p")
     assert plane_server.count == 2
+
+
+# -- Plane's limit, per API key and per minute, shared through the database ------------------------
+
+
+class WallClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shared_plane(
+    server: FakePlane, http: httpx.Client, sleeps: Sleeps, db: Path, clock: WallClock, per_minute: int
+) -> tuple[PlaneClient, Store]:
+    """A PlaneClient as one orch process makes it: its own DB connection, the shared budget."""
+    store = Store.open(db)
+    shared = SharedBudget(
+        store=store, base_url=server.url, api_key=server.api_key, per_minute=per_minute, clock=clock
+    )
+    return make_plane(server, http, sleeps, shared=shared), store
+
+
+def test_the_plane_budget_is_per_key_per_minute_across_processes(
+    plane_server: FakePlane, http: httpx.Client, sleeps: Sleeps, tmp_path: Path
+) -> None:
+    pid = plane_server.add_project("ENG")
+    clock = WallClock(1_800_000_000.0)  # the start of a minute
+    (a, sa), (b, sb) = (shared_plane(plane_server, http, sleeps, tmp_path / "o.db", clock, 5) for _ in "ab")
+    try:
+        for client in (a, b, a, b, a):
+            client.list_states(pid)
+        with pytest.raises(RetryLater, match="a minute for this API key") as info:
+            b.list_states(pid)  # the 6th of the minute, whichever process sends it
+        assert plane_server.count == 5 and info.value.delay == 60
+        clock.now += 90  # half of last minute's 5 still inside the sliding 60 s: 2 more
+        a.list_states(pid)
+        b.list_states(pid)
+        with pytest.raises(RetryLater):
+            a.list_states(pid)
+        clock.now += 60
+        a.list_states(pid)
+        assert plane_server.count == 8
+        assert plane_server.api_key not in (tmp_path / "o.db").read_bytes().decode("latin-1")
+    finally:
+        sa.close()
+        sb.close()
+
+
+def test_planes_own_limit_is_honoured_by_every_process_until_its_reset(
+    plane_server: FakePlane, http: httpx.Client, sleeps: Sleeps, tmp_path: Path
+) -> None:
+    # Plane's ApiKeyRateThrottle says how many are left and when the window resets
+    # (X-RateLimit-Reset, a Unix time): when none are left, nobody sends until then.
+    pid = plane_server.add_project("ENG")
+    clock = WallClock(time.time())
+    plane_server.rate_limit = 3
+    plane_server.clock = clock
+    (a, sa), (b, sb) = (shared_plane(plane_server, http, sleeps, tmp_path / "o.db", clock, 50) for _ in "ab")
+    try:
+        for _ in range(3):
+            a.list_states(pid)
+        with pytest.raises(RetryLater, match="X-RateLimit-Remaining: 0") as info:
+            b.list_states(pid)
+        assert plane_server.count == 3 and 59 <= info.value.delay <= 60
+        clock.now += 61
+        b.list_states(pid)
+        assert plane_server.count == 4
+    finally:
+        sa.close()
+        sb.close()
+
+
+def test_a_429_from_plane_holds_every_process_for_its_retry_after(
+    plane_server: FakePlane, http: httpx.Client, sleeps: Sleeps, tmp_path: Path
+) -> None:
+    pid = plane_server.add_project("ENG")
+    clock = WallClock(1_800_000_000.0)
+    (a, sa), (b, sb) = (shared_plane(plane_server, http, sleeps, tmp_path / "o.db", clock, 50) for _ in "ab")
+    try:
+        plane_server.fail_next(1, 429, body={"detail": "Request was throttled."}, retry_after=45)
+        with pytest.raises(RetryLater):
+            a.list_states(pid)  # 45 s is more than this client waits in place
+        with pytest.raises(RetryLater, match="429") as info:
+            b.list_states(pid)
+        assert plane_server.count == 1 and info.value.delay == 45
+    finally:
+        sa.close()
+        sb.close()
 
 
 # -- Gitea ---------------------------------------------------------------------------------------

@@ -301,3 +301,81 @@ def test_outbox_keeps_a_flooded_message_delivers_it_once_and_never_stores_the_to
 
 def _db_bytes(db: Path) -> bytes:
     return b"".join(p.read_bytes() for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
+
+
+# -- as the Bot API really answers (issue 15) ---------------------------------------------------
+
+
+def test_links_never_unfold_into_previews(tg: FakeTelegram, http: httpx.Client, sleeps: Sleeps) -> None:
+    make(tg, http, sleeps).send("ENG-1 merged: http://gitea.invalid/acme/app/pulls/1")
+    (msg,) = sent(tg)
+    assert msg["link_preview_options"] == {"is_disabled": True}
+    assert "disable_notification" not in msg  # loud unless configured
+
+
+def test_disable_notification_is_configurable(tmp_path: Path) -> None:
+    raw = {
+        "notifier": {"kind": "telegram"},
+        "telegram": {"chat_id": CHAT, "disable_notification": True},
+    }
+    cfg = config_mod.build(raw, cwd=tmp_path, environ={"TELEGRAM_BOT_TOKEN": "1:x"})
+    assert cfg.integrations.telegram_disable_notification is True
+    env = {"TELEGRAM_BOT_TOKEN": "1:x", "ORCH_TELEGRAM_DISABLE_NOTIFICATION": "false"}
+    assert (
+        config_mod.build(raw, cwd=tmp_path, environ=env).integrations.telegram_disable_notification is False
+    )
+    default = config_mod.build({}, cwd=tmp_path, environ={})
+    assert default.integrations.telegram_disable_notification is False
+
+
+def test_a_migrated_group_is_followed_and_the_operator_told_once_per_process(
+    tmp_path: Path, tg: FakeTelegram, http: httpx.Client, sleeps: Sleeps, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from orch.store import Store
+
+    tg.migrate(CHAT, -1009876543210)
+    db = tmp_path / "orch.db"
+    first = Store.open(db)
+    log.configure(level="warning", fmt="text")
+    try:
+        make(tg, http, sleeps, store=first).send("ENG-1 merged")
+        assert {str(m["chat_id"]) for m in sent(tg)} == {"-1009876543210"}
+        notice, message = (m["visible"] for m in sent(tg))
+        assert message == "ENG-1 merged"  # the message went to the new chat
+        assert 'chat_id = "-1009876543210"' in notice  # and the chat is told how to fix it
+        assert "telegram_chat_migrated" in capsys.readouterr().err  # and so is the operator
+        # The next process sends there directly: no failed request to the old id first.
+        before = tg.count
+        second = Store.open(db)
+        make(tg, http, sleeps, store=second).send("ENG-2 merged")
+        assert tg.count - before == 1 and sent(tg)[-1]["chat_id"] == "-1009876543210"
+        second.close()
+    finally:
+        first.close()
+        log.configure()
+
+
+def test_a_flood_wait_is_kept_in_the_db_for_the_next_process(
+    tmp_path: Path, tg: FakeTelegram, http: httpx.Client, sleeps: Sleeps
+) -> None:
+    from orch.store import Store
+
+    db = tmp_path / "orch.db"
+    clock = Clock(T0)
+    a, b = Store.open(db), Store.open(db)
+    try:
+        tg.flood(1, retry_after=40)
+        with pytest.raises(RetryLater):
+            make(tg, http, sleeps, store=a, clock=clock).send("first")
+        before = tg.count
+        clock.now += 30  # another process, 30 s later: Telegram's 40 s are not over
+        with pytest.raises(RetryLater) as info:
+            make(tg, http, sleeps, store=b, clock=clock).send("second")
+        assert tg.count == before  # not even tried
+        assert 9 <= info.value.delay <= 10
+        clock.now += 11
+        make(tg, http, sleeps, store=b, clock=clock).send("second")
+        assert [m["visible"] for m in sent(tg)] == ["second"]
+    finally:
+        a.close()
+        b.close()

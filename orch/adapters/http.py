@@ -244,6 +244,8 @@ class HttpCaller:
     `secrets` are scrubbed from every URL and message this object produces. `retry_after`
     reads the wait out of a 429 (Telegram keeps it in the JSON body). `on_attempt` runs
     before every real request, retries included; it may raise (a request budget does).
+    `on_response` sees every response received, 429s slept through included (a shared
+    rate limit records the server's wait there).
     """
 
     def __init__(
@@ -258,6 +260,7 @@ class HttpCaller:
         rng: random.Random | None = None,
         retry_after: Callable[[httpx.Response], float | None] = header_retry_after,
         on_attempt: Callable[[], None] | None = None,
+        on_response: Callable[[httpx.Response], None] | None = None,
     ):
         if policy.attempts < 1:
             raise ValueError("RetryPolicy.attempts must be at least 1")
@@ -270,6 +273,7 @@ class HttpCaller:
         self.rng = rng or random.Random()
         self.retry_after = retry_after
         self.on_attempt = on_attempt
+        self.on_response = on_response
 
     def __repr__(self) -> str:
         return f"HttpCaller(policy={self.policy!r}, secrets={len(self._secrets)} hidden)"
@@ -339,6 +343,8 @@ class HttpCaller:
                 detail = f"{type(exc).__name__}: {self.scrub(str(exc))}"
                 raise IntegrationError(f"{method} {shown} failed: {detail}", url=shown, status=None) from None
 
+            if self.on_response is not None:
+                self.on_response(response)
             status = response.status_code
             if 200 <= status < 300 or status in accept:
                 return response

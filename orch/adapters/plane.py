@@ -14,16 +14,20 @@ understand, and guessing would move the wrong work item.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import quote
 
 import httpx
 
-from orch.adapters.http import DEFAULT_POLICY, DEFAULT_TIMEOUT, HttpCaller, RetryPolicy
+from orch.adapters.http import DEFAULT_POLICY, DEFAULT_TIMEOUT, HttpCaller, RetryPolicy, header_retry_after
 from orch.errors import IntegrationError, RetryLater, UsageError
+
+if TYPE_CHECKING:
+    pass
 
 TERMINAL_GROUPS = frozenset({"completed", "cancelled"})
 MAX_PAGES = 1000  # a server that keeps saying "more" is broken; stop long before forever
@@ -64,6 +68,85 @@ class Relation(NamedTuple):
     project_id: str | None = None
 
 
+class SharedBudget:
+    """Plane's request limit, per API key and per minute, kept in the database.
+
+    Plane counts requests per API key (60 a minute by default, `API_KEY_RATE_LIMIT`), not per
+    process: a tick, the relay's drain and `orch deps ingest` in the same minute share it.
+    So every request of every orch process sharing the database is counted there, in a
+    sliding window (this minute's count plus the share of last minute's still inside the
+    last 60 s), and a request that would go past `per_minute` is not sent: `RetryLater`
+    with the wait. When Plane itself says to stop (a 429 with `Retry-After`, or
+    `X-RateLimit-Remaining: 0` with `X-RateLimit-Reset`, a Unix time), the wait is recorded
+    as a hold that every process honours. The bucket is a digest of the base URL and the
+    key: the key itself never reaches the database.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Any,
+        base_url: str,
+        api_key: str,
+        per_minute: int,
+        clock: Callable[[], float] = time.time,
+    ):
+        if per_minute < 1:
+            raise UsageError(f"per_minute must be at least 1, not {per_minute}")
+        digest = hashlib.sha256(f"{base_url.rstrip('/')}\n{api_key}".encode()).hexdigest()[:16]
+        self.bucket = f"plane:{digest}"
+        self.store = store
+        self.per_minute = per_minute
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return f"SharedBudget(bucket={self.bucket!r}, per_minute={self.per_minute})"
+
+    def take(self) -> None:
+        """Count one request, or raise RetryLater when the key's minute is spent or held."""
+        now = self.clock()
+        hold = self.store.hold_get(self.bucket)
+        if hold is not None and hold[0] > now:
+            raise RetryLater(
+                f"Plane asked every client of this API key to wait {hold[0] - now:.0f}s more "
+                f"({hold[1] or 'rate limit'})",
+                delay=hold[0] - now,
+            )
+        minute = int(now // 60)
+        if not self.store.rate_take(self.bucket, minute, self.per_minute, prev_weight=1 - (now % 60) / 60):
+            raise RetryLater(
+                f"Plane request budget of {self.per_minute} a minute for this API key is spent "
+                "(shared by every orch process)",
+                delay=60 - now % 60,
+            )
+
+    def observe(self, response: httpx.Response) -> None:
+        """Record the wait Plane asks for, so that no process sends before it is over."""
+        now = self.clock()
+        until: float | None = None
+        why = ""
+        if response.status_code == 429:
+            wait = header_retry_after(response)
+            reset = _reset_at(response)
+            until = reset if reset is not None and reset > now else now + (wait if wait is not None else 60.0)
+            if wait is not None:
+                until = max(until, now + wait)
+            why = "429 Too Many Requests"
+        elif response.headers.get("x-ratelimit-remaining", "").strip() == "0":
+            until, why = _reset_at(response), "X-RateLimit-Remaining: 0"
+        if until is not None and until > now:
+            self.store.hold_set(self.bucket, until=until, value=why)
+
+
+def _reset_at(response: httpx.Response) -> float | None:
+    """`X-RateLimit-Reset` as a Unix time (Plane's rate_limit.py sends `int(now + 60)`)."""
+    value = response.headers.get("x-ratelimit-reset", "").strip()
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 class PlaneClient:
     """A Plane workspace reached through `client` with an API key (`X-API-Key`)."""
 
@@ -81,6 +164,7 @@ class PlaneClient:
         timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
+        shared: SharedBudget | None = None,
     ):
         if not 1 <= per_page <= 100:
             raise UsageError(f"per_page must be between 1 and 100, not {per_page}")
@@ -94,6 +178,7 @@ class PlaneClient:
         self.requests_made = 0
         self.rate_limit_remaining: int | None = None
         self._api_key = api_key
+        self.shared = shared
         self._http = HttpCaller(
             client=client,
             secrets=(api_key,),
@@ -102,6 +187,7 @@ class PlaneClient:
             sleep=sleep,
             clock=clock,
             on_attempt=self._count,
+            on_response=shared.observe if shared is not None else None,
         )
 
     def __repr__(self) -> str:
@@ -114,6 +200,8 @@ class PlaneClient:
             raise RetryLater(
                 f"Plane request budget of {self.budget} is spent for this run", delay=self.budget_delay
             )
+        if self.shared is not None:
+            self.shared.take()
         self.requests_made += 1
 
     def reset_budget(self) -> None:
@@ -151,13 +239,13 @@ class PlaneClient:
             raise self._http.error(response, note=f"expected a JSON object, got {type(data).__name__}")
         return data
 
-    def _paginate(self, url: str) -> list[dict[str, Any]]:
+    def _paginate(self, url: str, extra: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
         """Every result of a cursor-paginated listing, in server order."""
         results: list[dict[str, Any]] = []
         cursor: str | None = None
         seen: set[str] = set()
         for _ in range(MAX_PAGES):
-            params: dict[str, str | int] = {"per_page": self.per_page}
+            params: dict[str, str | int] = {**(extra or {}), "per_page": self.per_page}
             if cursor is not None:
                 params["cursor"] = cursor
             response = self._call("GET", url, params=params)
@@ -188,9 +276,12 @@ class PlaneClient:
         return [_state(d, url) for d in self._paginate(url)]
 
     def list_work_items(self, project_id: str) -> list[WorkItem]:
-        """Every work item of a project. There is no state filter: filter the result."""
+        """Every work item of a project, each with its state expanded (`expand=state`: the
+        group inline, no states request needed to read it). There is no state filter:
+        filter the result."""
         url = self._project_url(project_id, "work-items")
-        return [parse_work_item(d, project_id=project_id, url=url) for d in self._paginate(url)]
+        pages = self._paginate(url, {"expand": "state"})
+        return [parse_work_item(d, project_id=project_id, url=url) for d in pages]
 
     def get_work_item(self, project_id: str, item_id: str) -> WorkItem | None:
         """One work item, or None when Plane answers 404 (deleted, or never there)."""

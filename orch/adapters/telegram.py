@@ -19,6 +19,7 @@ cheaper than a lost notice, and the outbox would resend it anyway.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Callable
@@ -138,6 +139,25 @@ def _telegram_retry_after(response: httpx.Response) -> float | None:
     return header_retry_after(response)
 
 
+class ChatMigrated(IntegrationError):
+    """The group became a supergroup: Telegram answers 400 with `migrate_to_chat_id`, and
+    every message to the old id fails until the configuration names the new one."""
+
+    def __init__(self, message: str, *, new_chat_id: int, url: str | None = None):
+        super().__init__(message, url=url, status=400)
+        self.new_chat_id = new_chat_id
+
+
+def _migrated_to(response: httpx.Response) -> int | None:
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    params = data.get("parameters") if isinstance(data, dict) else None
+    value = params.get("migrate_to_chat_id") if isinstance(params, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class TelegramClient:
     """A bot that sends HTML messages; the token never leaves this object unredacted."""
 
@@ -172,6 +192,10 @@ class TelegramClient:
     def __repr__(self) -> str:
         return f"TelegramClient(base_url={self.base_url!r}, token='***')"
 
+    def bot_key(self) -> str:
+        """A name for this bot in shared state: a digest, never the token itself."""
+        return hashlib.sha256(f"{self.base_url}\n{self._token}".encode()).hexdigest()[:16]
+
     def send_message(
         self,
         chat_id: int | str,
@@ -183,7 +207,8 @@ class TelegramClient:
         """Send `text` (HTML) as one or more messages; returns their message ids in order.
 
         Raises RetryLater when Telegram asks for a longer wait than `max_wait_s` (parts sent
-        before that stay sent), IntegrationError for any other failure.
+        before that stay sent), ChatMigrated when the chat is now a supergroup with another
+        id (nothing sent), IntegrationError for any other failure.
         """
         if not _ANY_TAG.sub("", text).strip():
             raise UsageError("refusing to send an empty Telegram message")
@@ -206,8 +231,38 @@ class TelegramClient:
             raise self._http.error(response, note="Telegram did not answer ok")
         return str(result.get("username") or "?")
 
+    def get_chat(self, chat_id: int | str) -> str:
+        """The chat's title (or username): proves the bot can see the chat. Raises
+        ChatMigrated when the group became a supergroup (the answer names the new id)."""
+        url = f"{self.base_url}/bot{self._token}/getChat"
+        response = self._http.request("POST", url, json={"chat_id": chat_id}, accept=(400,), idempotent=True)
+        if response.status_code == 400:
+            self._raise_migrated(response, chat_id)
+            raise self._http.error(response)
+        data = self._http.json(response)
+        result = data.get("result") if isinstance(data, dict) else None
+        if not isinstance(result, dict):
+            raise self._http.error(response, note="Telegram did not answer ok")
+        return str(result.get("title") or result.get("username") or result.get("id") or "?")
+
+    def _raise_migrated(self, response: httpx.Response, chat_id: int | str) -> None:
+        new = _migrated_to(response)
+        if new is not None:
+            raise ChatMigrated(
+                f"Telegram chat {chat_id} became a supergroup: its id is now {new} "
+                f'(set [telegram] chat_id = "{new}")',
+                new_chat_id=new,
+                url=self._http.redact(response.request.url),
+            )
+
     def _send(self, chat_id: int | str, text: str, thread_id: int | None, silent: bool) -> list[int]:
-        payload: dict[str, Any] = {"chat_id": chat_id, "text": text, "parse_mode": "HTML"}
+        # PR and CI links would each unfold into a preview card: keep messages one line.
+        payload: dict[str, Any] = {
+            "chat_id": chat_id,
+            "text": text,
+            "parse_mode": "HTML",
+            "link_preview_options": {"is_disabled": True},
+        }
         if thread_id is not None:
             payload["message_thread_id"] = thread_id
         if silent:
@@ -215,6 +270,7 @@ class TelegramClient:
         url = f"{self.base_url}/bot{self._token}/sendMessage"
         response = self._http.request("POST", url, json=payload, accept=(400,), idempotent=True)
         if response.status_code == 400:
+            self._raise_migrated(response, chat_id)
             if "too long" not in self._http.excerpt(response).lower():
                 raise self._http.error(response)
             smaller = min(self.limit, _units(text)) // 2

@@ -53,7 +53,7 @@ def open_runtime(
     clock = time.time
     try:
         tracker = _tracker(cfg, store, clock)
-        notifier = _notifier(cfg)
+        notifier = _notifier(cfg, store, clock)
     except BaseException:
         store.close()
         raise
@@ -81,19 +81,30 @@ def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> Tracker:
         from orch.adapters.console import LocalTracker
 
         return LocalTracker()
-    from orch.adapters.plane import PlaneClient
+    from orch.adapters.plane import PlaneClient, SharedBudget
     from orch.adapters.tracker_plane import PlaneTracker
 
     i = cfg.integrations
+    api_key = secret(i.plane_api_key_env, "[plane] api_key_env")
     client = PlaneClient(
         client=_http(i.plane_timeout_s),
         base_url=i.plane_base_url,
         workspace=i.plane_workspace,
-        api_key=secret(i.plane_api_key_env, "[plane] api_key_env"),
+        api_key=api_key,
         per_page=i.plane_per_page,
         # Plane allows 60 requests a minute per key: one run (one process, one tick) may
         # spend this many; the reconciler goes on from where it stopped on the next run.
         budget=i.plane_requests_per_run or None,
+        # ... and all processes together this many a minute, counted in the DB.
+        shared=SharedBudget(
+            store=store,
+            base_url=i.plane_base_url,
+            api_key=api_key,
+            per_minute=i.plane_requests_per_minute,
+            clock=clock,
+        )
+        if i.plane_requests_per_minute
+        else None,
     )
     return PlaneTracker(
         client=client,
@@ -104,7 +115,7 @@ def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> Tracker:
     )
 
 
-def _notifier(cfg: Config) -> Notifier:
+def _notifier(cfg: Config, store: Store | None = None, clock: Callable[[], float] = time.time) -> Notifier:
     if cfg.notifier_kind == "console":
         from orch.adapters.console import ConsoleNotifier
 
@@ -119,7 +130,14 @@ def _notifier(cfg: Config) -> Notifier:
         token=secret(i.telegram_token_env, "[telegram] token_env"),
         max_wait_s=i.telegram_max_wait_s,
     )
-    return TelegramNotifier(client=client, chat_id=i.telegram_chat_id, thread_id=i.telegram_thread_id or None)
+    return TelegramNotifier(
+        client=client,
+        chat_id=i.telegram_chat_id,
+        thread_id=i.telegram_thread_id or None,
+        disable_notification=i.telegram_disable_notification,
+        store=store,
+        clock=clock,
+    )
 
 
 def _forge(cfg: Config, store: Store, runner: ProcessRunner, clock: Callable[[], float]) -> Forge:

@@ -97,7 +97,9 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
                 raise RetryLater(f"{left} requests left, kept for write-backs", delay=60)
             items = tracker.list_items(project)
             groups: dict[str, str] = {}
-            for s in tracker.states(project):
+            # The listing expands each item's state (its group inline): the project's
+            # states are fetched only when an item came without it.
+            for s in tracker.states(project) if any(i.state is None for i in items) else ():
                 # One UUID under several names (a badly configured project): a terminal
                 # group wins, as in the tracker's own resolution.
                 if groups.get(s.id) not in ("completed", "cancelled"):
@@ -116,8 +118,10 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
             log.warning("reconcile_tracker_failed", project=project.key, error=str(e))
             continue
         for item in items:
-            group = groups.get(item.state_id)
-            logical = tracker.logical_of(project, state_id=item.state_id, group=group)
+            seen = item.state  # the state Plane resolved for this item: its group cannot alias
+            group = seen.group if seen is not None else groups.get(item.state_id)
+            name = seen.name if seen is not None else None
+            logical = tracker.logical_of(project, state_id=item.state_id, name=name, group=group)
             out[item.id] = (project, item, logical, group)
     else:
         if projects:

@@ -1067,17 +1067,27 @@ class Store:
 
     # -- request budgets and holds (rate limits shared by every process) ---------------
 
-    def rate_take(self, bucket: str, window: int, limit: int) -> bool:
-        """Count one request in `bucket` for `window` if fewer than `limit` were counted;
-        False (and nothing counted) when the window is full. Older windows are dropped."""
+    def rate_take(self, bucket: str, window: int, limit: int, *, prev_weight: float = 0.0) -> bool:
+        """Count one request in `bucket` for `window` unless that would pass `limit`, where
+        the count is this window's plus `prev_weight` times the previous one's (a sliding
+        window: the share of the last window still inside the period). False, with nothing
+        counted, when full. Windows older than the previous one are dropped."""
         with self.write() as c:
             c.execute("DELETE FROM rate_windows WHERE bucket = ? AND minute < ?", (bucket, window - 1))
-            cur = c.execute(
-                "INSERT INTO rate_windows (bucket, minute, used) VALUES (?, ?, 1) "
-                "ON CONFLICT (bucket, minute) DO UPDATE SET used = used + 1 WHERE used < ?",
-                (bucket, window, limit),
+            rows = dict(
+                c.execute(
+                    "SELECT minute, used FROM rate_windows WHERE bucket = ? AND minute IN (?, ?)",
+                    (bucket, window - 1, window),
+                ).fetchall()
             )
-            return cur.rowcount == 1
+            if rows.get(window, 0) + prev_weight * rows.get(window - 1, 0) + 1 > limit:
+                return False
+            c.execute(
+                "INSERT INTO rate_windows (bucket, minute, used) VALUES (?, ?, 1) "
+                "ON CONFLICT (bucket, minute) DO UPDATE SET used = used + 1",
+                (bucket, window),
+            )
+            return True
 
     def rate_used(self, bucket: str, window: int) -> int:
         row = self._one("SELECT used FROM rate_windows WHERE bucket = ? AND minute = ?", (bucket, window))

@@ -20,6 +20,7 @@ import hashlib
 import html
 import itertools
 import json
+import math
 import re
 import threading
 import time
@@ -230,6 +231,11 @@ class FakePlane(FakeServer):
         self.workspace = workspace
         self.workspace_id = _uuid("workspace")
         self.projects: dict[str, dict[str, Any]] = {}
+        # API_KEY_RATE_LIMIT as requests per minute (rate_limit.py, DRF's sliding window);
+        # None: no limit and no X-RateLimit-* headers.
+        self.rate_limit: int | None = None
+        self.clock = time.time
+        self._history: list[float] = []
 
     def add_project(self, identifier: str) -> str:
         pid = _uuid("project")
@@ -309,6 +315,26 @@ class FakePlane(FakeServer):
     def route(self, req: Recorded) -> Reply:
         if req.headers.get("x-api-key") != self.api_key:
             return Reply(401, {"detail": "Given API token is not valid"})
+        if self.rate_limit is None:
+            return self._route(req)
+        # ApiKeyRateThrottle: DRF's SimpleRateThrottle (history of request times in the last
+        # 60 s); a refusal is 429 with Retry-After; a success carries the remaining count
+        # (this request included) and `X-RateLimit-Reset` = int(now + 60), set in base.py.
+        now = self.clock()
+        self._history = [t for t in self._history if t > now - 60]
+        if len(self._history) >= self.rate_limit:
+            wait = math.ceil(60 - (now - self._history[0]))
+            detail = f"Request was throttled. Expected available in {wait} seconds."
+            return Reply(429, {"detail": detail}, {"Retry-After": str(wait)})
+        self._history.append(now)
+        reply = self._route(req)
+        limits = {
+            "X-RateLimit-Remaining": str(max(0, self.rate_limit - len(self._history))),
+            "X-RateLimit-Reset": str(int(now + 60)),
+        }
+        return reply._replace(headers={**(reply.headers or {}), **limits})
+
+    def _route(self, req: Recorded) -> Reply:
         if not req.path.endswith("/"):
             return Reply(404, {"detail": "Not found (Plane paths end with a slash)"})
         parts = req.segments()
@@ -392,7 +418,6 @@ class FakePlane(FakeServer):
                 "extra_stats": None,
                 "results": results,
             },
-            {"X-RateLimit-Remaining": str(max(0, 60 - len(self.requests)))},
         )
 
 
@@ -678,6 +703,7 @@ class FakeTelegram(FakeServer):
         self.token = token
         self.max_length = max_length
         self.messages: list[dict[str, Any]] = []
+        self.migrated: dict[str, int] = {}  # old chat id -> the supergroup it became
 
     def flood(self, n: int, retry_after: int) -> None:
         """The next `n` requests hit flood control, the way Telegram reports it."""
@@ -689,6 +715,23 @@ class FakeTelegram(FakeServer):
         }
         self.fail_next(n, 429, body=body, retry_after=retry_after)
 
+    def migrate(self, chat_id: int | str, to: int) -> None:
+        """The group became a supergroup: the old id answers 400 with `migrate_to_chat_id`."""
+        with self.lock:
+            self.migrated[str(chat_id)] = to
+
+    def _moved(self, chat_id: Any) -> Reply | None:
+        new = self.migrated.get(str(chat_id))
+        if new is None:
+            return None
+        body = {
+            "ok": False,
+            "error_code": 400,
+            "description": "Bad Request: group chat was upgraded to a supergroup chat",
+            "parameters": {"migrate_to_chat_id": new},
+        }
+        return Reply(400, body)
+
     def route(self, req: Recorded) -> Reply:
         parts = req.segments()
         if len(parts) != 2 or not parts[0].startswith("bot"):
@@ -697,9 +740,19 @@ class FakeTelegram(FakeServer):
             return Reply(401, {"ok": False, "error_code": 401, "description": "Unauthorized"})
         if parts[1] == "getMe" and req.method == "GET":
             return Reply(200, {"ok": True, "result": {"id": 1, "is_bot": True, "username": "orch_test_bot"}})
+        if parts[1] == "getChat" and req.method in ("GET", "POST"):
+            chat = (req.json() or {}).get("chat_id", req.query.get("chat_id"))
+            moved = self._moved(chat)
+            if moved is not None:
+                return moved
+            chat_info = {"id": chat, "type": "supergroup", "title": "orch alerts"}
+            return Reply(200, {"ok": True, "result": chat_info})
         if parts[1] != "sendMessage" or req.method != "POST":
             return Reply(404, {"ok": False, "error_code": 404, "description": "Not Found"})
         data = req.json() or {}
+        moved = self._moved(data.get("chat_id"))
+        if moved is not None:
+            return moved
         text = data.get("text")
         if not isinstance(text, str):
             return self._bad("message text is empty")
