@@ -14,7 +14,10 @@ names the environment variable that holds one.
 from __future__ import annotations
 
 import copy
+import difflib
+import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -253,6 +256,7 @@ class Gate(NamedTuple):
     bind_head: bool = False
     command: str | None = None
     timeout_s: float = 60.0
+    pass_env: tuple[str, ...] = ()  # secrets its command is given (docs/security.md)
 
 
 class Effect(NamedTuple):
@@ -262,6 +266,7 @@ class Effect(NamedTuple):
     command: str | None = None
     probe: str | None = None
     timeout_s: float = 900.0
+    pass_env: tuple[str, ...] = ()  # secrets its command and probe are given
 
 
 class Agent(NamedTuple):
@@ -272,6 +277,7 @@ class Agent(NamedTuple):
     stall_timeout_s: float = 0.0  # 0: off
     max_attempts: int = 3
     max_concurrency: int = 0  # 0: only the global limit
+    pass_env: tuple[str, ...] = ()  # secrets the agent is given back by name (docs/security.md)
 
 
 class Repo(NamedTuple):
@@ -345,6 +351,14 @@ class Config(NamedTuple):
     def log_dir(self) -> Path:
         return self.state_dir / "logs"
 
+    def secret_env_names(self) -> frozenset[str]:
+        """Every variable orch knows holds a secret: the value of each `*_env` key.
+
+        Commands orch runs (agents, hooks, gates, effects, CI) never inherit these; a
+        `pass_env` list gives one back by name.
+        """
+        return frozenset(str(x) for x in _env_values(self.raw or DEFAULTS))
+
     def transitions_from(self, stage: str) -> tuple[Transition, ...]:
         return tuple(t for t in self.transitions if t.source == stage)
 
@@ -410,8 +424,16 @@ def load(
     if path is not None:
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {e.start} is {e.object[e.start : e.start + 1]!r}): "
+                "save the file as UTF-8",
+                problems=(("file", f"not UTF-8 text (byte {e.start})"),),
+            ) from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: not valid TOML: {e}") from None
+            raise ConfigError(
+                f"{path}: not valid TOML: {e}", problems=(("file", f"not valid TOML: {e}"),)
+            ) from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
     return build(data, source=path, cwd=cwd, environ=env)
@@ -439,24 +461,32 @@ def build(
     cwd: Path | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> Config:
+    """Validate `data` laid over DEFAULTS, with ORCH_* overrides from `environ`.
+
+    Every problem is collected before one ConfigError is raised with all of them (its
+    `problems` feed `orch config check`): a file with three typos takes one fix, not three.
+    """
     env = os.environ if environ is None else environ
     where = str(source) if source else "embedded defaults"
     raw = merged(data)
+    v = _Validator(where)
     for section, table in data.items():
         if section not in DEFAULTS:
-            raise ConfigError(f"{where}: unknown section [{section}] (known: {', '.join(DEFAULTS)})")
-        if section in _PLAIN_SECTIONS and isinstance(table, dict):
-            for key in table:
-                if key not in DEFAULTS[section]:
-                    known = ", ".join(DEFAULTS[section])
-                    raise ConfigError(f"{where}: [{section}] {key}: unknown key (expected one of {known})")
-    # A pipeline that names its stages replaces the default stages; it does not add to them.
-    if isinstance(data.get("pipeline"), dict) and isinstance(data["pipeline"].get("stages"), dict):
-        raw["pipeline"]["stages"] = copy.deepcopy(data["pipeline"]["stages"])
-    _apply_env(raw, env)
-    v = _Validator(where)
+            v.error(section, None, f"unknown section [{section}] (known: {', '.join(DEFAULTS)})")
+        elif section in _PLAIN_SECTIONS and isinstance(table, dict):
+            v.only(table, section, set(DEFAULTS[section]))
+    v.origin = _apply_env(raw, env, v)
+    _unknown_variables(raw, env, v)
+    cfg = _build(v, raw, source=source, cwd=cwd, environ=env)
+    v.raise_if_any()
+    return cfg
+
+
+def _build(
+    v: _Validator, raw: dict[str, Any], *, source: Path | None, cwd: Path | None, environ: Mapping[str, str]
+) -> Config:
     base_dir = (source.parent if source else (cwd or Path.cwd())).resolve()
-    home = env.get("ORCH_HOME")
+    home = environ.get("ORCH_HOME")
     state_dir = Path(home).resolve() if home else base_dir / ".orch"
 
     store = v.table(raw, "store")
@@ -464,16 +494,18 @@ def build(
     workspace = v.table(raw, "workspace")
     ws = v.string(workspace, "workspace", "root")
     pipe = v.table(raw, "pipeline")
+    v.only(pipe, "pipeline", set(DEFAULTS["pipeline"]))
 
     stages: dict[str, Stage] = {}
     for name, st in v.table(pipe, "pipeline", "stages").items():
-        st = v.is_table(st, f"pipeline.stages.{name}")
-        v.only(st, f"pipeline.stages.{name}", {"agent", "human", "terminal"})
+        key = f"pipeline.stages.{name}"
+        st = v.is_table(st, key)
+        v.only(st, key, {"agent", "human", "terminal"})
         stages[name] = Stage(
             name=name,
-            agent=v.opt_string(st, f"pipeline.stages.{name}", "agent"),
-            human=v.boolean(st, f"pipeline.stages.{name}", "human", False),
-            terminal=v.boolean(st, f"pipeline.stages.{name}", "terminal", False),
+            agent=v.opt_string(st, key, "agent"),
+            human=v.boolean(st, key, "human", False),
+            terminal=v.boolean(st, key, "terminal", False),
         )
     gates = {
         name: _gate(v, name, v.is_table(g, f"gates.{name}")) for name, g in v.table(raw, "gates").items()
@@ -485,43 +517,19 @@ def build(
     agents = {
         name: _agent(v, name, v.is_table(a, f"agents.{name}")) for name, a in v.table(raw, "agents").items()
     }
-    transitions = []
-    tlist = pipe.get("transitions")
-    if not isinstance(tlist, list):
-        raise ConfigError(f"{where}: [pipeline] transitions: expected an array of tables")
-    for i, t in enumerate(tlist):
-        key = f"pipeline.transitions[{i}]"
-        t = v.is_table(t, key)
-        v.only(t, key, {"from", "to", "gates", "effects", "retry", "on_fail"})
-        tr = Transition(
-            source=v.string(t, key, "from"),
-            target=v.string(t, key, "to"),
-            gates=v.names(t, key, "gates"),
-            effects=v.names(t, key, "effects"),
-            retry=v.boolean(t, key, "retry", False),
-            on_fail=v.opt_string(t, key, "on_fail"),
-        )
-        for s in (tr.source, tr.target, *([tr.on_fail] if tr.on_fail else [])):
-            if s not in stages:
-                raise ConfigError(f"{where}: [{key}] stage {s!r} is not in [pipeline.stages]")
-        for g in tr.gates:
-            if g not in gates:
-                raise ConfigError(f"{where}: [{key}] gates: unknown gate {g!r} (define [gates.{g}])")
-        for e in tr.effects:
-            if e not in effects:
-                raise ConfigError(f"{where}: [{key}] effects: unknown effect {e!r} (define [effects.{e}])")
-        transitions.append(tr)
+    transitions = _transitions(v, pipe, stages, gates, effects)
     for st in stages.values():
         if st.agent and st.agent not in agents:
-            raise ConfigError(
-                f"{where}: [pipeline.stages.{st.name}] agent: unknown agent {st.agent!r} "
-                f"(define [agents.{st.agent}])"
+            v.error(
+                f"pipeline.stages.{st.name}",
+                "agent",
+                f"unknown agent {st.agent!r} (define [agents.{st.agent}]; known: {', '.join(agents)})",
             )
     initial = v.string(pipe, "pipeline", "initial")
     if initial not in stages:
-        raise ConfigError(f"{where}: [pipeline] initial: {initial!r} is not in [pipeline.stages]")
+        v.error("pipeline", "initial", f"{initial!r} is not in [pipeline.stages]")
     if not any(s.terminal for s in stages.values()):
-        raise ConfigError(f"{where}: [pipeline.stages]: no stage has terminal = true")
+        v.error("pipeline.stages", None, "no stage has terminal = true")
 
     repos: dict[str, Repo] = {}
     for name, r in v.table(raw, "repos").items():
@@ -532,9 +540,7 @@ def build(
         repos[name] = Repo(
             name=name,
             path=(p if p.is_absolute() else base_dir / p),
-            default_branch=r.get("default_branch", "main")
-            if isinstance(r.get("default_branch", "main"), str)
-            else v.string(r, key, "default_branch"),
+            default_branch=v.string(r, key, "default_branch", "main"),
             ci=v.opt_string(r, key, "ci"),
             ci_timeout_s=v.number(r, key, "ci_timeout_s", 1800.0),
             forge_repo=v.opt_string(r, key, "forge_repo"),
@@ -553,7 +559,10 @@ def build(
     finished = v.names(deps, "deps", "finished_stages")
     for st_name in finished:
         if st_name not in stages:
-            raise ConfigError(f"{where}: [deps] finished_stages: {st_name!r} is not in [pipeline.stages]")
+            v.error("deps", "finished_stages", f"{st_name!r} is not in [pipeline.stages]")
+    relay_host = v.string(relay, "relay", "host")
+    if relay_host and not _HOST.fullmatch(relay_host):
+        v.error("relay", "host", f"{relay_host!r} is not a host name or an IP address")
     return Config(
         source=source,
         base_dir=base_dir,
@@ -570,10 +579,10 @@ def build(
         deps_enabled=v.boolean(deps, "deps", "enabled", True),
         finished_stages=finished,
         premerge_rebase_always=v.boolean(v.table(raw, "merge"), "merge", "premerge_rebase_always", True),
-        hooks={h: str(workspace[h]) for h in HOOKS if workspace.get(h)},
+        hooks={h: str(workspace[h]) for h in HOOKS if isinstance(workspace.get(h), str) and workspace[h]},
         hook_timeout_s=v.number(workspace, "workspace", "hook_timeout_s", 120),
-        relay_host=v.string(relay, "relay", "host"),
-        relay_port=v.integer(relay, "relay", "port", 8787),
+        relay_host=relay_host,
+        relay_port=v.integer(relay, "relay", "port", 8787, maximum=65535),
         relay_max_body=v.integer(relay, "relay", "max_body_bytes", 1048576, minimum=1),
         plane_secret_env=v.string(relay, "relay", "plane_secret_env"),
         gitea_secret_env=v.string(relay, "relay", "gitea_secret_env"),
@@ -602,15 +611,105 @@ def build(
     )
 
 
+# A host name (RFC 1123 labels), an IPv4 address, or an IPv6 address (bare or in brackets).
+# Resolving it is left to `relay serve` and `config check`: every command loads the
+# configuration, and none of them should wait on DNS.
+_HOST = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|\[?[0-9A-Fa-f:.]+(%\w+)?\]?"
+)
+
+
+def _transitions(
+    v: _Validator,
+    pipe: dict[str, Any],
+    stages: dict[str, Stage],
+    gates: dict[str, Gate],
+    effects: dict[str, Effect],
+) -> list[Transition]:
+    transitions: list[Transition] = []
+    tlist = pipe.get("transitions")
+    if not isinstance(tlist, list):
+        v.error("pipeline", "transitions", "expected an array of tables")
+        return transitions
+    for i, t in enumerate(tlist):
+        key = f"pipeline.transitions[{i}]"
+        t = v.is_table(t, key)
+        v.only(t, key, {"from", "to", "gates", "effects", "retry", "on_fail"})
+        tr = Transition(
+            source=v.string(t, key, "from"),
+            target=v.string(t, key, "to"),
+            gates=v.names(t, key, "gates"),
+            effects=v.names(t, key, "effects"),
+            retry=v.boolean(t, key, "retry", False),
+            on_fail=v.opt_string(t, key, "on_fail"),
+        )
+        for field, s in (("from", tr.source), ("to", tr.target), ("on_fail", tr.on_fail)):
+            if s is not None and s not in stages:
+                v.error(key, field, f"stage {s!r} is not in [pipeline.stages]")
+        if tr.source in stages and stages[tr.source].terminal:
+            v.error(key, "from", f"{tr.source!r} is a terminal stage: no transition may leave it")
+        for g in tr.gates:
+            if g not in gates:
+                v.error(key, "gates", f"unknown gate {g!r} (define [gates.{g}])")
+        for e in tr.effects:
+            if e not in effects:
+                v.error(key, "effects", f"unknown effect {e!r} (define [effects.{e}])")
+        transitions.append(tr)
+    _ungated_cycle(v, transitions)
+    return transitions
+
+
+def _ungated_cycle(v: _Validator, transitions: list[Transition]) -> None:
+    """A loop of transitions without gates would move a task one step per tick, forever."""
+    edges: dict[str, list[tuple[int, str]]] = {}
+    for i, t in enumerate(transitions):
+        if not t.gates:
+            edges.setdefault(t.source, []).append((i, t.target))
+    done: set[str] = set()
+    for start in sorted(edges):
+        path: list[tuple[int, str]] = []  # (transition index, stage it leads to)
+        on_path = {start: 0}
+        stack = [iter(edges.get(start, []))]
+        while stack:
+            step = next(stack[-1], None)
+            if step is None:
+                stack.pop()
+                if path:
+                    on_path.pop(path.pop()[1], None)
+                continue
+            i, nxt = step
+            if nxt in on_path:
+                loop = [*path[on_path[nxt] :], (i, nxt)]
+                names = " -> ".join([nxt, *(s for _, s in loop)])
+                v.error(
+                    f"pipeline.transitions[{loop[0][0]}]",
+                    "gates",
+                    f"a cycle with no gates ({names}) would move a task one step per tick "
+                    "forever: give one of its transitions a gate",
+                )
+                return
+            if nxt in done:
+                continue
+            path.append((i, nxt))
+            on_path[nxt] = len(path)
+            stack.append(iter(edges.get(nxt, [])))
+        done.add(start)
+
+
 def _stage_grace(v: _Validator, rec: dict[str, Any], stages: dict[str, Stage]) -> dict[str, float]:
     out = {}
+    section = "reconcile.stage_grace_s"
     for stage, seconds in v.table(rec, "reconcile", "stage_grace_s").items():
         if stage not in stages:
-            raise ConfigError(
-                f"{v.where}: [reconcile.stage_grace_s] {stage}: not a stage of [pipeline.stages]"
-            )
-        out[stage] = v.number({"s": seconds}, "reconcile.stage_grace_s", "s", 0)
+            v.error(section, stage, "not a stage of [pipeline.stages]")
+        out[stage] = v.number({stage: seconds}, section, stage, 0)
     return out
+
+
+# Plane's REST API refuses per_page above its paginator's maximum with 400 "Invalid
+# per_page value" (BasePaginator.get_per_page, makeplane/plane): 100 in the releases
+# through 2025, 1000 in newer community editions. 100 is what every version accepts.
+PLANE_MAX_PER_PAGE = 100
 
 
 def _integrations(
@@ -635,22 +734,27 @@ def _integrations(
         states = v.table(p, section, "states")
         for logical, name in states.items():
             if logical not in LOGICAL_STATES:
-                raise ConfigError(
-                    f"{v.where}: [{section}.states] {logical}: unknown status key "
-                    f"(expected one of {', '.join(LOGICAL_STATES)})"
+                v.error(
+                    f"{section}.states",
+                    logical,
+                    f"unknown status key (expected one of {', '.join(LOGICAL_STATES)})",
                 )
-            if not isinstance(name, str):
-                raise ConfigError(f"{v.where}: [{section}.states] {logical}: expected a state name")
+            elif not isinstance(name, str):
+                v.error(f"{section}.states", logical, f"expected a state name, got {name!r}")
         repo = v.string(p, section, "repo")
         if repo not in repos:
-            raise ConfigError(f"{v.where}: [{section}] repo: {repo!r} is not a configured [repos.*]")
+            v.error(section, "repo", f"{repo!r} is not a configured [repos.*]")
         projects[key] = PlaneProject(key=key, id=v.string(p, section, "id"), repo=repo, states=dict(states))
+    chat_id = tg.get("chat_id", "")
+    if isinstance(chat_id, bool) or not isinstance(chat_id, str | int):
+        v.error("telegram", "chat_id", f'expected one chat id (a number or "@channel"), got {chat_id!r}')
+        chat_id = ""
     out = Integrations(
         plane_base_url=v.string(plane, "plane", "base_url"),
         plane_workspace=v.string(plane, "plane", "workspace"),
         plane_api_key_env=v.string(plane, "plane", "api_key_env"),
         plane_states_ttl_s=v.number(plane, "plane", "states_ttl_s", 300),
-        plane_per_page=v.integer(plane, "plane", "per_page", 100, minimum=1),
+        plane_per_page=v.integer(plane, "plane", "per_page", 100, minimum=1, maximum=PLANE_MAX_PER_PAGE),
         plane_requests_per_run=v.integer(plane, "plane", "requests_per_run", 50),
         plane_requests_per_minute=v.integer(plane, "plane", "requests_per_minute", 50, minimum=0),
         plane_timeout_s=v.number(plane, "plane", "timeout_s", 10),
@@ -664,7 +768,7 @@ def _integrations(
         else state_dir / "mirrors",
         telegram_base_url=v.string(tg, "telegram", "base_url"),
         telegram_token_env=v.string(tg, "telegram", "token_env"),
-        telegram_chat_id=str(tg.get("chat_id", "")),
+        telegram_chat_id=str(chat_id),
         telegram_thread_id=v.integer(tg, "telegram", "thread_id", 0),
         telegram_max_wait_s=v.number(tg, "telegram", "max_wait_s", 5),
         telegram_timeout_s=v.number(tg, "telegram", "timeout_s", 10),
@@ -673,23 +777,25 @@ def _integrations(
     if tracker.get("kind") == "plane":
         for k in ("base_url", "workspace"):
             if not plane.get(k):
-                raise ConfigError(f'{v.where}: [plane] {k}: required with [tracker] kind = "plane"')
+                v.error("plane", k, 'required with [tracker] kind = "plane"')
         if not projects:
-            raise ConfigError(
-                f"{v.where}: [plane.projects.KEY]: at least one project (id, repo) is required "
-                'with [tracker] kind = "plane"'
+            v.error(
+                "plane.projects.KEY",
+                None,
+                'at least one project (id, repo) is required with [tracker] kind = "plane"',
             )
     if forge_kind == "gitea":
         if not out.gitea_base_url:
-            raise ConfigError(f'{v.where}: [gitea] base_url: required with [forge] kind = "gitea"')
+            v.error("gitea", "base_url", 'required with [forge] kind = "gitea"')
         for configured in repos.values():
             if not configured.forge_repo or "/" not in configured.forge_repo:
-                raise ConfigError(
-                    f'{v.where}: [repos.{configured.name}] forge_repo: "owner/name" is required '
-                    'with [forge] kind = "gitea"'
+                v.error(
+                    f"repos.{configured.name}",
+                    "forge_repo",
+                    '"owner/name" is required with [forge] kind = "gitea"',
                 )
     if notifier_kind == "telegram" and not out.telegram_chat_id:
-        raise ConfigError(f'{v.where}: [telegram] chat_id: required with [notifier] kind = "telegram"')
+        v.error("telegram", "chat_id", 'required with [notifier] kind = "telegram"')
     return out
 
 
@@ -700,7 +806,7 @@ def _path(p: str, base: Path) -> Path:
 
 def _gate(v: _Validator, name: str, g: dict[str, Any]) -> Gate:
     key = f"gates.{name}"
-    v.only(g, key, {"type", "verdict", "bind_head", "command", "timeout_s"})
+    v.only(g, key, {"type", "verdict", "bind_head", "command", "timeout_s", "pass_env"})
     gtype = v.choice(g, key, "type", GATE_TYPES)
     gate = Gate(
         name=name,
@@ -709,17 +815,18 @@ def _gate(v: _Validator, name: str, g: dict[str, Any]) -> Gate:
         bind_head=v.boolean(g, key, "bind_head", False),
         command=v.opt_string(g, key, "command"),
         timeout_s=v.number(g, key, "timeout_s", 60.0),
+        pass_env=v.variables(g, key, "pass_env"),
     )
     if gtype in ("command", "monitor") and not gate.command:
-        raise ConfigError(f'{v.where}: [{key}] command: required for type = "{gtype}"')
+        v.error(key, "command", f'required for type = "{gtype}"')
     if gtype == "verdict" and gate.verdict not in ("approve", "reject"):
-        raise ConfigError(f'{v.where}: [{key}] verdict: expected "approve" or "reject"')
+        v.error(key, "verdict", 'expected "approve" or "reject"')
     return gate
 
 
 def _effect(v: _Validator, name: str, e: dict[str, Any]) -> Effect:
     key = f"effects.{name}"
-    v.only(e, key, {"type", "irreversible", "command", "probe", "timeout_s"})
+    v.only(e, key, {"type", "irreversible", "command", "probe", "timeout_s", "pass_env"})
     etype = v.choice(e, key, "type", EFFECT_TYPES)
     eff = Effect(
         name=name,
@@ -728,15 +835,20 @@ def _effect(v: _Validator, name: str, e: dict[str, Any]) -> Effect:
         command=v.opt_string(e, key, "command"),
         probe=v.opt_string(e, key, "probe"),
         timeout_s=v.number(e, key, "timeout_s", 900.0),
+        pass_env=v.variables(e, key, "pass_env"),
     )
     if etype == "command" and not eff.command:
-        raise ConfigError(f'{v.where}: [{key}] command: required for type = "command"')
+        v.error(key, "command", 'required for type = "command"')
     return eff
 
 
 def _agent(v: _Validator, name: str, a: dict[str, Any]) -> Agent:
     key = f"agents.{name}"
-    v.only(a, key, {"command", "prompt", "timeout_s", "stall_timeout_s", "max_attempts", "max_concurrency"})
+    v.only(
+        a,
+        key,
+        {"command", "prompt", "timeout_s", "stall_timeout_s", "max_attempts", "max_concurrency", "pass_env"},
+    )
     agent = Agent(
         name=name,
         command=v.string(a, key, "command"),
@@ -745,12 +857,15 @@ def _agent(v: _Validator, name: str, a: dict[str, Any]) -> Agent:
         stall_timeout_s=v.number(a, key, "stall_timeout_s", 0.0),
         max_attempts=v.integer(a, key, "max_attempts", 3, minimum=1),
         max_concurrency=v.integer(a, key, "max_concurrency", 0),
+        pass_env=v.variables(a, key, "pass_env"),
     )
     unknown = _template_names(agent.prompt) - PROMPT_VARIABLES
     if unknown:
-        raise ConfigError(
-            f"{v.where}: [{key}] prompt: unknown variable ${sorted(unknown)[0]} "
-            f"(known: {', '.join(sorted(PROMPT_VARIABLES))})"
+        v.error(
+            key,
+            "prompt",
+            f"unknown variable ${sorted(unknown)[0]} (known: {', '.join(sorted(PROMPT_VARIABLES))}; "
+            "write $$ for a literal $ before a name)",
         )
     return agent
 
@@ -772,11 +887,66 @@ def _template_names(template: str) -> set[str]:
     return names
 
 
+def render_template(template: str, values: Mapping[str, str]) -> str:
+    """A prompt template with its $variables filled in (`string.Template` syntax).
+
+    A `$` that does not start a name ("This costs $5", a lone `$`) is kept as written
+    instead of failing every job; `$$` is a literal `$`. An unknown $name raises
+    KeyError (the configuration refuses it at load).
+    """
+    import string
+
+    def fill(m: re.Match[str]) -> str:
+        if m.group("escaped") is not None:
+            return "$"
+        name = m.group("named") or m.group("braced")
+        if name is not None:
+            return values[name]
+        return m.group(0)  # invalid: not a placeholder, keep it
+
+    return string.Template.pattern.sub(fill, template)
+
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
+# ORCH_* variables that are not ORCH_<SECTION>_<KEY> overrides. Any other ORCH_* variable
+# is a configuration error (a misspelt kill-switch must not be silently ignored): a new
+# variable that orch reads or sets must be listed here.
+RESERVED_VARIABLES = frozenset(
+    {
+        # read by orch itself
+        "ORCH_CONFIG",
+        "ORCH_HOME",
+        "ORCH_LOG_FORMAT",
+        "ORCH_LOG_LEVEL",
+        "ORCH_LOG_FILE",
+        "ORCH_ACTOR",
+        "ORCH_FAULT",
+        "ORCH_BOOT_ID",
+        # set by orch for the commands it runs (an agent may run orch in turn)
+        "ORCH_TASK_KEY",
+        "ORCH_TASK_TITLE",
+        "ORCH_TASK_REPO",
+        "ORCH_STAGE",
+        "ORCH_RETRIES",
+        "ORCH_BRANCH",
+        "ORCH_WORKTREE",
+        "ORCH_PROMPT_FILE",
+        "ORCH_VERDICT_FILE",
+        "ORCH_JOB_ID",
+        "ORCH_ATTEMPT",
+        "ORCH_AGENT",
+        "ORCH_NOTE",
+        "ORCH_HOOK",
+        "ORCH_CI_SHA",
+    }
+)
 
-def _apply_env(raw: dict[str, Any], env: Any) -> None:
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str], v: _Validator) -> dict[tuple[str, str], str]:
+    """Lay ORCH_<SECTION>_<KEY> over `raw`; returns which variable set which key."""
+    origin: dict[tuple[str, str], str] = {}
     for section in _ENV_SECTIONS:
         table = raw.get(section)
         if not isinstance(table, dict):
@@ -787,6 +957,7 @@ def _apply_env(raw: dict[str, Any], env: Any) -> None:
             var = f"ORCH_{section}_{key}".upper()
             if var not in env:
                 continue
+            origin[(section, key)] = var
             text = env[var].strip()
             default = DEFAULTS.get(section, {}).get(key, current)
             if isinstance(default, bool):
@@ -795,51 +966,113 @@ def _apply_env(raw: dict[str, Any], env: Any) -> None:
                 elif text.lower() in _FALSE:
                     table[key] = False
                 else:
-                    raise ConfigError(f"${var}: expected true or false, got {text!r}")
-            elif isinstance(default, int):
+                    v.problems.append((f"${var}", f"expected true or false, got {text!r}"))
+            elif isinstance(default, int | float):
+                # 300 in DEFAULTS may still be a number of seconds: take 0.5 as the file
+                # would, and let the key's own check say whether it must be whole.
                 try:
                     table[key] = int(text)
                 except ValueError:
-                    raise ConfigError(f"${var}: expected an integer, got {text!r}") from None
-            elif isinstance(default, float):
-                try:
-                    table[key] = float(text)
-                except ValueError:
-                    raise ConfigError(f"${var}: expected a number, got {text!r}") from None
+                    try:
+                        table[key] = float(text)
+                    except ValueError:
+                        v.problems.append((f"${var}", f"expected a number, got {text!r}"))
             else:
                 table[key] = text
+    return origin
+
+
+def _unknown_variables(raw: dict[str, Any], env: Mapping[str, str], v: _Validator) -> None:
+    """An ORCH_* variable that sets nothing is an error: a typo must not keep a default."""
+    named = {str(x) for x in _env_values(raw)}
+    settable: dict[str, str] = {}
+    for section in _ENV_SECTIONS:
+        table = raw.get(section)
+        if isinstance(table, dict):
+            for key, value in table.items():
+                settable[f"ORCH_{section}_{key}".upper()] = (
+                    "table" if isinstance(value, dict | list) else "scalar"
+                )
+    for var in sorted(env):
+        if not var.startswith("ORCH_") or var in RESERVED_VARIABLES or var in named:
+            continue
+        kind = settable.get(var)
+        if kind == "scalar":
+            continue
+        if kind == "table":
+            v.problems.append((f"${var}", "arrays and tables cannot be set from the environment"))
+            continue
+        close = difflib.get_close_matches(var, [*settable, *RESERVED_VARIABLES], n=1)
+        hint = f" (did you mean ${close[0]}?)" if close else ""
+        v.problems.append((f"${var}", f"matches no configuration key{hint}; unset it"))
+
+
+def _env_values(node: Any) -> list[Any]:
+    """The values of every `*_env` key: the variables that hold secrets."""
+    out: list[Any] = []
+    if isinstance(node, dict):
+        for k, val in node.items():
+            if isinstance(k, str) and k.endswith("_env") and isinstance(val, str) and val:
+                out.append(val)
+            else:
+                out += _env_values(val)
+    elif isinstance(node, list):
+        for val in node:
+            out += _env_values(val)
+    return out
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class _Validator:
-    """Typed reads that fail with the file, the key and what was expected."""
+    """Typed reads that record a problem naming the file, the key and what was expected,
+    and go on with a fallback value, so that one load reports every problem."""
 
     def __init__(self, where: str):
         self.where = where
+        self.origin: dict[tuple[str, str], str] = {}  # (section, key) -> ORCH_* that set it
+        self.problems: list[tuple[str, str]] = []
 
-    def _fail(self, section: str, key: str, expected: str, got: Any) -> ConfigError:
-        return ConfigError(f"{self.where}: [{section}] {key}: expected {expected}, got {got!r}")
+    def error(self, section: str, key: str | None, problem: str) -> None:
+        label = f"[{section}] {key}" if key else f"[{section}]"
+        var = self.origin.get((section, key)) if key else None
+        self.problems.append((label, f"{problem} (from ${var})" if var else problem))
+
+    def raise_if_any(self) -> None:
+        if self.problems:
+            lines = [f"{self.where}: {key}: {problem}" for key, problem in self.problems]
+            raise ConfigError("\n".join(lines), problems=tuple(self.problems))
+
+    def _fail(self, section: str, key: str, expected: str, got: Any) -> None:
+        self.error(section, key, f"expected {expected}, got {got!r}")
 
     def table(self, d: dict[str, Any], section: str, key: str | None = None) -> dict[str, Any]:
         val = d.get(key if key else section, {})
         if not isinstance(val, dict):
-            raise ConfigError(f"{self.where}: [{section}] {key or ''}: expected a table, got {val!r}")
+            self._fail(section, key or "", "a table", val)
+            return {}
         return val
 
     def is_table(self, val: Any, section: str) -> dict[str, Any]:
         if not isinstance(val, dict):
-            raise ConfigError(f"{self.where}: [{section}]: expected a table, got {val!r}")
+            self.error(section, None, f"expected a table, got {val!r}")
+            return {}
         return val
 
     def only(self, d: dict[str, Any], section: str, allowed: set[str]) -> None:
         for k in d:
             if k not in allowed:
                 known = ", ".join(sorted(allowed))
-                raise ConfigError(f"{self.where}: [{section}] {k}: unknown key (expected one of {known})")
+                close = difflib.get_close_matches(k, allowed, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                self.error(section, k, f"unknown key ({hint}expected one of {known})")
 
-    def string(self, d: dict[str, Any], section: str, key: str) -> str:
-        val = d.get(key)
+    def string(self, d: dict[str, Any], section: str, key: str, default: str | None = None) -> str:
+        val = d.get(key, default)
         if not isinstance(val, str):
-            raise self._fail(section, key, "a string", val)
+            self._fail(section, key, "a string", val)
+            return ""
         return val
 
     def opt_string(self, d: dict[str, Any], section: str, key: str) -> str | None:
@@ -847,35 +1080,64 @@ class _Validator:
         if val is None:
             return None
         if not isinstance(val, str):
-            raise self._fail(section, key, "a string", val)
+            self._fail(section, key, "a string", val)
+            return None
         return val
 
     def boolean(self, d: dict[str, Any], section: str, key: str, default: bool) -> bool:
         val = d.get(key, default)
         if not isinstance(val, bool):
-            raise self._fail(section, key, "true or false", val)
+            self._fail(section, key, "true or false", val)
+            return default
         return val
 
     def number(self, d: dict[str, Any], section: str, key: str, default: float) -> float:
         val = d.get(key, default)
-        if isinstance(val, bool) or not isinstance(val, int | float) or val < 0:
-            raise self._fail(section, key, "a non-negative number", val)
+        # nan compares false with everything: `timeout_s = nan` would never time out.
+        if isinstance(val, bool) or not isinstance(val, int | float) or not math.isfinite(val) or val < 0:
+            self._fail(section, key, "a finite number >= 0", val)
+            return float(default)
         return float(val)
 
-    def integer(self, d: dict[str, Any], section: str, key: str, default: int, *, minimum: int = 0) -> int:
+    def integer(
+        self,
+        d: dict[str, Any],
+        section: str,
+        key: str,
+        default: int,
+        *,
+        minimum: int = 0,
+        maximum: int | None = None,
+    ) -> int:
         val = d.get(key, default)
-        if isinstance(val, bool) or not isinstance(val, int) or val < minimum:
-            raise self._fail(section, key, f"a whole number >= {minimum}", val)
+        if (
+            isinstance(val, bool)
+            or not isinstance(val, int)
+            or val < minimum
+            or (maximum is not None and val > maximum)
+        ):
+            span = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+            self._fail(section, key, f"a whole number {span}", val)
+            return default
         return val
 
     def names(self, d: dict[str, Any], section: str, key: str) -> tuple[str, ...]:
         val = d.get(key, [])
         if not isinstance(val, list) or not all(isinstance(x, str) for x in val):
-            raise self._fail(section, key, "an array of names", val)
+            self._fail(section, key, "an array of names", val)
+            return ()
         return tuple(val)
+
+    def variables(self, d: dict[str, Any], section: str, key: str) -> tuple[str, ...]:
+        names = self.names(d, section, key)
+        for n in names:
+            if not _ENV_NAME.fullmatch(n):
+                self.error(section, key, f"{n!r} is not an environment variable name")
+        return names
 
     def choice(self, d: dict[str, Any], section: str, key: str, options: tuple[str, ...]) -> str:
         val = d.get(key)
         if val not in options:
-            raise self._fail(section, key, "one of " + ", ".join(repr(o) for o in options), val)
+            self._fail(section, key, "one of " + ", ".join(repr(o) for o in options), val)
+            return options[0]
         return str(val)

@@ -36,6 +36,11 @@ class ConfigError(OrchError):
 
     exit_code = 2
 
+    def __init__(self, message: str, *, problems: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        # Every (key, problem) found at load, for `orch config check` (the message has them all).
+        self.problems = problems
+
 
 class StoreError(OrchError):
     """The database could not be read or written."""

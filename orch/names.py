@@ -23,6 +23,32 @@ def safe_name(text: str, *, limit: int = MAX_NAME) -> str:
     return name or "x"
 
 
+MAX_ENV_TEXT = 4096
+
+
+def env_text(text: str, *, limit: int = MAX_ENV_TEXT) -> str:
+    """Tracker text made safe for an environment variable or an argv word.
+
+    The OS refuses a NUL there (`ValueError: embedded null byte`) and a lone surrogate
+    cannot be encoded; either would stop an agent from starting, on every retry. So:
+    surrogates become U+FFFD, other controls but newline and tab become spaces, and the
+    length is capped (a value over 128 KiB is refused by execve).
+    """
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out = []
+    for ch in text[:limit]:
+        if ch.isprintable() or ch in "\n\t":
+            out.append(ch)
+        elif "\ud800" <= ch <= "\udfff":
+            out.append("\ufffd")
+        elif ch < " " or "\x7f" <= ch < "\xa0":
+            out.append(" ")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def is_safe_name(text: str) -> bool:
     return safe_name(text) == text
 

@@ -48,7 +48,7 @@ _SECRET_PARAM = re.compile(
 # Telegram bot tokens look like `123456789:AA...`; they appear in the path as `/bot<TOKEN>/`.
 # A `/bot...` segment is masked when it holds a colon or has the Bot API shape
 # `/bot<TOKEN>/<method>` (masking a harmless `/bottles/list` too is the cheap mistake).
-_BOT_PATH = re.compile(r"/bot[^/?#]*:[^/?#]*|/bot[^/?#]+(?=/[A-Za-z]+/?$)")
+_BOT_PATH = re.compile(r"/bot[^/?#]*:[^/?#]*|/bot[^/?#]+(?=/[A-Za-z]+/?$)", re.IGNORECASE)
 _BOT_TOKEN = re.compile(r"(?<![A-Za-z0-9])(bot)?\d{5,}:[A-Za-z0-9_-]{20,}")
 
 # Methods that can be sent twice without a second effect (RFC 9110 9.2.2), plus PATCH,

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from orch.ports import Outcome
@@ -38,9 +38,12 @@ def kill_group(pgid: int, *, grace_s: float = GRACE_S) -> bool:
 
 
 class ProcessRunner:
-    def __init__(self, *, grace_s: float = GRACE_S, poll_s: float = 0.2):
+    def __init__(self, *, grace_s: float = GRACE_S, poll_s: float = 0.2, hidden: Collection[str] = ()):
         self.grace_s = grace_s
         self.poll_s = poll_s
+        # orch's secrets (docs/security.md): a command never inherits them; `env` may
+        # give one back by name (pass_env).
+        self.hidden = frozenset(hidden)
 
     def run(
         self,
@@ -55,7 +58,7 @@ class ProcessRunner:
     ) -> Outcome:
         """Run to the end; a deadline or `stall_timeout_s` of log silence kills the group."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        full_env = {**os.environ, **env}
+        full_env = {**{k: v for k, v in os.environ.items() if k not in self.hidden}, **env}
         with open(log_path, "ab") as log:
             try:
                 proc = subprocess.Popen(
@@ -69,6 +72,8 @@ class ProcessRunner:
                 )
             except OSError as e:
                 return Outcome("failed", None, f"could not start: {e.strerror}")
+            except ValueError as e:  # a NUL or an unencodable character in env or cwd
+                return Outcome("failed", None, f"could not start: {e}")
             if on_start is not None:
                 on_start(proc.pid)
             started = time.monotonic()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from orch.names import env_text
 from orch.ports import Runner
 from orch.store import Task
 
@@ -25,7 +26,7 @@ def run_hook(
     env = {
         "ORCH_HOOK": name,
         "ORCH_TASK_KEY": task.key,
-        "ORCH_TASK_TITLE": task.title,
+        "ORCH_TASK_TITLE": env_text(task.title),
         "ORCH_TASK_REPO": task.repo,
         "ORCH_BRANCH": branch,
         "ORCH_WORKTREE": str(path),

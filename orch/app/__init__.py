@@ -49,7 +49,7 @@ def open_runtime(
 
     cfg = cfg or config_mod.load(config_path)
     store = Store.open(cfg.db_path, busy_timeout_ms=cfg.busy_timeout_ms, create=create)
-    runner = ProcessRunner()
+    runner = ProcessRunner(hidden=cfg.secret_env_names())
     clock = time.time
     try:
         tracker = _tracker(cfg, store, clock)

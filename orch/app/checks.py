@@ -17,6 +17,23 @@ from typing import Any
 from orch.adapters.git import git
 from orch.config import Config
 
+# A command that opens with one of these is shell syntax (case ... esac, if ..., a
+# subshell): its first word is no program to look up, so it is not checked.
+_KEYWORDS = {
+    "case",
+    "if",
+    "for",
+    "while",
+    "until",
+    "select",
+    "function",
+    "time",
+    "!",
+    "{",
+    "(",
+    "((",
+    "[[",
+}
 # Shell words that are not programs on PATH.
 _BUILTINS = {
     "exit",
@@ -29,10 +46,19 @@ _BUILTINS = {
     "printf",
     "export",
     "set",
-    "if",
-    "for",
     ":",
     ".",
+    "exec",
+    "eval",
+    "source",
+    "trap",
+    "umask",
+    "ulimit",
+    "unset",
+    "wait",
+    "read",
+    "shift",
+    "command",
 }
 
 
@@ -53,7 +79,7 @@ def _check_command(cfg: Config, key: str, command: str, cwd: Path) -> list[dict[
     prog = _program(command)
     if prog is None:
         return [_finding("error", key, f"cannot parse the command {command!r}", "fix its shell quoting")]
-    if prog in _BUILTINS or prog.startswith("$"):
+    if prog in _KEYWORDS or prog.startswith(("(", "{")) or prog in _BUILTINS or prog.startswith("$"):
         return []
     if "/" in prog:
         path = Path(prog) if Path(prog).is_absolute() else cwd / prog
@@ -69,8 +95,37 @@ def _check_command(cfg: Config, key: str, command: str, cwd: Path) -> list[dict[
     return []
 
 
+def load_findings(e: Exception) -> list[dict[str, str]]:
+    """A configuration that did not load, as findings: one per problem it had."""
+    from orch.errors import ConfigError
+
+    problems = e.problems if isinstance(e, ConfigError) else ()
+    if not problems:
+        return [_finding("error", "config", str(e), "fix the configuration")]
+    return [
+        _finding("error", key, problem, "fix this key (orch.toml.example lists every key)")
+        for key, problem in problems
+    ]
+
+
+def relay_address_problem(host: str, port: int) -> str | None:
+    """Why the relay could not listen on host:port, or None. Resolves the host (DNS)."""
+    import socket
+
+    if not 0 <= port <= 65535:
+        return f"port {port} is out of range (0-65535)"
+    try:
+        socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        return f"cannot resolve {host!r}: {getattr(e, 'strerror', None) or e}"
+    return None
+
+
 def config_check(cfg: Config) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
+    problem = relay_address_problem(cfg.relay_host, cfg.relay_port)
+    if problem:
+        out.append(_finding("error", "[relay] host", problem, "set host to an address of this machine"))
     if not cfg.repos:
         out.append(
             _finding(

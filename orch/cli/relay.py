@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from orch.cli.commands import _state, app, emit_json, runtime
+
+if TYPE_CHECKING:
+    from orch.config import Config
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
@@ -33,7 +37,9 @@ def relay_serve(
     from orch import config as config_mod
     from orch.app.relay import Relay
 
-    relay = Relay(config_mod.load(_state["config"]), host=host, port=port)
+    cfg = config_mod.load(_state["config"])
+    _check_address(cfg, host, port)
+    relay = Relay(cfg, host=host, port=port)
 
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -42,6 +48,22 @@ def relay_serve(
     typer.echo(f"orch relay listening on {relay.url}", err=True)
     with contextlib.suppress(KeyboardInterrupt):
         relay.serve_forever()
+
+
+def _check_address(cfg: Config, host: str | None, port: int | None) -> None:
+    """An unresolvable host or a port out of range: exit 2 naming the key, not a traceback."""
+    from orch.app.checks import relay_address_problem
+    from orch.errors import ConfigError
+
+    h = host if host is not None else cfg.relay_host
+    p = port if port is not None else cfg.relay_port
+    problem = relay_address_problem(h, p)
+    if problem:
+        if "port" in problem.split(" ", 1)[0]:
+            key = "--port" if port is not None else "[relay] port"
+        else:
+            key = "--host" if host is not None else "[relay] host"
+        raise ConfigError(f"{cfg.source or 'embedded defaults'}: {key}: {problem}")
 
 
 event_app = typer.Typer(

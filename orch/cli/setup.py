@@ -15,17 +15,24 @@ if TYPE_CHECKING:
 config_app = typer.Typer(help="Inspect the configuration.\n\nExample: orch config show", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-_SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey")
+_SECRET_WORDS = ("token", "secret", "passw", "api_key", "apikey", "credential")
 
 
 def redact(value: object, key: str = "") -> object:
-    """Hide anything that looks like a secret (keys ending in _env only name a variable)."""
+    """Hide anything that looks like a secret, whatever its case: a value under a secret-
+    sounding key (keys ending in _env only name a variable), and the credentials inside a
+    URL (`user:password@`, `/bot<token>`, `?token=`)."""
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v, key) for v in value]
-    if any(w in key.lower() for w in _SECRET_WORDS) and not key.endswith("_env") and value:
+    k = key.lower()
+    if any(w in k for w in _SECRET_WORDS) and not k.endswith(("_env", "pass_env")) and value:
         return "***"
+    if isinstance(value, str) and "://" in value:
+        from orch.adapters.http import redact as redact_url
+
+        return redact_url(value)
     return value
 
 
@@ -114,16 +121,25 @@ def config_check(
     """
     from orch import config as config_mod
     from orch.app import checks
+    from orch.errors import ConfigError
 
-    cfg = config_mod.load(_state["config"])
-    findings = checks.config_check(cfg)
-    if online:
-        findings += checks.online_checks(cfg)
+    cfg: config_mod.Config | None = None
+    try:
+        loaded = config_mod.load(_state["config"])
+    except ConfigError as e:
+        # A configuration that does not load is reported like any finding, all of its
+        # problems at once, on stdout with --json.
+        findings = checks.load_findings(e)
+    else:
+        cfg = loaded
+        findings = checks.config_check(loaded)
+        if online:
+            findings += checks.online_checks(loaded)
     if json_:
         emit_json({"ok": not any(f["level"] == "error" for f in findings), "findings": findings})
     else:
         _print_findings(findings)
-        if not findings:
+        if not findings and cfg is not None:
             typer.echo(f"ok: {cfg.source or 'embedded defaults'}")
     raise typer.Exit(2 if any(f["level"] == "error" for f in findings) else 0)
 

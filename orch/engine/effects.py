@@ -115,7 +115,7 @@ def _do(rt: Runtime, task: Task, eff: Effect) -> dict[str, Any]:
     out = rt.runner.run(
         eff.command,
         cwd=rt.config.base_dir,
-        env=task_env(rt, task),
+        env=task_env(rt, task, pass_env=eff.pass_env),
         log_path=log,
         timeout_s=eff.timeout_s,
     )
@@ -165,7 +165,7 @@ def _probe(rt: Runtime, task: Task, eff: Effect) -> bool | None:
         out = rt.runner.run(
             eff.probe,
             cwd=rt.config.base_dir,
-            env=task_env(rt, task),
+            env=task_env(rt, task, pass_env=eff.pass_env),
             log_path=log,
             timeout_s=eff.timeout_s,
         )

@@ -114,7 +114,7 @@ def _command(rt: Runtime, task: Task, gate: Gate) -> GateResult:
     out = rt.runner.run(
         gate.command,
         cwd=rt.config.base_dir,
-        env=task_env(rt, task),
+        env=task_env(rt, task, pass_env=gate.pass_env),
         log_path=log,
         timeout_s=gate.timeout_s,
     )

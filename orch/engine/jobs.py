@@ -13,12 +13,12 @@ claims one job (as its owner) and runs it: a 40-minute agent never holds the tic
 from __future__ import annotations
 
 import contextlib
-import string
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 from orch import log
+from orch.config import render_template
 from orch.engine import advance as advance_mod
 from orch.engine import outbox, tasks
 from orch.engine.env import task_env
@@ -89,7 +89,7 @@ def spawn(rt: Runtime, *, max_new: int | None = None) -> list[int]:
 
 def render_prompt(template: str, values: dict[str, str], agent: str) -> str:
     try:
-        return string.Template(template).substitute(values)
+        return render_template(template, values)
     except KeyError as e:
         raise ConfigError(
             f"[agents.{agent}] prompt: unknown variable ${e.args[0]} (known: {', '.join(sorted(values))})"
@@ -108,6 +108,14 @@ def run(rt: Runtime, job: Job) -> JobReport:
     """Run a job this process has claimed, to its end; then send what it has to say."""
     try:
         return _run(rt, job)
+    except Exception as e:
+        # Nothing may leave a claimed job "running" until the reaper's ceiling: it ends
+        # failed with the reason (and is retried like any failure), then the error goes on.
+        task = rt.store.get_task_by_id(job.task_id)
+        if task is not None:
+            with contextlib.suppress(Exception):
+                _after(rt, job, task, "failed", None, f"orch error: {type(e).__name__}: {e}", None)
+        raise
     finally:
         outbox.flush(rt)
 
@@ -145,6 +153,7 @@ def _run(rt: Runtime, job: Job) -> JobReport:
         env = task_env(
             rt,
             task,
+            pass_env=agent.pass_env,
             ORCH_WORKTREE=str(worktree),
             ORCH_PROMPT_FILE=str(prompt),
             ORCH_VERDICT_FILE=str(verdict_file),
@@ -153,7 +162,8 @@ def _run(rt: Runtime, job: Job) -> JobReport:
             ORCH_AGENT=agent.name,
             ORCH_NOTE=job.note or "",
         )
-        hook(rt, "before_run", worktree, env, log, required=True)
+        hook_env = {k: v for k, v in env.items() if k not in agent.pass_env}  # the agent's, not the hooks'
+        hook(rt, "before_run", worktree, hook_env, log, required=True)
     except OrchError as e:
         return _after(rt, job, task, "failed", None, str(e), None)
 
@@ -169,7 +179,7 @@ def _run(rt: Runtime, job: Job) -> JobReport:
         on_start=started,
         stall_timeout_s=agent.stall_timeout_s,
     )
-    hook(rt, "after_run", worktree, env, log, required=False)
+    hook(rt, "after_run", worktree, hook_env, log, required=False)
     publish = getattr(rt.forge, "publish", None)
     if out.state == "succeeded" and publish is not None:
         try:
