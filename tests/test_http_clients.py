@@ -18,10 +18,12 @@ import httpx
 import pytest
 from fakes.servers import FakeGitea, FakePlane, FakeTelegram, fake_sha
 
+from orch import config as config_mod
 from orch.adapters.gitea import CombinedStatus, GiteaClient, MergeConflict, combine_states
 from orch.adapters.http import HttpCaller, RetryPolicy, header_retry_after, redact, scrub
 from orch.adapters.plane import PlaneClient, SharedBudget
 from orch.adapters.telegram import TelegramClient, escape_html, split_message
+from orch.app.checks import gitea_version, online_checks
 from orch.errors import Busy, IntegrationError, NotReady, RetryLater, UsageError
 from orch.store import Store
 
@@ -870,3 +872,92 @@ def test_split_message_reopens_a_link_across_parts() -> None:
 def test_split_message_refuses_a_tag_longer_than_the_limit() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         split_message('<a href="' + "x" * 100 + '">y</a>', 50)
+
+
+# -- version floors and `orch config check --online` ------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", ["bare", "object"])
+def test_plane_relations_parse_in_both_shapes(
+    plane_server: FakePlane, http: httpx.Client, sleeps: Sleeps, shape: str
+) -> None:
+    # Plane 1.3.0 lists bare UUIDs, 1.3.1 {project_id, issue_id}.
+    pid = plane_server.add_project("ENG")
+    item, blocker = (plane_server.add_work_item(pid, n) for n in ("item", "blocker"))
+    plane_server.set_relations(pid, item, blocked_by=[blocker])
+    plane_server.relations_shape = shape
+    found = make_plane(plane_server, http, sleeps).list_relations(pid, item)
+    assert [r.issue_id for r in found["blocked_by"]] == [blocker]
+    assert found["blocked_by"][0].project_id == (pid if shape == "object" else None)
+
+
+@pytest.mark.parametrize(
+    ("raw", "parsed"),
+    [
+        ("1.22.6", (1, 22, 6)),
+        ("1.21.11", (1, 21, 11)),
+        ("1.23.0+dev-123-gabcdef", (1, 23, 0)),
+        ("v1.22", (1, 22, 0)),
+        ("7.0.0+gitea-1.21.11", (1, 21, 11)),  # Forgejo carries the Gitea version it matches
+        ("unknown", None),
+    ],
+)
+def test_gitea_versions_are_read_as_gitea_sees_them(raw: str, parsed: tuple[int, ...] | None) -> None:
+    assert gitea_version(raw) == parsed
+
+
+def online(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    plane: FakePlane,
+    gitea: FakeGitea,
+    tg: FakeTelegram,
+    project_id: str,
+) -> list[dict[str, str]]:
+    cfg = config_mod.build(
+        {
+            "repos": {"app": {"path": str(tmp_path), "forge_repo": "acme/app"}},
+            "tracker": {"kind": "plane"},
+            "forge": {"kind": "gitea"},
+            "notifier": {"kind": "telegram"},
+            "plane": {
+                "base_url": plane.url,
+                "workspace": plane.workspace,
+                "projects": {"ENG": {"id": project_id, "repo": "app"}},
+            },
+            "gitea": {"base_url": gitea.url},
+            "telegram": {"base_url": tg.url, "chat_id": "-100123"},
+        },
+        cwd=tmp_path,
+        environ={},
+    )
+    monkeypatch.setenv("PLANE_API_KEY", plane.api_key)
+    monkeypatch.setenv("GITEA_TOKEN", gitea.token)
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", tg.token)
+    return online_checks(cfg)
+
+
+def test_config_check_online_says_what_is_too_old_and_what_is_fine(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    plane_server: FakePlane,
+    gitea_server: FakeGitea,
+    tg_server: FakeTelegram,
+) -> None:
+    pid = plane_server.add_project("ENG")
+    plane_server.add_work_item(pid, "anything")
+    # A current set-up, and a default branch with no CI at all (sha "", statuses null).
+    found = online(tmp_path, monkeypatch, plane_server, gitea_server, tg_server, pid)
+    assert all(f["level"] == "info" for f in found), found
+    text = " ".join(f["problem"] for f in found)
+    assert "Gitea 1.22.6 (>= 1.22)" in text and "relations answer" in text and "reachable" in text
+    # Too old, both of them; and a chat that became a supergroup.
+    gitea_server.version = "1.21.11"
+    plane_server.relations_shape = None
+    tg_server.migrate("-100123", -1009999)
+    found = online(tmp_path, monkeypatch, plane_server, gitea_server, tg_server, pid)
+    by_key = {(f["key"], f["level"]): f for f in found}
+    gitea_old = by_key[("[gitea] base_url", "error")]
+    assert "1.21.11 is too old" in gitea_old["problem"] and "1.22" in gitea_old["fix"]
+    assert "1.3.0" in by_key[("[plane.projects.ENG]", "warning")]["problem"]
+    assert by_key[("[telegram] chat_id", "error")]["fix"] == 'set [telegram] chat_id = "-1009999"'

@@ -283,6 +283,16 @@ class PlaneClient:
         pages = self._paginate(url, {"expand": "state"})
         return [parse_work_item(d, project_id=project_id, url=url) for d in pages]
 
+    def first_work_items(self, project_id: str, count: int = 1) -> list[WorkItem]:
+        """The first `count` work items of a project (one request, no paging): a probe."""
+        url = self._project_url(project_id, "work-items")
+        response = self._call("GET", url, params={"per_page": max(1, min(count, 100))})
+        data = self._http.json(response)
+        raw = data.get("results") if isinstance(data, dict) else data
+        if not isinstance(raw, list):
+            raise self._http.error(response, note="expected a listing with `results`")
+        return [parse_work_item(d, project_id=project_id, url=url) for d in _dicts(raw, response, self._http)]
+
     def get_work_item(self, project_id: str, item_id: str) -> WorkItem | None:
         """One work item, or None when Plane answers 404 (deleted, or never there)."""
         url = self._project_url(project_id, "work-items", item_id)

@@ -245,6 +245,118 @@ def _integration_finding(key: str, what: str, e: Exception) -> dict[str, str]:
     return _finding("error", key, f"{what}: {e}", "see the message")
 
 
+# -- version floors (--online) -----------------------------------------------------------
+
+GITEA_FLOOR = (1, 22)  # GET /repos/{o}/{r}/pulls/{base}/{head} appeared in 1.22
+PLANE_RELATIONS_FLOOR = "1.3.0"  # GET .../work-items/{id}/relations/
+
+
+def gitea_version(raw: str) -> tuple[int, ...] | None:
+    """(major, minor, patch) of a Gitea version string; a Forgejo one (`7.0.0+gitea-1.21.11`)
+    gives the Gitea version it carries. None when there is no number to read."""
+    import re
+
+    if "+gitea-" in raw:
+        raw = raw.split("+gitea-", 1)[1]
+    match = re.match(r"v?(\d+)\.(\d+)(?:\.(\d+))?", raw.strip())
+    if match is None:
+        return None
+    return tuple(int(g or 0) for g in match.groups())
+
+
+def _gitea_floor(gitea: Any) -> list[dict[str, str]]:
+    raw = gitea.version()
+    version = gitea_version(raw)
+    floor = ".".join(map(str, GITEA_FLOOR))
+    if version is None:
+        return [
+            _finding(
+                "warning",
+                "[gitea] base_url",
+                f"Gitea version {raw!r} is unreadable",
+                f"make sure it is {floor} or newer",
+            )
+        ]
+    if version[:2] < GITEA_FLOOR:
+        return [
+            _finding(
+                "error",
+                "[gitea] base_url",
+                f"Gitea {raw} is too old: orch needs {floor} or newer (GET pulls/{{base}}/{{head}}; "
+                "below it opening a pull request fails with '409 but no pull request' and merges "
+                "are never seen)",
+                f"upgrade Gitea to {floor} or newer",
+            )
+        ]
+    return [_finding("info", "[gitea] base_url", f"Gitea {raw} (>= {floor})", "nothing to do")]
+
+
+def _plane_floors(client: Any, key: str, project_id: str) -> list[dict[str, str]]:
+    """Plane has no version endpoint: probe what orch uses. The work-items API (a listing
+    of one item) and, when the project has an item, its relations (Plane 1.3.0 or newer;
+    `orch deps ingest --from plane` needs them). Both relation shapes parse."""
+    from orch.adapters.plane import WorkItem
+    from orch.errors import IntegrationError
+
+    where = f"[plane.projects.{key}]"
+    try:
+        first: list[WorkItem] = client.first_work_items(project_id, 1)
+    except IntegrationError as e:
+        if e.status == 404:
+            return [
+                _finding(
+                    "error",
+                    where,
+                    "this Plane has no /work-items/ API: it is too old for orch",
+                    f"upgrade Plane (relations need {PLANE_RELATIONS_FLOOR} or newer)",
+                )
+            ]
+        raise
+    if not first:
+        return [
+            _finding("info", where, "no work item yet: the relations API was not probed", "nothing to do")
+        ]
+    try:
+        client.list_relations(project_id, first[0].id)
+    except IntegrationError as e:
+        if e.status != 404:
+            raise
+        return [
+            _finding(
+                "warning",
+                where,
+                f"Plane is older than {PLANE_RELATIONS_FLOOR}: it has no relations API, so "
+                "`orch deps ingest --from plane` cannot read blocked-by relations",
+                f"upgrade Plane to {PLANE_RELATIONS_FLOOR} or newer",
+            )
+        ]
+    return [
+        _finding(
+            "info",
+            where,
+            f"work items and relations answer (Plane >= {PLANE_RELATIONS_FLOOR})",
+            "nothing to do",
+        )
+    ]
+
+
+def _telegram_chat(tg: Any, chat_id: str) -> list[dict[str, str]]:
+    from orch.adapters.telegram import ChatMigrated
+
+    try:
+        title = tg.get_chat(chat_id)
+    except ChatMigrated as e:
+        return [
+            _finding(
+                "error",
+                "[telegram] chat_id",
+                f"the group {chat_id} became a supergroup with the id {e.new_chat_id}",
+                f'set [telegram] chat_id = "{e.new_chat_id}"',
+            )
+        ]
+    return [_finding("info", "[telegram] chat_id", f"the bot sees the chat {title!r}", "nothing to do")]
+
+
 def online_checks(cfg: Config) -> list[dict[str, str]]:
     """One cheap call to each configured integration; secrets are never printed."""
     from orch import app
@@ -274,6 +386,8 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
                             f"[plane.projects.{project.key}] id", f"project {project.key}", e
                         )
                     )
+                    continue
+                out += _plane_floors(client, project.key, project.id)
         except Exception as e:
             out.append(_integration_finding("[plane]", "Plane", e))
     if cfg.forge_kind == "gitea":
@@ -285,6 +399,7 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
                 base_url=i.gitea_base_url,
                 token=app.secret(i.gitea_token_env, "[gitea] token_env"),
             )
+            out += _gitea_floor(gitea)
             for repo in cfg.repos.values():
                 owner, name = (repo.forge_repo or "/").split("/", 1)
                 try:
@@ -306,6 +421,7 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
                 token=app.secret(i.telegram_token_env, "[telegram] token_env"),
             )
             out.append(_finding("info", "[telegram]", f"bot {tg.get_me()} answers", "nothing to do"))
+            out += _telegram_chat(tg, i.telegram_chat_id)
         except Exception as e:
             out.append(_integration_finding("[telegram] token_env", "Telegram", e))
     if not out:

@@ -236,6 +236,9 @@ class FakePlane(FakeServer):
         self.rate_limit: int | None = None
         self.clock = time.time
         self._history: list[float] = []
+        # The relations endpoint: "object" ({project_id, issue_id}, Plane 1.3.1+), "bare"
+        # (UUID strings, 1.3.0) or None (older: no such route, 404).
+        self.relations_shape: str | None = "object"
 
     def add_project(self, identifier: str) -> str:
         pid = _uuid("project")
@@ -360,9 +363,12 @@ class FakePlane(FakeServer):
                 return Reply(200, self._render(project, item, req))
             if len(tail) == 2 and req.method == "PATCH":
                 return self._patch(project, item, req)
-            if tail[2:] == ["relations"] and req.method == "GET":
+            if tail[2:] == ["relations"] and req.method == "GET" and self.relations_shape is not None:
                 empty: dict[str, list[Any]] = {k: [] for k in ("blocking", "blocked_by", "relates_to")}
-                return Reply(200, {**empty, **project["relations"].get(item["id"], {})})
+                found = {**empty, **project["relations"].get(item["id"], {})}
+                if self.relations_shape == "bare":
+                    found = {k: [r["issue_id"] for r in v] for k, v in found.items()}
+                return Reply(200, found)
         return Reply(404, {"detail": "Not found."})
 
     def _render(self, project: dict[str, Any], item: dict[str, Any], req: Recorded) -> dict[str, Any]:
