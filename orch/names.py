@@ -49,6 +49,31 @@ def env_text(text: str, *, limit: int = MAX_ENV_TEXT) -> str:
     return "".join(out)
 
 
+# Characters that a terminal acts on or that cannot be written as UTF-8: C0/C1 controls
+# (ESC starts a sequence, BEL ends an OSC title), DEL, lone surrogates, the bidi controls
+# that reorder what a line appears to say (Trojan Source) and the Unicode line separators.
+_INERT_ALSO = frozenset("\u2028\u2029\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _visible(ch: str) -> str:
+    o = ord(ch)
+    if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000 or ch in _INERT_ALSO:
+        if ch == "\n":
+            return "\\n"
+        if ch == "\t":
+            return "\\t"
+        return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+    return ch
+
+
+def inert_text(text: str) -> str:
+    """`text` as one line a terminal shows and never acts on: controls and lone
+    surrogates become visible escapes (`\\x1b`, `\\n`, `\\ud800`)."""
+    if text.isprintable():  # the common case: nothing to neutralise
+        return text
+    return "".join(ch if ch.isprintable() else _visible(ch) for ch in text)
+
+
 def is_safe_name(text: str) -> bool:
     return safe_name(text) == text
 

@@ -133,3 +133,13 @@ def test_queue_watch_renders_hostile_reasons_literally(setup: Setup) -> None:
     assert proc.returncode in (0, 130), err
     assert "Traceback" not in err and "MarkupError" not in err
     _assert_literal(out, ["[/bold]\\x1b[2J\\x1b]0;t\\x07"])
+
+
+def test_console_notifier_writes_one_inert_line() -> None:
+    from orch.adapters.console import ConsoleNotifier
+
+    out = io.StringIO()
+    ConsoleNotifier(stream=out).send("ENG-1 review -> merge: wipe\x1b[2J\nforged line \x07")
+    line = out.getvalue()
+    assert line.count("\n") == 1 and not any(b in line for b in TERMINAL_BYTES)
+    assert "wipe\\x1b[2J\\nforged line \\x07" in line

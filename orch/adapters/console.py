@@ -6,6 +6,7 @@ import sys
 import time
 from typing import TextIO
 
+from orch.names import inert_text
 from orch.store import Task
 
 
@@ -18,7 +19,8 @@ class ConsoleNotifier:
     def send(self, text: str) -> None:
         stream = self.stream or sys.stderr
         stamp = time.strftime("%H:%M:%S")
-        print(f"[orch {stamp}] {text}", file=stream, flush=True)
+        # A message carries tracker text: one inert line, no escape sequence reaches the terminal.
+        print(f"[orch {stamp}] {inert_text(text)}", file=stream, flush=True)
 
 
 class LocalTracker:

@@ -7,36 +7,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-# Characters that a terminal acts on or that cannot be written as UTF-8: C0/C1 controls
-# (ESC starts a sequence, BEL ends an OSC title), DEL, lone surrogates, and the bidi
-# controls that reorder what a line appears to say (Trojan Source), and the Unicode line
-# separators.
-_BIDI = frozenset("\u2028\u2029\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def _neutral(ch: str) -> str:
-    o = ord(ch)
-    if o < 0x20 or 0x7F <= o < 0xA0 or 0xD800 <= o < 0xE000 or ch in _BIDI:
-        if ch == "\n":
-            return "\\n"
-        if ch == "\t":
-            return "\\t"
-        return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
-    return ch
-
 
 def safe_text(value: object) -> str:
     """Untrusted text (a tracker title, a reason, a key) as one inert line for a terminal.
 
     Controls, escapes and lone surrogates become visible escapes (`\\x1b`, `\\n`,
     `\\ud800`), so nothing reaches the terminal that it would act on and every line stays
-    one line. Use it for plain output (typer.echo, print); in rich output use `cell()`,
-    which also keeps markup and emoji codes literal.
+    one line (orch.names.inert_text). Use it for plain output (typer.echo, print); in rich
+    output use `cell()`, which also keeps markup and emoji codes literal.
     """
-    text = value if isinstance(value, str) else str(value)
-    if text.isprintable():  # the common case: nothing to neutralise
-        return text
-    return "".join(_neutral(ch) if not ch.isprintable() else ch for ch in text)
+    from orch.names import inert_text
+
+    return inert_text(value if isinstance(value, str) else str(value))
 
 
 def cell(value: object, style: str = "") -> Any:
