@@ -14,7 +14,6 @@ names the environment variable that holds one.
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import os
 import re
@@ -615,7 +614,8 @@ def _build(
 # Resolving it is left to `relay serve` and `config check`: every command loads the
 # configuration, and none of them should wait on DNS.
 _HOST = re.compile(
-    r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?|\[?[0-9A-Fa-f:.]+(%\w+)?\]?"
+    r"(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?"
+    r"|\[?[0-9A-Fa-f:.]+(%\w+)?\]?"
 )
 
 
@@ -1002,6 +1002,8 @@ def _unknown_variables(raw: dict[str, Any], env: Mapping[str, str], v: _Validato
         if kind == "table":
             v.problems.append((f"${var}", "arrays and tables cannot be set from the environment"))
             continue
+        import difflib  # only on this error path: start-up stays lean
+
         close = difflib.get_close_matches(var, [*settable, *RESERVED_VARIABLES], n=1)
         hint = f" (did you mean ${close[0]}?)" if close else ""
         v.problems.append((f"${var}", f"matches no configuration key{hint}; unset it"))
@@ -1063,6 +1065,8 @@ class _Validator:
     def only(self, d: dict[str, Any], section: str, allowed: set[str]) -> None:
         for k in d:
             if k not in allowed:
+                import difflib
+
                 known = ", ".join(sorted(allowed))
                 close = difflib.get_close_matches(k, allowed, n=1)
                 hint = f"did you mean {close[0]!r}? " if close else ""

@@ -105,3 +105,18 @@ def test_commands_never_see_orchs_secrets_unless_passed(
     for var, value in SECRETS.items():
         if var != "TELEGRAM_BOT_TOKEN":
             assert value not in seen, f"{var} leaked"
+
+
+def test_an_unexpected_error_at_the_start_ends_the_job_failed_not_running(setup: Setup) -> None:
+    rt = setup.runtime()
+    task = tasks.add(rt, "a job whose prompt cannot be written")
+    (job,) = rt.store.jobs(task_id=task.id)
+    # A directory where the prompt file goes: an OSError that no handler expects (even as root).
+    (rt.config.state_dir / "jobs" / str(job.id) / "prompt.md").mkdir(parents=True)
+    with pytest.raises(IsADirectoryError):
+        jobs.work(rt, max_jobs=1)
+    ended = rt.store.get_job(job.id)
+    assert ended is not None and ended.state == "failed", ended
+    assert "IsADirectoryError" in (ended.reason or "")
+    retry = [j for j in rt.store.jobs(task_id=task.id) if j.id != job.id]
+    assert len(retry) == 1 and retry[0].state == "queued"  # retried like any failure
