@@ -143,3 +143,15 @@ def test_console_notifier_writes_one_inert_line() -> None:
     line = out.getvalue()
     assert line.count("\n") == 1 and not any(b in line for b in TERMINAL_BYTES)
     assert "wipe\\x1b[2J\\nforged line \\x07" in line
+
+
+def test_task_add_refuses_a_title_that_cannot_be_stored(setup: Setup) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    out = subprocess.run(
+        [sys.executable, "-m", "orch", "-c", str(setup.config_path), "task", "add", b"bad \xed\xa0\x80 x"],
+        capture_output=True,
+        env=env,
+        cwd=setup.root,
+        timeout=60,
+    )
+    assert out.returncode == 2 and b"not valid UTF-8" in out.stderr and b"Traceback" not in out.stderr

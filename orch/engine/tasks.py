@@ -20,6 +20,10 @@ def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = N
         raise UsageError("a task needs a title")
     if len(title) > 500:
         raise UsageError(f"title is {len(title)} characters; at most 500")
+    try:
+        title.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable argv bytes, a lone surrogate: SQLite cannot store it
+        raise UsageError("the title is not valid UTF-8 text") from None
     if key is not None and (not is_safe_name(key) or len(key) > 64):
         raise UsageError(f"key {key!r} may hold only A-Z a-z 0-9 . _ - (at most 64), e.g. {safe_name(key)!r}")
     repo = repo or cfg.default_repo()
