@@ -15,6 +15,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -587,3 +588,58 @@ def test_another_machine_picks_up_the_published_branch(gb: GiteaBench, tmp_path:
     git("commit", "-q", "-am", "more", cwd=wt)
     assert other.publish(task)["pushed"] is True
     assert gb.gitea_forge.branch_head(task) == worktree_head(wt)
+
+
+# -- Gitea's refusals through advance: blocked with the reason, or tried again -----------------------
+
+
+@pytest.mark.parametrize(("refusal", "blocked"), [("not_allowed", True), ("later", False)])
+def test_advance_blocks_on_a_permanent_405_and_waits_on_a_transient_one(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: str, blocked: bool
+) -> None:
+    from orch.engine import advance, jobs, tasks
+
+    server = GitGitea(tmp_path / "gitea").start()
+    try:
+        server.add_repo("acme", "app")
+        setup.update_config(
+            {
+                "forge": {"kind": "gitea"},
+                "gitea": {"base_url": server.url},
+                "repos": {
+                    "app": {"path": server.clone_url("acme", "app"), "forge_repo": "acme/app", "ci": None}
+                },
+            }
+        )
+        monkeypatch.setenv("GITEA_TOKEN", server.token)
+        rt = setup.runtime()
+        task = tasks.add(rt, "Refused by Gitea")
+        for _ in range(30):  # run the agents, approve, report CI green on every pushed head
+            current = rt.task(task.key)
+            if current.stage == "merge":
+                break
+            for branch, sha in dict(server.repos["acme/app"]["branches"]).items():
+                if branch.startswith("orch/"):
+                    server.add_status("acme", "app", sha, CI, "success")
+            if jobs.work(rt, max_jobs=1):
+                continue
+            if current.stage == "analysis" and rt.store.latest_verdict(current.id, current.version) is None:
+                tasks.verdict(rt, task.key, "approve")
+            advance.advance(rt, task.key, expect=current.stage)
+        assert rt.task(task.key).stage == "merge", rt.store.history(task.id)
+        server.pr("acme", "app", 1)["refuse"] = GITEA_405[refusal]
+        setup.open_merge_window()
+        result = advance.advance(rt, task.key, expect="merge")
+        after = rt.task(task.key)
+        assert after.stage == "merge" and after.retries == 0  # never sent back to development
+        assert after.blocked is blocked
+        if blocked:
+            assert result.outcome == "failed"
+            assert "may not merge" in (after.block_reason or "")
+            assert GITEA_405[refusal] in (after.block_reason or "")
+        else:
+            assert result.outcome == "busy" and "try again later" in result.message
+        assert server.pr("acme", "app", 1)["merged"] is False
+        rt.close()
+    finally:
+        server.stop()
