@@ -593,12 +593,11 @@ def test_another_machine_picks_up_the_published_branch(gb: GiteaBench, tmp_path:
 # -- Gitea's refusals through advance: blocked with the reason, or tried again -----------------------
 
 
-@pytest.mark.parametrize(("refusal", "blocked"), [("not_allowed", True), ("later", False)])
-def test_advance_blocks_on_a_permanent_405_and_waits_on_a_transient_one(
-    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: str, blocked: bool
-) -> None:
-    from orch.engine import advance, jobs, tasks
-
+@contextlib.contextmanager
+def gitea_runtime(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Any, GitGitea]]:
+    """A runtime on the Gitea forge (local tracker) against a GitGitea on 127.0.0.1."""
     server = GitGitea(tmp_path / "gitea").start()
     try:
         server.add_repo("acme", "app")
@@ -613,20 +612,42 @@ def test_advance_blocks_on_a_permanent_405_and_waits_on_a_transient_one(
         )
         monkeypatch.setenv("GITEA_TOKEN", server.token)
         rt = setup.runtime()
+        try:
+            yield rt, server
+        finally:
+            rt.close()
+    finally:
+        server.stop()
+
+
+def drive_on_gitea(rt: Any, server: GitGitea, key: str, stage: str, ci: str = "success") -> None:
+    """Run the agents, approve, and report `ci` on every pushed head until `key` is at `stage`."""
+    from orch.engine import advance, jobs, tasks
+
+    for _ in range(30):
+        current = rt.task(key)
+        if current.stage == stage:
+            return
+        for branch, sha in dict(server.repos["acme/app"]["branches"]).items():
+            if branch.startswith("orch/"):
+                server.add_status("acme", "app", sha, CI, ci)
+        if jobs.work(rt, max_jobs=1):
+            continue
+        if current.stage == "analysis" and rt.store.latest_verdict(current.id, current.version) is None:
+            tasks.verdict(rt, key, "approve")
+        advance.advance(rt, key, expect=current.stage)
+    raise AssertionError(f"{key} stuck at {rt.task(key).stage}, wanted {stage}")
+
+
+@pytest.mark.parametrize(("refusal", "blocked"), [("not_allowed", True), ("later", False)])
+def test_advance_blocks_on_a_permanent_405_and_waits_on_a_transient_one(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: str, blocked: bool
+) -> None:
+    from orch.engine import advance, tasks
+
+    with gitea_runtime(setup, tmp_path, monkeypatch) as (rt, server):
         task = tasks.add(rt, "Refused by Gitea")
-        for _ in range(30):  # run the agents, approve, report CI green on every pushed head
-            current = rt.task(task.key)
-            if current.stage == "merge":
-                break
-            for branch, sha in dict(server.repos["acme/app"]["branches"]).items():
-                if branch.startswith("orch/"):
-                    server.add_status("acme", "app", sha, CI, "success")
-            if jobs.work(rt, max_jobs=1):
-                continue
-            if current.stage == "analysis" and rt.store.latest_verdict(current.id, current.version) is None:
-                tasks.verdict(rt, task.key, "approve")
-            advance.advance(rt, task.key, expect=current.stage)
-        assert rt.task(task.key).stage == "merge", rt.store.history(task.id)
+        drive_on_gitea(rt, server, task.key, "merge")
         server.pr("acme", "app", 1)["refuse"] = GITEA_405[refusal]
         setup.open_merge_window()
         result = advance.advance(rt, task.key, expect="merge")
@@ -640,6 +661,27 @@ def test_advance_blocks_on_a_permanent_405_and_waits_on_a_transient_one(
         else:
             assert result.outcome == "busy" and "try again later" in result.message
         assert server.pr("acme", "app", 1)["merged"] is False
-        rt.close()
-    finally:
-        server.stop()
+
+
+def test_warning_is_not_green_for_the_gate_nor_for_a_status_webhook(
+    setup: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One rule: only success (or skipped) is green. Gitea's own branch protection agrees.
+    import json
+
+    from orch.engine import advance, inbox, jobs, tasks
+
+    with gitea_runtime(setup, tmp_path, monkeypatch) as (rt, server):
+        task = tasks.add(rt, "Warned")
+        drive_on_gitea(rt, server, task.key, "development")
+        assert jobs.work(rt, max_jobs=1)  # the developer commits and pushes
+        head = rt.forge.branch_head(rt.task(task.key))
+        assert head is not None
+        server.add_status("acme", "app", head, CI, "warning")
+        result = advance.advance(rt, task.key, expect="development")
+        assert result.outcome == "not_ready" and "ci is warning" in result.message
+        repo = {"full_name": "acme/app"}
+        body = {"sha": head, "state": "warning", "context": "ci/lint", "repository": repo}
+        inbox.handle(rt, "gitea", json.dumps(body).encode(), {"X-Gitea-Event": "status"})
+        assert ("ci/lint", "failure") in [(c, s) for c, s, _ in rt.store.commit_statuses("app", head)]
+        assert rt.task(task.key).stage == "development"
