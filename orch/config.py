@@ -496,6 +496,9 @@ def _build(
     v.only(pipe, "pipeline", set(DEFAULTS["pipeline"]))
 
     stages: dict[str, Stage] = {}
+    # A stages value that is no table is one problem; checking every reference to a stage
+    # against it would bury that problem under a dozen echoes.
+    v.stages_known = isinstance(pipe.get("stages", {}), dict)
     for name, st in v.table(pipe, "pipeline", "stages").items():
         key = f"pipeline.stages.{name}"
         st = v.is_table(st, key)
@@ -519,15 +522,19 @@ def _build(
     transitions = _transitions(v, pipe, stages, gates, effects)
     for st in stages.values():
         if st.agent and st.agent not in agents:
+            import difflib
+
+            close = difflib.get_close_matches(st.agent, agents, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
             v.error(
                 f"pipeline.stages.{st.name}",
                 "agent",
-                f"unknown agent {st.agent!r} (define [agents.{st.agent}]; known: {', '.join(agents)})",
+                f"unknown agent {st.agent!r} ({hint}define [agents.{st.agent}]; known: {', '.join(agents)})",
             )
     initial = v.string(pipe, "pipeline", "initial")
-    if initial not in stages:
+    if initial not in stages and v.stages_known:
         v.error("pipeline", "initial", f"{initial!r} is not in [pipeline.stages]")
-    if not any(s.terminal for s in stages.values()):
+    if not any(s.terminal for s in stages.values()) and v.stages_known:
         v.error("pipeline.stages", None, "no stage has terminal = true")
 
     repos: dict[str, Repo] = {}
@@ -557,7 +564,7 @@ def _build(
         v.opt_string(workspace, "workspace", h)
     finished = v.names(deps, "deps", "finished_stages")
     for st_name in finished:
-        if st_name not in stages:
+        if st_name not in stages and v.stages_known:
             v.error("deps", "finished_stages", f"{st_name!r} is not in [pipeline.stages]")
     relay_host = v.string(relay, "relay", "host")
     if relay_host and not _HOST.fullmatch(relay_host):
@@ -644,7 +651,7 @@ def _transitions(
             on_fail=v.opt_string(t, key, "on_fail"),
         )
         for field, s in (("from", tr.source), ("to", tr.target), ("on_fail", tr.on_fail)):
-            if s is not None and s not in stages:
+            if s is not None and s not in stages and v.stages_known:
                 v.error(key, field, f"stage {s!r} is not in [pipeline.stages]")
         if tr.source in stages and stages[tr.source].terminal:
             v.error(key, "from", f"{tr.source!r} is a terminal stage: no transition may leave it")
@@ -700,7 +707,7 @@ def _stage_grace(v: _Validator, rec: dict[str, Any], stages: dict[str, Stage]) -
     out = {}
     section = "reconcile.stage_grace_s"
     for stage, seconds in v.table(rec, "reconcile", "stage_grace_s").items():
-        if stage not in stages:
+        if stage not in stages and v.stages_known:
             v.error(section, stage, "not a stage of [pipeline.stages]")
         out[stage] = v.number({stage: seconds}, section, stage, 0)
     return out
@@ -817,6 +824,8 @@ def _gate(v: _Validator, name: str, g: dict[str, Any]) -> Gate:
         timeout_s=v.number(g, key, "timeout_s", 60.0),
         pass_env=v.variables(g, key, "pass_env"),
     )
+    if g.get("type") not in GATE_TYPES:
+        return gate  # its type is reported; checks that depend on it would only add noise
     if gtype in ("command", "monitor") and not gate.command:
         v.error(key, "command", f'required for type = "{gtype}"')
     if gtype == "verdict" and gate.verdict not in ("approve", "reject"):
@@ -837,7 +846,7 @@ def _effect(v: _Validator, name: str, e: dict[str, Any]) -> Effect:
         timeout_s=v.number(e, key, "timeout_s", 900.0),
         pass_env=v.variables(e, key, "pass_env"),
     )
-    if etype == "command" and not eff.command:
+    if etype == "command" and e.get("type") == "command" and not eff.command:
         v.error(key, "command", 'required for type = "command"')
     return eff
 
@@ -1035,6 +1044,7 @@ class _Validator:
         self.where = where
         self.origin: dict[tuple[str, str], str] = {}  # (section, key) -> ORCH_* that set it
         self.problems: list[tuple[str, str]] = []
+        self.stages_known = True  # false when [pipeline] stages is no table
 
     def error(self, section: str, key: str | None, problem: str) -> None:
         label = f"[{section}] {key}" if key else f"[{section}]"

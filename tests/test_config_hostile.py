@@ -159,7 +159,13 @@ def test_user_side_typo_in_one_stage_and_every_finding_listed(tmp_path: Path) ->
     assert out.returncode == 2, out
     assert "Traceback" not in out.stderr
     assert "is not in [pipeline.stages]" not in out.stderr  # the default stages are still there
-    for key in ("[pipeline.stages.review] agent", "'reviewr'", "[work] backoff_base_s", "[plane] per_page"):
+    for key in (
+        "[pipeline.stages.review] agent",
+        "'reviewr'",
+        "did you mean 'reviewer'",
+        "[work] backoff_base_s",
+        "[plane] per_page",
+    ):
         assert key in out.stderr
     js = run_orch("config", "check", "--json", cwd=tmp_path)
     assert js.returncode == 2
