@@ -799,7 +799,9 @@ def test_an_aliased_uuid_is_cached_under_both_names_and_resolved_by_group_first(
     )
 
 
-def test_an_aliased_project_still_gets_its_tasks_and_advance_moves_the_item(setup: Any) -> None:
+def test_an_aliased_project_still_gets_its_tasks_and_advance_moves_the_item(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import json
 
     fake = FakePlane().start()
@@ -830,5 +832,23 @@ def test_an_aliased_project_still_gets_its_tasks_and_advance_moves_the_item(setu
         out = setup.orch("advance", "ENG-1", env=env)
         assert "Traceback" not in out.stderr and out.returncode in (0, 3), out.stderr
         assert fake.item(seeded.id, item)["state"] == seeded.states["in_progress"], out.stderr
+        # A night of reconciles over the aliased project: quiet, no error, nothing replayed.
+        from orch.engine import outbox
+        from orch.engine.reconcile import reconcile
+
+        monkeypatch.setenv("PLANE_API_KEY", fake.api_key)
+        rt = setup.runtime()
+        outbox.flush(rt)
+        sent = len(rt.notifier.sent)
+        now = [rt.now()]
+        rt.clock = lambda: now[0]
+        for _ in range(20):  # every 2 minutes, 40 minutes
+            now[0] += 120
+            report = reconcile(rt)
+            assert report["counters"]["errors"] == 0, report["errors"]
+            assert report["counters"]["replayed"] == 0
+            outbox.flush(rt)
+        assert len(rt.notifier.sent) == sent
+        rt.close()
     finally:
         fake.stop()
