@@ -92,6 +92,51 @@ def of_pid(pid: int) -> Owner | None:
     return Owner(host=host(), boot_id=_boot_id(), pid=pid, start_time=start)
 
 
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group `pgid` on this host.
+
+    `killpg(pgid, 0)` alone is not enough: a zombie leader nobody reaps (an orphan
+    under a container's PID 1 that does not wait) still answers it for ever.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return []
+    except PermissionError:
+        pass  # someone else's group: look at /proc all the same
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        # fields[0] state, [1] ppid, [2] pgrp
+        if len(fields) > 2 and fields[0] not in (b"Z", b"X") and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def group_alive(owner: Owner, pgid: int, leader_start: str | None) -> bool:
+    """Does the process group `pgid` that `owner` started (its leader started at
+    `leader_start`) still have a live member? Another host is assumed alive.
+
+    Linux does not reuse a pid while a group of that id exists, so a leader with another
+    start time means the old group is gone; a group whose leader exited may live on.
+    """
+    if owner.host != host():
+        return True
+    if owner.boot_id != _boot_id():
+        return False
+    now = process_start_time(pgid)
+    if now is not None and leader_start is not None and now != leader_start:
+        return False
+    return bool(group_members(pgid))
+
+
 def is_alive(owner: Owner) -> bool:
     """Is `owner` provably still running? Another host is assumed alive."""
     if owner.host != host():

@@ -57,16 +57,33 @@ def test_cas_with_a_stale_version_changes_nothing(tmp_path: Path) -> None:
     assert task is not None and (task.stage, task.version) == ("b", 2)
 
 
-def test_effect_ledger_refuses_a_second_start_by_a_live_owner(tmp_path: Path) -> None:
+def test_effect_ledger_start_is_a_compare_and_swap_on_the_row_seen(tmp_path: Path) -> None:
     s = _store(tmp_path)
     t = s.add_task(title="t", repo="r", stage="a", now=1, key=None, key_prefix="K", actor="x")
-    assert s.start_effect(t.id, "a->b@v1", "merge", owner=me(), now=1) == (True, None)
-    other = me()._replace(host="elsewhere")  # alive by definition
-    started, row = s.start_effect(t.id, "a->b@v1", "merge", owner=other, now=2)
-    assert not started and row is not None and row.state == "started"
-    s.end_effect(t.id, "a->b@v1", "merge", state="done", result={}, now=3, audit=Audit(t.id, "x", "e", {}))
-    started, row = s.start_effect(t.id, "a->b@v1", "merge", owner=other, now=4)
-    assert not started and row is not None and row.state == "done"
+    at = {"stage": "a", "version": 1}
+    assert s.start_effect(t.id, "a->b@v1", "merge", owner=me(), now=1, seen=None, **at) == ("started", None)
+    other = me()._replace(host="elsewhere")
+    # A second first start loses: the row exists.
+    outcome, row = s.start_effect(t.id, "a->b@v1", "merge", owner=other, now=2, seen=None, **at)
+    assert outcome == "changed" and row is not None and row.owner == me()
+    # Two recoverers probed the same row: the first takes it, the second must look again.
+    dead = me()._replace(pid=999_999_999)
+    assert s.start_effect(t.id, "a->b@v1", "merge", owner=dead, now=3, seen=row, **at)[0] == "started"
+    seen = s.get_effect(t.id, "a->b@v1", "merge")
+    assert seen is not None and seen.owner == dead and seen.attempts == 2
+    assert s.start_effect(t.id, "a->b@v1", "merge", owner=other, now=4, seen=seen, **at)[0] == "started"
+    outcome, now = s.start_effect(t.id, "a->b@v1", "merge", owner=me(), now=5, seen=seen, **at)
+    assert outcome == "changed" and now is not None and now.owner == other and now.attempts == 3
+    # Ending is conditional on the owner too: a stale owner's end writes nothing.
+    audit = Audit(t.id, "x", "e", {})
+    assert not s.end_effect(t.id, "a->b@v1", "merge", state="done", result={}, now=6, audit=audit, owner=dead)
+    assert s.end_effect(t.id, "a->b@v1", "merge", state="done", result={}, now=6, audit=audit, owner=other)
+    # A task that moved on (a cancel) starts nothing.
+    assert s.start_effect(t.id, "a->b@v1", "deploy", owner=me(), now=7, seen=None, stage="a", version=2) == (
+        "moved",
+        None,
+    )
+    assert s.get_effect(t.id, "a->b@v1", "deploy") is None
 
 
 def test_newer_schema_is_refused_and_left_untouched(tmp_path: Path) -> None:

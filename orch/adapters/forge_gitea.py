@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -378,7 +378,7 @@ class GiteaForge:
         self._sync(mirror, self._worktree_if_any(task), branch)
         return {"rebased": after != head, "head": after, "onto": base, "was": head, "pr": pr.number}
 
-    def merge(self, task: Task) -> dict[str, Any]:
+    def merge(self, task: Task, *, before_update: Callable[[], None] | None = None) -> dict[str, Any]:
         """Merge the pull request at the current head; a merged one is left alone."""
         repo = self._repo(task)
         branch = self.branch(task)
@@ -403,6 +403,8 @@ class GiteaForge:
                 f"{repo.owner}/{repo.repo}#{pr.number} still shows head {pr.head_sha[:10]}, "
                 f"the branch is at {head[:10]}: try again shortly"
             )
+        if before_update is not None:
+            before_update()  # the merge request is the point of no return
         try:
             self.client.merge_pr(repo.owner, repo.repo, pr.number, head_sha=head, style=self.merge_style)
         except (NotReady, Busy) as e:  # 405 not yet / 409 head moved or conflict

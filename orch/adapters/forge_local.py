@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from orch.adapters.git import GitError, git
+from orch import log
+from orch.adapters.git import GitError, clear_stale_locks, git, in_progress
 from orch.adapters.workspace import run_hook
 from orch.config import Config, Repo
 from orch.errors import EffectFailed, UsageError
@@ -53,15 +54,23 @@ class LocalForge:
         return path
 
     def ensure_worktree(self, task: Task) -> Path:
+        """The task's worktree, checked out on its branch; rebuilt if a killed git left it
+        broken (no HEAD, HEAD all zeros, another branch, half registered)."""
         repo = self._repo(task)
         path = self.worktree_path(task)
+        branch = self.branch(task)
+        self._clear_locks(repo)
         if (path / ".git").exists():
-            return path
+            if self._healthy(path, branch):
+                return path
+            log.warning("worktree_rebuilt", task=task.key, path=str(path))
+            self._drop_worktree(repo, path)
+        elif path.exists() and any(path.iterdir()):
+            self._drop_worktree(repo, path)  # files but no .git: an add killed half-way
         path.parent.mkdir(parents=True, exist_ok=True)
         git("worktree", "prune", cwd=repo.path)
-        branch = self.branch(task)
         if self._rev(repo, f"refs/heads/{branch}"):
-            git("worktree", "add", "-q", str(path), branch, cwd=repo.path)
+            git("worktree", "add", "-q", "-f", str(path), branch, cwd=repo.path)
         else:
             git("worktree", "add", "-q", "-b", branch, str(path), repo.default_branch, cwd=repo.path)
         if not self._hook("after_create", task, path):
@@ -70,6 +79,39 @@ class LocalForge:
                 f"workspace hook after_create failed for {task.key} (log in {self._hook_log(task)})"
             )
         return path
+
+    def _gitdir(self, repo: Repo) -> Path:
+        out = git("rev-parse", "--git-common-dir", cwd=repo.path).stdout.strip()
+        return (repo.path / out).resolve()
+
+    def _clear_locks(self, repo: Repo) -> None:
+        """Remove lock files a killed git left in the repository (never one a live git
+        holds: then the repository is busy and we try later, nobody's fault)."""
+        left = clear_stale_locks(self._gitdir(repo), [self.config.workspace_root])
+        if left:
+            raise GitError(f"git is working in {repo.path} (lock {left[0].name}): trying again later")
+
+    def _healthy(self, path: Path, branch: str) -> bool:
+        head = git("symbolic-ref", "-q", "HEAD", cwd=path, check=False)
+        if head.returncode != 0 or head.stdout.strip() != f"refs/heads/{branch}":
+            return False
+        return git("rev-parse", "--verify", "-q", "HEAD^{commit}", cwd=path, check=False).returncode == 0
+
+    def _drop_worktree(self, repo: Repo, path: Path) -> None:
+        """Remove a worktree however broken: its files and its registration."""
+        git("worktree", "remove", "-f", "-f", str(path), cwd=repo.path, check=False)
+        shutil.rmtree(path, ignore_errors=True)
+        admin = self._gitdir(repo) / "worktrees"
+        if admin.is_dir():
+            target = str(path / ".git")
+            for d in admin.iterdir():
+                try:
+                    points = (d / "gitdir").read_text().strip()
+                except OSError:
+                    points = ""
+                if points == target or not (d / "gitdir").exists():
+                    shutil.rmtree(d, ignore_errors=True)
+        git("worktree", "prune", cwd=repo.path, check=False)
 
     def _hook_log(self, task: Task) -> Path:
         return self.config.log_dir / f"hooks-{safe_name(task.key)}.log"
@@ -194,8 +236,14 @@ class LocalForge:
         )
 
     def rebase(self, task: Task) -> dict[str, Any]:
+        """Rebase the task's branch onto the default branch in its worktree.
+
+        Safe against a kill at any instant: git moves the branch only when the rebase
+        has finished, so a rebase found unfinished is aborted and done again.
+        """
         repo = self._repo(task)
         wt = self.ensure_worktree(task)
+        self._clean_worktree(wt)
         before = self.branch_head(task)
         base = self._rev(repo, f"refs/heads/{repo.default_branch}")
         if (
@@ -208,37 +256,80 @@ class LocalForge:
                 "head": before,
                 "onto": base,
             }  # up to date: a no-op, no new CI
-        out = git("rebase", "-q", repo.default_branch, cwd=wt, check=False)
+        assert base is not None
+        out = git("rebase", "-q", base, cwd=wt, check=False)
         if out.returncode != 0:
+            conflicted = git("diff", "--name-only", "--diff-filter=U", cwd=wt, check=False).stdout.split()
             git("rebase", "--abort", cwd=wt, check=False)
-            raise EffectFailed(
-                f"rebase of {self.branch(task)} onto {repo.default_branch} conflicts: "
-                f"{(out.stdout + out.stderr).strip()[-500:]}"
-            )
+            text = (out.stdout + out.stderr).strip()[-500:]
+            if conflicted or "CONFLICT" in text:
+                raise EffectFailed(
+                    f"rebase of {self.branch(task)} onto {repo.default_branch} conflicts: {text}"
+                )
+            raise GitError(f"rebase of {self.branch(task)} could not run (not a conflict): {text}")
         return {"rebased": True, "head": self.branch_head(task), "onto": base, "was": before}
 
-    def merge(self, task: Task) -> dict[str, Any]:
+    def _clean_worktree(self, wt: Path) -> None:
+        """What a killed git left in a task worktree at merge time: an unfinished rebase is
+        aborted (the branch is still where it was), stray changes are dropped (the work
+        is in the branch's commits; the worktree is orch's)."""
+        gitdir = Path(git("rev-parse", "--absolute-git-dir", cwd=wt).stdout.strip())
+        if in_progress(gitdir):
+            if git("rebase", "--abort", cwd=wt, check=False).returncode != 0:
+                git("merge", "--abort", cwd=wt, check=False)
+            for marker in ("rebase-merge", "rebase-apply"):
+                shutil.rmtree(gitdir / marker, ignore_errors=True)
+        if git("status", "--porcelain", cwd=wt).stdout.strip():
+            git("reset", "-q", "--hard", "HEAD", cwd=wt)
+            git("clean", "-q", "-fd", cwd=wt)
+
+    def merge(self, task: Task, *, before_update: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Move the default branch from its old head to the task's head, a compare-and-swap
+        on the ref (`git update-ref new old`) that no working tree takes part in: nobody's
+        checkout, dirty or not, can fail it. The checkout of the default branch, if any,
+        then follows on a best-effort basis."""
         repo = self._repo(task)
+        self._clear_locks(repo)
         head = self.branch_head(task)
         base = self._rev(repo, f"refs/heads/{repo.default_branch}")
         if head is None or base is None:
             raise EffectFailed(
                 f"nothing to merge: branch {self.branch(task)} or {repo.default_branch} missing"
             )
+        if git("merge-base", "--is-ancestor", head, base, cwd=repo.path, check=False).returncode == 0:
+            return {"merged": head, "previous": base, "already": True}
         if git("merge-base", "--is-ancestor", base, head, cwd=repo.path, check=False).returncode != 0:
             raise EffectFailed(f"{self.branch(task)} is not on top of {repo.default_branch}: rebase first")
-        checked_out = self._worktree_of(repo, repo.default_branch)
+        if before_update is not None:
+            before_update()
         try:
-            if checked_out is not None:
-                # The default branch is checked out (a plain repo): fast-forward there so
-                # its files follow; refuses (and changes nothing) if that would lose work.
-                git("merge", "-q", "--ff-only", head, cwd=checked_out)
-            else:
-                # Compare-and-swap on the ref itself: fails if main moved under us.
-                git("update-ref", f"refs/heads/{repo.default_branch}", head, base, cwd=repo.path)
-        except GitError as e:
-            raise EffectFailed(f"merge of {self.branch(task)} failed: {e}") from None
+            ref = f"refs/heads/{repo.default_branch}"
+            git("update-ref", "-m", f"orch: merge {task.key}", ref, head, base, cwd=repo.path)
+        except GitError:
+            if self._rev(repo, f"refs/heads/{repo.default_branch}") != base:
+                raise EffectFailed(
+                    f"{repo.default_branch} moved while merging {self.branch(task)}: rebase first"
+                ) from None
+            raise
+        self._follow(repo, base, head)
         return {"merged": head, "previous": base}
+
+    def _follow(self, repo: Repo, old: str, new: str) -> None:
+        """Bring the checkout of the default branch (the user's) from `old` to `new`,
+        keeping its local changes; if they are in the way, leave it and say so."""
+        checkout = self._worktree_of(repo, repo.default_branch)
+        if checkout is None:
+            return
+        try:
+            git("read-tree", "-m", "-u", old, new, cwd=checkout)
+        except GitError as e:
+            log.warning(
+                "checkout_not_updated",
+                path=str(checkout),
+                branch=repo.default_branch,
+                error=str(e)[-300:],
+                fix="git stash && git reset --hard && git stash pop",
+            )
 
     def is_merged(self, task: Task) -> bool:
         repo = self._repo(task)

@@ -51,3 +51,62 @@ def init_repo(path: Path, *, branch: str = "main") -> None:
     (path / "README.md").write_text("# demo\n")
     git("add", "README.md", cwd=path)
     git("commit", "-q", "-m", "initial commit", cwd=path)
+
+
+def _git_writers(paths: list[Path]) -> list[int]:
+    """Live git processes working in any of `paths` (their cwd lies inside one): the
+    possible writers of a lock file there."""
+    roots = [str(p.resolve()) for p in paths]
+    pids = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as f:
+                comm = f.read().strip()
+            if not comm.startswith("git"):
+                continue
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                    continue
+            cwd = os.readlink(f"/proc/{entry.name}/cwd")
+        except OSError:
+            continue
+        if any(cwd == r or cwd.startswith(r + os.sep) for r in roots):
+            pids.append(int(entry.name))
+    return pids
+
+
+def stale_locks(gitdir: Path, worktrees: list[Path]) -> tuple[list[Path], list[int]]:
+    """Lock files under `gitdir` (index.lock, HEAD.lock, refs/**.lock, worktrees/*/...)
+    and the live git processes that may be writing them (working in the repository or
+    one of its `worktrees`). A lock with no live writer is debris of a killed git."""
+    locks: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(gitdir):
+        if dirpath == str(gitdir):
+            dirnames[:] = [d for d in dirnames if d not in ("objects", "logs", "hooks", "lfs")]
+        locks.extend(Path(dirpath) / f for f in filenames if f.endswith(".lock"))
+    if not locks:
+        return [], []
+    return locks, _git_writers([gitdir.parent, gitdir, *worktrees])
+
+
+def clear_stale_locks(gitdir: Path, worktrees: list[Path]) -> list[Path]:
+    """Remove the lock files whose writer is dead; never one a live git may hold.
+
+    Returns the locks left because a git process still works in the repository (the
+    caller waits: busy, not the agent's fault)."""
+    locks, writers = stale_locks(gitdir, worktrees)
+    if writers:
+        return locks
+    for lock in locks:
+        lock.unlink(missing_ok=True)
+    return []
+
+
+def in_progress(gitdir: Path) -> str | None:
+    """An unfinished rebase, merge or cherry-pick in a (worktree's) git dir, by its marker."""
+    for marker in ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD", "REVERT_HEAD"):
+        if (gitdir / marker).exists():
+            return marker
+    return None

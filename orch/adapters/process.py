@@ -21,7 +21,11 @@ GRACE_S = 5.0
 
 
 def kill_group(pgid: int, *, grace_s: float = GRACE_S) -> bool:
-    """SIGTERM the group, wait up to grace_s, SIGKILL; True once the group is gone."""
+    """SIGTERM the group, wait up to grace_s, SIGKILL; True once the group is gone.
+
+    Gone means no live member: zombies left for a PID 1 that does not reap are dead."""
+    from orch.identity import group_members
+
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
@@ -29,12 +33,17 @@ def kill_group(pgid: int, *, grace_s: float = GRACE_S) -> bool:
             return True
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
+            if not group_members(pgid):
                 return True
             time.sleep(0.05)
-    return False
+    return not group_members(pgid)
+
+
+# The command waits for one line on its stdin before it runs: `on_start` records its
+# pid first (in the effect ledger, in the job row), so no instant exists where the
+# command runs and nobody could know it. If orch dies before releasing it, the pipe
+# closes, `read` fails and the command never runs.
+_GATE = "IFS= read -r _orch_go || exit 125; unset _orch_go; exec </dev/null\n"
 
 
 class ProcessRunner:
@@ -59,13 +68,14 @@ class ProcessRunner:
         """Run to the end; a deadline or `stall_timeout_s` of log silence kills the group."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         full_env = {**{k: v for k, v in os.environ.items() if k not in self.hidden}, **env}
+        gated = on_start is not None
         with open(log_path, "ab") as log:
             try:
                 proc = subprocess.Popen(
-                    ["/bin/sh", "-c", command],
+                    ["/bin/sh", "-c", _GATE + command if gated else command],
                     cwd=cwd,
                     env=full_env,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if gated else subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # its own group: a kill reaches its children
@@ -75,7 +85,19 @@ class ProcessRunner:
             except ValueError as e:  # a NUL or an unencodable character in env or cwd
                 return Outcome("failed", None, f"could not start: {e}")
             if on_start is not None:
-                on_start(proc.pid)
+                assert proc.stdin is not None
+                try:
+                    on_start(proc.pid)
+                except BaseException:
+                    proc.stdin.close()  # never released: the command exits without running
+                    kill_group(proc.pid, grace_s=self.grace_s)
+                    proc.wait()
+                    raise
+                try:
+                    proc.stdin.write(b"go\n")
+                    proc.stdin.close()
+                except BrokenPipeError:
+                    pass  # it died already; its exit status tells
             started = time.monotonic()
             deadline = started + timeout_s if timeout_s > 0 else None
             while True:

@@ -93,6 +93,8 @@ def lease_show(
             f"{r['name']}: {r['actor']} on {r['owner']['host']} pid {r['owner']['pid']}, "
             f"{r['age_s']:.0f}s, {'alive' if r['alive'] else 'DEAD'} ({r['purpose']})"
         )
+        for e in r.get("effects", []):
+            typer.echo(f"  effect {e['effect']} running, pid {e['pid']}")
 
 
 @lease_app.command("release")

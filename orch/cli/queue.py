@@ -187,7 +187,10 @@ def effect_list(key: str = typer.Argument(..., help="Task key."), json_: bool = 
     from orch.cli.render import safe_text
 
     for r in rows:
-        typer.echo(safe_text(f"{r['transition']} {r['effect']}: {r['state']} (attempts {r['attempts']})"))
+        proc = r["process"]
+        pid = f", pid {proc['pid']} {'running' if proc['alive'] else 'ended'}" if proc else ""
+        line = f"{r['transition']} {r['effect']}: {r['state']} (attempts {r['attempts']}{pid})"
+        typer.echo(safe_text(line))
 
 
 @effect_app.command("settle")

@@ -196,6 +196,8 @@ def explain(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON
             f"  lease {lease['name']}: {lease['actor']} ({'alive' if lease['alive'] else 'DEAD'}, "
             f"{_age(lease['age_s'])})"
         )
+    for e in view.get("effects_running", []):
+        console.print(f"  effect {e['effect']} running, pid {e['pid']}")
     if view["waits_on"]:
         say("  waits on: " + ", ".join(f"{d['task']} ({d['stage']})" for d in view["waits_on"]))
     if view["job"]:

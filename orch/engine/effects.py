@@ -8,15 +8,24 @@ no probe cannot be settled automatically: the task is blocked and a person is to
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from orch import faults, log
 from orch.config import Effect, Transition
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
-from orch.errors import Busy, EffectFailed, OrchError, PermanentFailure, RetryLater, UsageError
-from orch.identity import is_alive
-from orch.store import Audit, Task
+from orch.errors import (
+    Busy,
+    EffectFailed,
+    IntegrationError,
+    OrchError,
+    PermanentFailure,
+    RetryLater,
+    UsageError,
+)
+from orch.identity import group_alive, is_alive, process_start_time
+from orch.store import Audit, EffectRow, Task
 
 
 def ledger_key(task: Task, tr: Transition) -> str:
@@ -24,7 +33,12 @@ def ledger_key(task: Task, tr: Transition) -> str:
 
 
 def run_all(rt: Runtime, task: Task, tr: Transition) -> list[dict[str, Any]]:
-    """Run the transition's effects in order; returns what each did."""
+    """Run the transition's effects in order; returns what each did.
+
+    Whatever happens inside an effect, its row is ended (done, failed or deferred) before
+    this returns or raises: a long-lived process (the relay) never keeps a `started` row
+    it is not running.
+    """
     done: list[dict[str, Any]] = []
     tkey = ledger_key(task, tr)
     for name in tr.effects:
@@ -32,92 +46,190 @@ def run_all(rt: Runtime, task: Task, tr: Transition) -> list[dict[str, Any]]:
     return done
 
 
+def process_of(row: EffectRow) -> dict[str, Any] | None:
+    """The effect command's process recorded in `row`, and whether its group still lives."""
+    if row.proc_pgid is None:
+        return None
+    alive = row.state != "done" and group_alive(row.owner, row.proc_pgid, row.proc_start)
+    return {"pid": row.proc_pid, "pgid": row.proc_pgid, "start_time": row.proc_start, "alive": alive}
+
+
+def _still_running(rt: Runtime, task: Task, eff: Effect, row: EffectRow) -> str | None:
+    """Why `row` must not be probed nor run again now, or None: its owner lives, or the
+    command it started still runs (its process group outlives a killed orch)."""
+    if row.state == "started" and row.owner != rt.owner and is_alive(row.owner):
+        return f"effect {eff.name} of {task.key} is running under {row.owner.label()}"
+    proc = process_of(row)
+    if proc is not None and proc["alive"]:
+        return (
+            f"effect {eff.name} of {task.key} is still running as process group {proc['pgid']} "
+            f"(pid {proc['pid']}) although its owner {row.owner.label()} is gone: waiting for it to end"
+        )
+    return None
+
+
+def _uncertain(row: EffectRow) -> bool:
+    """Was the row interrupted, or ended by an error that leaves open whether it acted?"""
+    if row.state == "started":
+        return True
+    return row.state == "failed" and bool(_result(row).get("uncertain"))
+
+
+def _result(row: EffectRow) -> dict[str, Any]:
+    try:
+        out = json.loads(row.result or "{}")
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
 def _run_one(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
     store = rt.store
-    row = store.get_effect(task.id, tkey, eff.name)
-    if row is not None and row.state == "done":
-        return {"effect": eff.name, "ran": False, "why": "done already"}
-    if row is not None and row.state == "started" and row.owner != rt.owner:
-        if is_alive(row.owner):
-            raise Busy(f"effect {eff.name} of {task.key} is running under {row.owner.label()}")
-        settled = _probe(rt, task, eff)
-        if settled is True:
-            store.end_effect(
-                task.id,
-                tkey,
-                eff.name,
-                state="done",
-                result={"settled_by": "probe"},
-                now=rt.now(),
-                audit=Audit(task.id, rt.actor, "effect_settled", {"effect": eff.name, "probe": "done"}),
-            )
-            return {"effect": eff.name, "ran": False, "why": "probe: already done"}
-        if settled is None and eff.irreversible:
-            raise PermanentFailure(
-                f"effect {eff.name} of {task.key} was interrupted and has no probe: it may have run. "
-                "Check by hand, then `orch unblock` the task"
-            )
-    started, existing = store.start_effect(task.id, tkey, eff.name, owner=rt.owner, now=rt.now())
-    if not started:
-        assert existing is not None
-        if existing.state == "done":
+    for _ in range(5):
+        row = store.get_effect(task.id, tkey, eff.name)
+        if row is not None and row.state == "done":
             return {"effect": eff.name, "ran": False, "why": "done already"}
-        raise Busy(f"effect {eff.name} of {task.key} is running under {existing.owner.label()}")
+        if row is not None:
+            busy = _still_running(rt, task, eff, row)
+            if busy is not None:
+                raise Busy(busy)
+        if row is not None and _uncertain(row):
+            settled, answer = _probe(rt, task, eff)
+            if settled is True:
+                store.end_effect(
+                    task.id,
+                    tkey,
+                    eff.name,
+                    state="done",
+                    result={"settled_by": "probe"},
+                    now=rt.now(),
+                    seen=row,
+                    audit=Audit(task.id, rt.actor, "effect_settled", {"effect": eff.name, "probe": "done"}),
+                )
+                continue  # read the row again: done, unless someone else took it meanwhile
+            if settled is None and eff.irreversible:
+                raise PermanentFailure(_interrupted_message(task, eff, row, answer))
+        outcome, _ = store.start_effect(
+            task.id,
+            tkey,
+            eff.name,
+            owner=rt.owner,
+            now=rt.now(),
+            seen=row,
+            stage=task.stage,
+            version=task.version,
+            acting=eff.type == "command" and eff.irreversible,
+        )
+        if outcome == "moved":
+            moved = rt.task(task.key)
+            raise Busy(f"{task.key} moved to {moved.stage} (v{moved.version}): effect {eff.name} not started")
+        if outcome == "started":
+            break
+        # Someone else took the row between our look and our write (and maybe ran the
+        # effect, maybe died doing it): never act on the stale look, look again.
+    else:
+        raise Busy(f"effect {eff.name} of {task.key} keeps changing hands; try again")
+    return _run_started(rt, task, tkey, eff)
+
+
+def _interrupted_message(task: Task, eff: Effect, row: EffectRow, answer: str) -> str:
+    proc = process_of(row)
+    pid = f"its process (pid {proc['pid']}) has ended" if proc else "no process of it is recorded"
+    return (
+        f"effect {eff.name} of {task.key} was interrupted and may have run: {answer}; {pid}. "
+        f"Check by hand, then `orch effect settle {task.key} {eff.name} --done` (it happened) "
+        f"or `--redo` (run it again), then `orch unblock {task.key}`"
+    )
+
+
+def _run_started(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
+    store = rt.store
     faults.point("after_effect_started", eff.name)
     if eff.type == "command" and eff.irreversible:
         try:
             rt.tracker.effect_started(task, eff.name)
         except OrchError as e:  # showing the phase must never stop the deploy
             log.warning("tracker_phase_failed", task=task.key, effect=eff.name, error=str(e))
-    try:
-        result = _do(rt, task, eff)
-    except (RetryLater, EffectFailed) as e:
-        # Either way the row ends failed, so the next advance runs the effect again: not
-        # now (CI still running) is "deferred", a real failure is "failed".
-        later = isinstance(e, RetryLater)
+
+    def end(state: str, result: dict[str, Any], event: str, detail: dict[str, Any]) -> None:
         store.end_effect(
             task.id,
             tkey,
             eff.name,
-            state="failed",
-            result={"later" if later else "error": str(e)},
+            state=state,
+            result=result,
             now=rt.now(),
-            audit=Audit(
-                task.id,
-                rt.actor,
-                "effect_deferred" if later else "effect_failed",
-                {"effect": eff.name, "why" if later else "error": str(e)},
-            ),
+            owner=rt.owner,
+            audit=Audit(task.id, rt.actor, event, {"effect": eff.name, **detail}),
         )
+
+    try:
+        result = _do(rt, task, tkey, eff)
+    except RetryLater as e:
+        # Not now (CI still running): the row ends failed, so the next advance runs it again.
+        end("failed", {"later": str(e)}, "effect_deferred", {"why": str(e)})
+        raise
+    except Busy as e:
+        # Not now (the forge has not caught up): nothing was done; run it again later.
+        end("failed", {"later": str(e)}, "effect_deferred", {"why": str(e)})
+        raise
+    except NotDone as e:
+        # The task moved (a cancel) before the point of no return: nothing happened.
+        end("failed", {"not_done": str(e)}, "effect_deferred", {"why": str(e)})
+        raise Busy(str(e)) from None
+    except PermanentFailure as e:
+        end("failed", {"error": str(e)}, "effect_failed", {"error": str(e)})
+        raise
+    except IntegrationError as e:
+        # The machine or a server (a git lock, a 502): not the agent's fault, and nothing
+        # says whether the effect acted: the next try probes first, then runs again.
+        end("failed", {"later": str(e), "uncertain": True}, "effect_deferred", {"why": str(e)})
+        raise RetryLater(f"effect {eff.name} of {task.key}: {e}", delay=60) from None
+    except BaseException as e:
+        why = f"{type(e).__name__}: {e}"
+        end("failed", {"error": why, "uncertain": True}, "effect_failed", {"error": why})
         raise
     faults.point("before_effect_done", eff.name)
-    store.end_effect(
-        task.id,
-        tkey,
-        eff.name,
-        state="done",
-        result=result,
-        now=rt.now(),
-        audit=Audit(task.id, rt.actor, "effect_done", {"effect": eff.name, **result}),
-    )
+    end("done", result, "effect_done", result)
     faults.point("after_effect_done", eff.name)
     return {"effect": eff.name, "ran": True, **result}
 
 
-def _do(rt: Runtime, task: Task, eff: Effect) -> dict[str, Any]:
+class NotDone(Exception):
+    """The task left the stage and version the effect was started for, before the effect's
+    point of no return: it did nothing."""
+
+
+def _do(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
     if eff.type == "rebase":
         return _rebase(rt, task)
     if eff.type == "merge":
         _require_green_ci(rt, task)
-        return rt.forge.merge(task)
+
+        def point_of_no_return() -> None:
+            if not rt.store.mark_effect_acting(
+                task.id, tkey, eff.name, owner=rt.owner, stage=task.stage, version=task.version
+            ):
+                now = rt.task(task.key)
+                raise NotDone(f"{task.key} moved to {now.stage} before the merge: nothing merged")
+
+        return rt.forge.merge(task, before_update=point_of_no_return)
     assert eff.command is not None
     log = rt.config.log_dir / f"effect-{task.key}-{eff.name}-v{task.version}.log"
+
+    def started(pid: int) -> None:
+        # Recorded before the command may run (the runner holds it until this returns).
+        rt.store.set_effect_process(
+            task.id, tkey, eff.name, owner=rt.owner, pid=pid, pgid=pid, start=process_start_time(pid)
+        )
+
     out = rt.runner.run(
         eff.command,
         cwd=rt.config.base_dir,
         env=task_env(rt, task, pass_env=eff.pass_env),
         log_path=log,
         timeout_s=eff.timeout_s,
+        on_start=started,
     )
     if out.state != "succeeded":
         raise EffectFailed(f"effect {eff.name} {out.reason} (log: {log})")
@@ -154,12 +266,14 @@ def _require_green_ci(rt: Runtime, task: Task) -> None:
         raise EffectFailed(f"CI is {state} on the head to merge {head[:10]}")
 
 
-def _probe(rt: Runtime, task: Task, eff: Effect) -> bool | None:
-    """Did the interrupted effect happen? True yes, False no, None cannot tell."""
+def _probe(rt: Runtime, task: Task, eff: Effect) -> tuple[bool | None, str]:
+    """Did the interrupted effect happen? (True yes, False no, None cannot tell; what the
+    probe answered, in words for the message that asks a person.)"""
     if eff.type == "merge":
-        return rt.forge.is_merged(task)
+        merged = rt.forge.is_merged(task)
+        return merged, f"the forge says {'merged' if merged else 'not merged'}"
     if eff.type == "rebase":
-        return False  # reversible and idempotent: just run it again
+        return False, "a rebase is run again"  # reversible and idempotent
     if eff.probe:
         log = rt.config.log_dir / f"probe-{task.key}-{eff.name}.log"
         out = rt.runner.run(
@@ -170,8 +284,10 @@ def _probe(rt: Runtime, task: Task, eff: Effect) -> bool | None:
             timeout_s=eff.timeout_s,
         )
         if out.exit_code in (0, 1):
-            return out.exit_code == 0
-    return None if eff.irreversible else False
+            return out.exit_code == 0, f"its probe answered {'done' if out.exit_code == 0 else 'not done'}"
+        answer = f"its probe could not tell ({out.reason}; log {log})"
+        return (None, answer) if eff.irreversible else (False, answer)
+    return (None, "it has no probe") if eff.irreversible else (False, "no probe")
 
 
 def ledger(rt: Runtime, key: str) -> list[dict[str, Any]]:
@@ -185,10 +301,35 @@ def ledger(rt: Runtime, key: str) -> list[dict[str, Any]]:
             "owner": e.owner.as_dict(),
             "started_at": e.started_at,
             "ended_at": e.ended_at,
-            "result": e.result,
+            "result": _result(e) if e.result else None,
+            "process": process_of(e),
         }
         for e in rt.store.effects_of(task.id)
     ]
+
+
+def running(rt: Runtime, task: Task) -> list[dict[str, Any]]:
+    """The task's effects that may be running now: started by a live owner, or whose
+    command's process group still lives (for `orch lease show` and `orch explain`)."""
+    out = []
+    for e in rt.store.effects_of(task.id):
+        if e.state == "done":
+            continue
+        proc = process_of(e)
+        owner_alive = e.state == "started" and is_alive(e.owner)
+        if owner_alive or (proc is not None and proc["alive"]):
+            out.append(
+                {
+                    "effect": e.effect,
+                    "transition": e.transition,
+                    "owner": e.owner.as_dict(),
+                    "owner_alive": owner_alive,
+                    "process": proc,
+                    "pid": proc["pid"] if proc else e.owner.pid,
+                    "started_at": e.started_at,
+                }
+            )
+    return out
 
 
 def settle(rt: Runtime, key: str, effect: str, *, done: bool) -> str:
@@ -198,16 +339,24 @@ def settle(rt: Runtime, key: str, effect: str, *, done: bool) -> str:
     if not rows:
         raise UsageError(f"{key} has no unsettled {effect!r} effect (see `orch effect list {key}`)")
     row = rows[-1]
+    eff = rt.config.effects.get(effect)
+    if eff is not None:
+        busy = _still_running(rt, task, eff, row)
+        if busy is not None:
+            raise Busy(f"{busy}. Settle it once it has ended")
     state = "done" if done else "failed"  # a failed row is run again on the next advance
-    rt.store.end_effect(
+    ended = rt.store.end_effect(
         task.id,
         row.transition,
         effect,
         state=state,
         result={"settled_by": rt.actor},
         now=rt.now(),
+        seen=row,
         audit=Audit(
             task.id, rt.actor, "effect_settled", {"effect": effect, "as": "done" if done else "redo"}
         ),
     )
+    if not ended:
+        raise Busy(f"{key}: the {effect} row changed while we settled it; see `orch effect list {key}`")
     return f"{key}: {effect} of {row.transition} settled as {'done' if done else 'to run again'}"

@@ -7,6 +7,11 @@
 - a lease whose owner is dead is reclaimed. After a reboot every owner of the previous
   boot is dead, so the first tick reclaims every old job and lease.
 
+- an effect command (a deploy) running past `reaper.max_running_s`, whether its owner
+  lives or died and left it running: its process group is killed and its death
+  confirmed, audited, and a person is told. Its ledger row is left for the owner (which
+  sees the command fail) or, if the owner is gone, for the next advance's probe.
+
 Each reaped job force-releases its task's transition lease, is audited and alerts.
 One job that cannot be reaped (its group survives SIGKILL) is counted and skipped.
 """
@@ -16,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from orch import log
-from orch.engine import jobs
+from orch.engine import effects, jobs
 from orch.engine.runtime import Runtime
 from orch.identity import is_alive
 from orch.store import Audit
@@ -26,6 +31,7 @@ class ReapReport(NamedTuple):
     reaped: list[int]
     leases: list[str]
     errors: list[str]
+    effects: list[str] = []  # noqa: RUF012 (never mutated)
 
     def as_dict(self) -> dict[str, object]:
         return self._asdict()
@@ -75,6 +81,7 @@ def reap(rt: Runtime) -> ReapReport:
             f"reaped:{job.id}", task.id, f"{task.key}: reaped {job.agent} job {job.id}: {why}", now=now
         )
         jobs.retry(rt, job, task, why)
+    killed = _reap_effects(rt, now, errors)
     released: list[str] = []
     for held in rt.store.list_leases():
         if is_alive(held.owner):
@@ -85,4 +92,38 @@ def reap(rt: Runtime) -> ReapReport:
         if rt.store.clear_dead_lease(name, actor=rt.actor, now=now, audit_task=audit_task) is not None:
             released.append(name)
             log.warning("lease_reclaimed", lease=name, actor=rt.actor, dead_owner=held.owner.label())
-    return ReapReport(reaped, released, errors)
+    return ReapReport(reaped, released, errors, killed)
+
+
+def _reap_effects(rt: Runtime, now: float, errors: list[str]) -> list[str]:
+    killed: list[str] = []
+    for row in rt.store.started_effects():
+        proc = effects.process_of(row)
+        if proc is None or not proc["alive"] or now - row.started_at <= rt.config.max_running_s:
+            continue
+        task = rt.store.get_task_by_id(row.task_id)
+        key = task.key if task else f"#{row.task_id}"
+        name = f"{key}:{row.effect}"
+        if not rt.runner.kill_group(proc["pgid"], proc["start_time"]):
+            errors.append(f"effect {name}: process group {proc['pgid']} survived SIGKILL")
+            continue
+        why = f"ran past reaper.max_running_s ({rt.config.max_running_s:g}s)"
+        killed.append(name)
+        log.warning("effect_reaped", task=key, effect=row.effect, pid=proc["pid"], actor=rt.actor, reason=why)
+        rt.store.audit(
+            Audit(
+                row.task_id,
+                rt.actor,
+                "effect_reaped",
+                {"effect": row.effect, "pid": proc["pid"], "reason": why},
+            ),
+            now=now,
+        )
+        rt.store.notify(
+            f"effect_reaped:{key}:{row.transition}:{row.effect}:{row.attempts}",
+            row.task_id,
+            f"{key}: killed effect {row.effect} (pid {proc['pid']}): {why}. "
+            f"Check whether it happened, then `orch effect settle {key} {row.effect} --done|--redo`",
+            now=now,
+        )
+    return killed

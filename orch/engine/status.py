@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orch.engine import effects
 from orch.engine.gates import evaluate
 from orch.engine.runtime import Runtime, task_lease
 from orch.identity import is_alive
@@ -157,6 +158,7 @@ def explain(rt: Runtime, key: str) -> dict[str, Any]:
         "max_retries": cfg.max_retries,
         "transitions": transitions,
         "leases": [_lease(rt, lease) for lease in leases if lease],
+        "effects_running": effects.running(rt, task),
         "waits_on": [{"task": d.key, "stage": d.stage} for d in unfinished],
         "job": {
             "id": last[0].id,

@@ -57,6 +57,15 @@ def _locked(e: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+def _owner(o: Owner) -> tuple[str, str, int, str]:
+    return (o.host, o.boot_id, o.pid, o.start_time)
+
+
+_STARTED_BY = (
+    " AND state = 'started' AND owner_host = ? AND owner_boot = ? AND owner_pid = ? AND owner_start = ?"
+)
+
+
 class Store:
     """orch's state in one SQLite file. Open with `Store.open(path)`."""
 
@@ -526,6 +535,10 @@ class Store:
             started_at=r["started_at"],
             ended_at=r["ended_at"],
             result=r["result"],
+            proc_pid=r["proc_pid"],
+            proc_pgid=r["proc_pgid"],
+            proc_start=r["proc_start"],
+            acting=bool(r["acting"]),
         )
 
     def get_effect(self, task_id: int, transition: str, effect: str) -> EffectRow | None:
@@ -539,6 +552,26 @@ class Store:
         rows = self._read("SELECT * FROM effects WHERE task_id = ? ORDER BY started_at", (task_id,))
         return [self._effect(r) for r in rows]
 
+    def started_effects(self) -> list[EffectRow]:
+        """Every effect row still marked started (the reaper's and `orch lease show`'s view)."""
+        rows = self._read("SELECT * FROM effects WHERE state = 'started' ORDER BY started_at")
+        return [self._effect(r) for r in rows]
+
+    _SAME_ROW = (
+        "task_id = ? AND transition = ? AND effect = ? AND state = ? AND attempts = ? "
+        "AND owner_host = ? AND owner_boot = ? AND owner_pid = ? AND owner_start = ?"
+    )
+
+    @staticmethod
+    def _row_key(row: EffectRow) -> tuple[Any, ...]:
+        o = row.owner
+        return (row.task_id, row.transition, row.effect, row.state, row.attempts, *_owner(o))
+
+    @staticmethod
+    def _at_stage(c: sqlite3.Connection, task_id: int, stage: str, version: int) -> bool:
+        r = c.execute("SELECT stage, version FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return r is not None and r["stage"] == stage and r["version"] == version
+
     def start_effect(
         self,
         task_id: int,
@@ -547,54 +580,79 @@ class Store:
         *,
         owner: Owner,
         now: float,
-        alive: Callable[[Owner], bool] = is_alive,
-    ) -> tuple[bool, EffectRow | None]:
-        """Mark an effect started (durably). Returns (started, existing row).
+        seen: EffectRow | None,
+        stage: str,
+        version: int,
+        acting: bool = False,
+    ) -> tuple[str, EffectRow | None]:
+        """Mark an effect started (durably), a compare-and-swap on what the caller saw.
 
-        (False, row): the row is done, or started by a live owner: do not run.
-        (True, row): the row was started by a dead owner or failed; the caller probed
-        it already and restarts it. (True, None): a first start.
+        Returns ("started", seen) when the row was created (seen None) or taken over from
+        exactly the row the caller probed (same state, attempts and owner); ("moved", None)
+        when the task is no longer at `stage` and `version` (cancelled, moved on): nothing
+        starts; ("changed", current) when the row is not the one seen: look again.
         """
         with self.write(durable=True) as c:
+            if not self._at_stage(c, task_id, stage, version):
+                return "moved", None
+            if seen is None:
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO effects (task_id, transition, effect, state, owner_host, "
+                    "owner_boot, owner_pid, owner_start, started_at, acting) "
+                    "VALUES (?, ?, ?, 'started', ?, ?, ?, ?, ?, ?)",
+                    (task_id, transition, effect, *_owner(owner), now, int(acting)),
+                )
+            else:
+                cur = c.execute(
+                    "UPDATE effects SET state = 'started', attempts = attempts + 1, owner_host = ?, "
+                    "owner_boot = ?, owner_pid = ?, owner_start = ?, started_at = ?, ended_at = NULL, "
+                    "proc_pid = NULL, proc_pgid = NULL, proc_start = NULL, acting = ? "
+                    f"WHERE {self._SAME_ROW}",
+                    (*_owner(owner), now, int(acting), *self._row_key(seen)),
+                )
+            if cur.rowcount == 1:
+                return "started", seen
             r = c.execute(
                 "SELECT * FROM effects WHERE task_id = ? AND transition = ? AND effect = ?",
                 (task_id, transition, effect),
             ).fetchone()
-            row = self._effect(r) if r else None
-            if row is None:
-                c.execute(
-                    "INSERT INTO effects (task_id, transition, effect, state, owner_host, owner_boot, "
-                    "owner_pid, owner_start, started_at) VALUES (?, ?, ?, 'started', ?, ?, ?, ?, ?)",
-                    (
-                        task_id,
-                        transition,
-                        effect,
-                        owner.host,
-                        owner.boot_id,
-                        owner.pid,
-                        owner.start_time,
-                        now,
-                    ),
-                )
-                return True, None
-            if row.state == "done" or (row.state == "started" and row.owner != owner and alive(row.owner)):
-                return False, row
-            c.execute(
-                "UPDATE effects SET state = 'started', attempts = attempts + 1, owner_host = ?, "
-                "owner_boot = ?, owner_pid = ?, owner_start = ?, started_at = ?, ended_at = NULL "
-                "WHERE task_id = ? AND transition = ? AND effect = ?",
-                (
-                    owner.host,
-                    owner.boot_id,
-                    owner.pid,
-                    owner.start_time,
-                    now,
-                    task_id,
-                    transition,
-                    effect,
-                ),
+            return "changed", self._effect(r) if r else None
+
+    def set_effect_process(
+        self,
+        task_id: int,
+        transition: str,
+        effect: str,
+        *,
+        owner: Owner,
+        pid: int,
+        pgid: int,
+        start: str | None,
+    ) -> bool:
+        """Record the effect command's process in the row `owner` holds (durably: the
+        command waits for this write before it runs)."""
+        with self.write(durable=True) as c:
+            cur = c.execute(
+                "UPDATE effects SET proc_pid = ?, proc_pgid = ?, proc_start = ? "
+                "WHERE task_id = ? AND transition = ? AND effect = ?" + _STARTED_BY,
+                (pid, pgid, start, task_id, transition, effect, *_owner(owner)),
             )
-            return True, row
+            return cur.rowcount == 1
+
+    def mark_effect_acting(
+        self, task_id: int, transition: str, effect: str, *, owner: Owner, stage: str, version: int
+    ) -> bool:
+        """The point of no return, taken only while the task is still at `stage` and
+        `version` (a cancel committed first wins: the effect then does nothing)."""
+        with self.write(durable=True) as c:
+            if not self._at_stage(c, task_id, stage, version):
+                return False
+            cur = c.execute(
+                "UPDATE effects SET acting = 1 "
+                "WHERE task_id = ? AND transition = ? AND effect = ?" + _STARTED_BY,
+                (task_id, transition, effect, owner.host, owner.boot_id, owner.pid, owner.start_time),
+            )
+            return cur.rowcount == 1
 
     def end_effect(
         self,
@@ -606,14 +664,28 @@ class Store:
         result: dict[str, Any],
         now: float,
         audit: Audit,
-    ) -> None:
+        seen: EffectRow | None = None,
+        owner: Owner | None = None,
+    ) -> bool:
+        """End the row; only if it is still `seen` (a probe's verdict on that row), or still
+        started by `owner`, when given. False (nothing written) otherwise."""
+        sql = (
+            "UPDATE effects SET state = ?, result = ?, ended_at = ? "
+            "WHERE task_id = ? AND transition = ? AND effect = ?"
+        )
+        text = json.dumps(result, sort_keys=True)
+        params: tuple[Any, ...] = (state, text, now, task_id, transition, effect)
+        if seen is not None:
+            sql = "UPDATE effects SET state = ?, result = ?, ended_at = ? WHERE " + self._SAME_ROW
+            params = (state, text, now, *self._row_key(seen))
+        elif owner is not None:
+            sql += _STARTED_BY
+            params += _owner(owner)
         with self.write(durable=True) as c:
-            c.execute(
-                "UPDATE effects SET state = ?, result = ?, ended_at = ? "
-                "WHERE task_id = ? AND transition = ? AND effect = ?",
-                (state, json.dumps(result, sort_keys=True), now, task_id, transition, effect),
-            )
-            self._audit(c, audit, now)
+            cur = c.execute(sql, params)
+            if cur.rowcount:
+                self._audit(c, audit, now)
+            return cur.rowcount == 1
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -73,6 +73,10 @@ class EffectRow(NamedTuple):
     started_at: float
     ended_at: float | None
     result: str | None
+    proc_pid: int | None = None  # the effect command's process, while it may run
+    proc_pgid: int | None = None
+    proc_start: str | None = None
+    acting: bool = False  # past the point of no return (see schema v7)
 
 
 class Job(NamedTuple):

@@ -286,6 +286,20 @@ _V7 = [
 ]
 
 
+_V8 = [
+    # An effect command's own process is part of its owner (DESIGN 2.2): its pid, start
+    # time and process group, so that nobody probes or reruns an effect whose command
+    # still runs after orch itself died. `acting` marks the point of no return (a command
+    # started, a merge about to move the default branch): a cancel waits for such an
+    # effect instead of racing it.
+    "ALTER TABLE effects ADD COLUMN proc_pid INTEGER",
+    "ALTER TABLE effects ADD COLUMN proc_pgid INTEGER",
+    "ALTER TABLE effects ADD COLUMN proc_start TEXT",
+    "ALTER TABLE effects ADD COLUMN acting INTEGER NOT NULL DEFAULT 0",
+    "CREATE INDEX effects_started ON effects(state) WHERE state = 'started'",
+]
+
+
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("v1_core", _steps(_V1)),
@@ -295,5 +309,6 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("v5_tracker_states", _steps(_V5)),
     ("v6_inbox_open", _steps(_V6)),
     ("v7_integration_state", _steps(_V7)),
+    ("v8_effect_process", _steps(_V8)),
 ]
 LATEST = len(MIGRATIONS)
