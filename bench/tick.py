@@ -6,7 +6,7 @@ each an `orch.toml` with `[repos.app] path = "<repo>"` and `[store] path = ".orc
   idle   10,000 tasks written through orch's Store in one transaction, shaped like real idle
          tasks: 90% at `analysis` waiting on a person (their analyst job `succeeded`, no
          verdict), 10% at `development` whose developer job `failed` 3 times (attempts
-         exhausted, the give-up message already sent); 1,000 dependency rows between
+         exhausted: the task blocked as escalated, the message already sent); 1,000 dependency rows between
          `analysis` tasks, with `waiting_on` consistent. No job is queued or running and no
          task sits at a stage the tick advances by itself (merge, deploy, monitoring).
   empty  the same config with no task at all: the tick's fixed cost
@@ -132,15 +132,18 @@ def fill(toml: Path, n_tasks: int, rng: random.Random) -> None:
                 at = created + 200 * attempt
                 jobs.append((tid, "developer", "development", 2, attempt, "failed", at, at + 60, 1))
                 audits.append((tid, at + 60, "runner", "job_failed", "development", None, "{}"))
-            outbox.append((f"job-gave-up:{tid}", tid, f"{key}: developer gave up", created + 800))
-            tasks.append((tid, key, "development", 2, created, created + 800))
+            outbox.append((f"job-gave-up:{tid}", tid, f"{key} escalated: developer gave up", created + 800))
+            # What the runner does when a job uses up its attempts: block the task as escalated.
+            why = f"developer gave up after {MAX_ATTEMPTS} attempts: exit code"
+            tasks.append((tid, key, "development", 2, created, created + 800, 1, 1, why))
         else:
-            tasks.append((tid, key, "analysis", 1, created, created + 60))
+            tasks.append((tid, key, "analysis", 1, created, created + 60, 0, 0, None))
 
     with store.write() as c:
         c.executemany(
-            "INSERT INTO tasks (id, key, title, repo, stage, version, created_at, updated_at, waiting_on) "
-            "VALUES (?, ?, 'an idle task', 'app', ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (id, key, title, repo, stage, version, created_at, updated_at, blocked, "
+            "escalated, block_reason, waiting_on) "
+            "VALUES (?, ?, 'an idle task', 'app', ?, ?, ?, ?, ?, ?, ?, ?)",
             ((*t, waiting.get(t[0], 0)) for t in tasks),
         )
         c.executemany(

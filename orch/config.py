@@ -1,6 +1,7 @@
 """orch.toml + ORCH_* overrides -> one frozen, validated `Config`.
 
-Discovery, first hit wins: `--config PATH`, `$ORCH_CONFIG`, `./orch.toml`,
+Discovery, first hit wins: `--config PATH`, `$ORCH_CONFIG`, `./orch.toml` (or the
+nearest parent directory's),
 `$ORCH_HOME/orch.toml`, else the embedded defaults (DEFAULTS below, which are also
 what `orch.toml.example` spells out). State (database, worktrees, logs) lives in
 `$ORCH_HOME` if set, else in `.orch/` beside the config file (or the current directory).
@@ -43,7 +44,7 @@ DEFAULTS: dict[str, Any] = {
         "before_remove": "",
     },
     "transition_lease": {"enabled": True},
-    "work": {"max_concurrency": 4, "backoff_base_s": 30, "backoff_max_s": 600},
+    "work": {"max_concurrency": 4, "backoff_base_s": 30, "backoff_max_s": 600, "start_immediately": True},
     "reaper": {"max_running_s": 14400, "grace_s": 5},
     "deps": {"enabled": True, "finished_stages": ["deploy", "monitoring", "done"]},
     "merge": {"premerge_rebase_always": True},
@@ -345,6 +346,7 @@ class Config(NamedTuple):
     agents: dict[str, Agent]
     repos: dict[str, Repo]
     raw: dict[str, Any] | None = None  # the merged tables, for `orch config show`
+    start_immediately: bool = True  # [work] start_immediately: no wait for the next tick
 
     @property
     def log_dir(self) -> Path:
@@ -401,8 +403,11 @@ def discover(
         if not p.is_file():
             raise ConfigError(f"{p}: no such config file (from $ORCH_CONFIG)")
         return p
-    if (cwd / "orch.toml").is_file():
-        return cwd / "orch.toml"
+    # Walk up to the filesystem root, as git does: `orch` run from a subdirectory of the
+    # repository must find the same state, not start an empty one beside it.
+    for d in (cwd, *cwd.resolve().parents):
+        if (d / "orch.toml").is_file():
+            return d / "orch.toml"
     home = env.get("ORCH_HOME")
     if home and (Path(home) / "orch.toml").is_file():
         return Path(home) / "orch.toml"
@@ -614,6 +619,7 @@ def _build(
         agents=agents,
         repos=repos,
         raw=raw,
+        start_immediately=v.boolean(work, "work", "start_immediately", True),
     )
 
 

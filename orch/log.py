@@ -28,6 +28,7 @@ class _Sink:
         self.format = "text"
         self.path: str | None = None
         self.stream: TextIO | None = None
+        self.owned = False
 
     def configure(self, *, fmt: str | None = None, level: str | None = None, path: str | None = None) -> None:
         fmt = (fmt or os.environ.get("ORCH_LOG_FORMAT") or "text").lower()
@@ -38,15 +39,29 @@ class _Sink:
         if level not in LEVELS:
             raise ValueError(f"log level {level!r}: expected one of {', '.join(LEVELS)}")
         self.format, self.level, self.path = fmt, LEVELS[level], path
-        if self.stream is not None and self.stream is not sys.stderr:
+        if self.stream is not None and self.owned:  # close only a file we opened
             self.stream.close()
         self.stream = None
+
+    def _open(self) -> TextIO:
+        """The log file, its directory created; if that fails, one line says so and the
+        logs go to stderr: a missing /var/log/orch must not stop a tick."""
+        if not self.path:
+            return sys.stderr
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            return open(self.path, "a", encoding="utf-8")
+        except OSError as e:
+            why = e.strerror or e
+            sys.stderr.write(f"orch: cannot write the log file {self.path}: {why}; logging to stderr\n")
+            return sys.stderr
 
     def emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if LEVELS[level] < self.level:
             return
         if self.stream is None:
-            self.stream = open(self.path, "a", encoding="utf-8") if self.path else sys.stderr  # noqa: SIM115
+            self.stream = self._open()
+            self.owned = self.stream is not sys.stderr
         now = time.time()
         if self.format == "json":
             line = json.dumps({"ts": round(now, 3), "level": level, "event": event, **fields}, default=str)

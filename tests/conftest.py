@@ -53,6 +53,8 @@ class Setup:
             {
                 "pipeline": {"transitions": transitions},
                 "gates": {"merge_window": {"type": "command", "command": "test -f merge-window.open"}},
+                # Tests drive jobs themselves; tests/test_newcomer.py covers immediate starts.
+                "work": {"start_immediately": False},
             }
         )
 

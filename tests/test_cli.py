@@ -120,12 +120,16 @@ def test_person_commands_and_json_outputs(setup: Setup) -> None:
 
 
 def test_init_writes_config_and_database(tmp_path: Path) -> None:
-    out = run_orch("init", "--repo", ".", cwd=tmp_path)
+    import subprocess
+
+    repo = tmp_path / "app"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    out = run_orch("init", "--repo", ".", cwd=repo)
     assert out.returncode == 0, out.stderr
-    assert (tmp_path / "orch.toml").exists() and (tmp_path / ".orch" / "orch.db").exists()
-    out = run_orch("init", cwd=tmp_path)
+    assert (repo / "orch.toml").exists() and (repo / ".orch" / "orch.db").exists()
+    out = run_orch("init", cwd=repo)
     assert out.returncode == 2 and "--force" in out.stderr
-    shown = json.loads(run_orch("config", "show", "--json", cwd=tmp_path).stdout)
+    shown = json.loads(run_orch("config", "show", "--json", cwd=repo).stdout)
     assert shown["config"]["repos"]["app"]["path"] == "."
 
 

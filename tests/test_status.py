@@ -68,8 +68,9 @@ def test_queue_view(scenario: tuple[Setup, Runtime, dict[str, str]]) -> None:
     _, rt, k = scenario
     view = status.queue(rt)
     assert _strip(view) == {
-        "healthy": True,
-        "problems": [],
+        # The developer used up its attempts: the task is escalated, a person must look.
+        "healthy": False,
+        "problems": ["1 escalated task(s) wait for a person"],
         "running": [],
         "queued": [],
         "waiting": [
@@ -90,7 +91,14 @@ def test_queue_view(scenario: tuple[Setup, Runtime, dict[str, str]]) -> None:
                 "waits_on": [{"task": k["held"], "stage": "analysis"}],
             }
         ],
-        "blocked": [],
+        "blocked": [
+            {
+                "task": k["stuck"],
+                "stage": "development",
+                "escalated": True,
+                "reason": "developer gave up after 1 attempt: exit 2",
+            }
+        ],
         "stages": {"analysis": 3, "development": 1},
         "jobs": {"succeeded": 3, "failed": 1, "queued": 1},
         "outbox_pending": 0,
@@ -122,8 +130,8 @@ def test_explain_says_who_moves_each_task_next(scenario: tuple[Setup, Runtime, d
     nexts = {name: status.explain(rt, key)["next"] for name, key in k.items()}
     assert nexts == {
         "red": f"a person: `orch approve {k['red']}` (or reject)",
-        "stuck": "a person: the developer job ended without making the gates green; "
-        f"see `orch history {k['stuck']}`",
+        "stuck": "a person: it is escalated (developer gave up after 1 attempt: exit 2); "
+        f"`orch logs {k['stuck']}`, then `orch retry {k['stuck']}`",
         "held": f"person:ops (holds task:{k['held']}); then the next tick",
         "waiting": f"nobody yet: it waits for {k['held']} to be merged",
     }
@@ -140,7 +148,7 @@ def test_cli_views_render_and_json_parses(scenario: tuple[Setup, Runtime, dict[s
     setup, _, k = scenario
     out = setup.orch("queue")
     assert out.returncode == 0, out.stderr
-    for text in ("healthy", "waits on " + k["held"], f"task:{k['held']}", "dependency line"):
+    for text in ("needs a look", "waits on " + k["held"], f"task:{k['held']}", "dependency line"):
         assert text in out.stdout
     data = json.loads(setup.orch("queue", "--json").stdout)
     assert data["waiting"][0]["task"] == k["waiting"]

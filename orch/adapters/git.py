@@ -33,8 +33,11 @@ def git(*args: str, cwd: Path, check: bool = True, timeout: float = 120) -> subp
             timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-    except FileNotFoundError:
-        raise GitError("git is not installed") from None
+    except (FileNotFoundError, NotADirectoryError):
+        # Popen reports a missing cwd and a missing program alike: tell them apart.
+        if not Path(cwd).is_dir():
+            raise GitError(f"{cwd}: no such directory (git {' '.join(args[:1])})") from None
+        raise GitError("git is not installed (not found on PATH)") from None
     except subprocess.TimeoutExpired:
         raise GitError(f"git {' '.join(args[:2])} timed out after {timeout}s in {cwd}") from None
     if check and out.returncode != 0:

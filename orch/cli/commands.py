@@ -44,7 +44,7 @@ def _root(
         "--config",
         "-c",
         envvar="ORCH_CONFIG",
-        help="Path to orch.toml (default: ./orch.toml, then $ORCH_HOME).",
+        help="Path to orch.toml (default: ./orch.toml or the nearest parent's, then $ORCH_HOME).",
     ),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
@@ -53,13 +53,21 @@ def _root(
         None,
         "--log-format",
         envvar="ORCH_LOG_FORMAT",
+        metavar="[text|json]",
         help="Decision log lines as text or json (default text).",
     ),
     log_level: str = typer.Option(
-        None, "--log-level", envvar="ORCH_LOG_LEVEL", help="debug, info, warning (default) or error."
+        None,
+        "--log-level",
+        envvar="ORCH_LOG_LEVEL",
+        metavar="[debug|info|warning|error]",
+        help="debug, info, warning (default) or error.",
     ),
     log_file: str = typer.Option(
-        None, "--log-file", envvar="ORCH_LOG_FILE", help="Append decision logs here instead of stderr."
+        None,
+        "--log-file",
+        envvar="ORCH_LOG_FILE",
+        help="Append decision logs here instead of stderr (its directory is created).",
     ),
 ) -> None:
     _state["config"] = config
@@ -88,6 +96,6 @@ def fail(message: str, code: int) -> None:
 
 
 # Register the command modules (they only import typer at module level).
-from orch.cli import install, pipeline, queue, relay, setup, status, tasks  # noqa: E402, F401
+from orch.cli import install, logs, pipeline, queue, relay, setup, status, tasks  # noqa: E402, F401
 
 __all__ = ["app", "emit_json", "fail", "runtime"]

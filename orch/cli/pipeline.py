@@ -5,13 +5,14 @@ from __future__ import annotations
 import typer
 
 from orch.cli.commands import app, emit_json, runtime
+from orch.cli.complete import KEY
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
 
 @app.command("advance")
 def advance(
-    key: str = typer.Argument(..., help="Task key."),
+    key: str = KEY,
     expect: str = typer.Option(None, "--expect", help="Only act if the task is at this stage."),
     json_: bool = JSON,
 ) -> None:
@@ -44,7 +45,7 @@ def _ts(t: float) -> str:
 
 
 @app.command("history")
-def history(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON) -> None:
+def history(key: str = KEY, json_: bool = JSON) -> None:
     """The audit trail of a task: gates, leases, effects, CAS results, jobs.
 
     Example: orch history ORCH-12 --json
@@ -58,12 +59,12 @@ def history(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON
     from rich.console import Console
     from rich.table import Table
 
-    from orch.cli.render import cell
+    from orch.cli.render import cell, plain
 
     table = Table("at", "actor", "event", "stage", "detail", title=cell(f"{task.key}: {task.title}"))
     for r in rows:
         move = f"{r.from_stage or ''} -> {r.to_stage}" if r.to_stage else (r.from_stage or "")
-        detail = ", ".join(f"{k}={v}" for k, v in r.detail.items() if v not in (None, "", [], {}))
+        detail = plain(r.detail)
         table.add_row(_ts(r.at), cell(r.actor), cell(r.event), cell(move), cell(detail[:120]))
     Console().print(table)
 
@@ -99,7 +100,7 @@ def lease_show(
 
 @lease_app.command("release")
 def lease_release(
-    key: str = typer.Argument(..., help="Task key."),
+    key: str = KEY,
     force: bool = typer.Option(False, "--force", help="Release even if the owner is alive."),
 ) -> None:
     """Release a task's transition lease (a live owner's needs --force); audited.

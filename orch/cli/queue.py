@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from orch.cli.commands import app, emit_json, runtime
+from orch.cli.complete import KEY
 from orch.cli.relay import event_app
 from orch.cli.render import tick_report
 
@@ -55,7 +56,8 @@ def work(
 ) -> None:
     """Start queued jobs as detached runners, up to [work] max_concurrency.
 
-    With --inline, run them in this process one after another instead (and wait).
+    With --inline, run them in this process one after another instead (and wait);
+    exit 1 if a job failed, timed out or stalled.
 
     Example: orch work --inline --max 1
     """
@@ -71,15 +73,17 @@ def work(
             typer.echo(f"started {len(pids)} runner(s)" + (f": pids {pids}" if pids else ""))
         return
     reports = jobs.work(rt, max_jobs=max_jobs)
+    failed = any(r.state in jobs.FAILED for r in reports)
     if json_:
         emit_json([r._asdict() for r in reports])
-        return
+        raise typer.Exit(1 if failed else 0)
     from orch.cli.render import safe_text
 
     for r in reports:
         typer.echo(safe_text(f"job {r.job} {r.agent} for {r.task}: {r.state} ({r.reason})"))
     if not reports:
         typer.echo("no job can start now")
+    raise typer.Exit(1 if failed else 0)
 
 
 job_app = typer.Typer(help="Run one job.\n\nExample: orch job run --next", no_args_is_help=True)
@@ -93,6 +97,9 @@ def job_run(
     json_: bool = JSON,
 ) -> None:
     """Claim one job as this process and run it to its end (what `orch work` starts).
+
+    Exit 1 if the job failed; 2 if the job does not exist or is not queued; 3 if it is
+    queued but cannot start now. Its runner then starts what became ready.
 
     Example: orch job run 42
     """
@@ -173,7 +180,7 @@ app.add_typer(effect_app, name="effect")
 
 
 @effect_app.command("list")
-def effect_list(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON) -> None:
+def effect_list(key: str = KEY, json_: bool = JSON) -> None:
     """The ledger rows of a task: which effect ran, for which transition, how it ended.
 
     Example: orch effect list ORCH-3 --json
@@ -195,7 +202,7 @@ def effect_list(key: str = typer.Argument(..., help="Task key."), json_: bool = 
 
 @effect_app.command("settle")
 def effect_settle(
-    key: str = typer.Argument(..., help="Task key."),
+    key: str = KEY,
     effect: str = typer.Argument(..., help="Effect name (see `orch effect list`)."),
     done: bool = typer.Option(None, "--done/--redo", help="It happened / run it again."),
 ) -> None:
@@ -252,7 +259,9 @@ gate_app.add_typer(report_app, name="report")
 @report_app.command("ci")
 def gate_report_ci(
     task: str = typer.Option(..., "--task", help="Task key."),
-    state: str = typer.Option(..., "--state", help="pending, success, failure or error."),
+    state: str = typer.Option(
+        ..., "--state", metavar="[pending|success|failure|error]", help="pending, success, failure or error."
+    ),
     sha: str = typer.Option(None, "--sha", help="The commit tested (default: the branch head)."),
     context: str = typer.Option("ci", "--context", help="The status context (one per CI job)."),
     description: str = typer.Option(None, "--description", help="A short note (a URL to the run)."),

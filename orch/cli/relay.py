@@ -137,7 +137,10 @@ app.add_typer(inbox_app, name="inbox")
 @inbox_app.command("list")
 def inbox_list(
     state: list[str] = typer.Option(
-        None, "--state", help="pending, done, failed, parked, dropped (repeatable)."
+        None,
+        "--state",
+        metavar="[pending|done|failed|parked|dropped]",
+        help="pending, done, failed, parked, dropped (repeatable).",
     ),
     limit: int = typer.Option(50, "--limit", min=1),
     json_: bool = JSON,

@@ -28,6 +28,25 @@ def cell(value: object, style: str = "") -> Any:
     return Text(safe_text("" if value is None else value), style=style)
 
 
+def plain(value: Any) -> str:
+    """A record for people: `key=value` pairs, nested records in parentheses, no None,
+    empty values left out, epoch times as local clock times (never a Python repr)."""
+    if isinstance(value, dict):
+        parts = [
+            f"{k}={plain(v)}" if not isinstance(v, dict) else f"{k}({plain(v)})" for k, v in value.items()
+        ]
+        return ", ".join(p for p, v in zip(parts, value.values(), strict=True) if v not in (None, "", [], {}))
+    if isinstance(value, list | tuple):
+        return " ".join(plain(v) for v in value)
+    if isinstance(value, float) and value > 1e9:  # an epoch time, as the store keeps them
+        import time
+
+        return time.strftime("%H:%M:%S", time.localtime(value))
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
 def emit_json(data: Any) -> None:
     import json  # only the commands that print JSON pay for it (~6 ms at start-up)
 
@@ -81,7 +100,7 @@ def job_report(report: Any, *, as_json: bool) -> int:
     else:
         line = f"job {report.job} {report.agent} for {report.task}: {report.state} ({report.reason})"
         print(safe_text(line))
-    return 0
+    return 1 if report.state in ("failed", "timed_out", "stalled", "reaped") else 0
 
 
 @contextmanager

@@ -39,33 +39,32 @@ def redact(value: object, key: str = "") -> object:
 @app.command("init")
 def init(
     force: bool = typer.Option(False, "--force", help="Overwrite an existing orch.toml."),
-    repo: Path = typer.Option(Path("."), "--repo", help="The git repository orch manages."),
+    repo: Path = typer.Option(Path("."), "--repo", help="The git repository orch manages (default: here)."),
 ) -> None:
-    """Write a starter orch.toml here and create the database.
+    """Write a starter orch.toml here from what the repository says, and create the database.
+
+    The repository's name and default branch are read from git; a directory that is not
+    a git repository is refused (exit 2). orch's state directory (.orch/) is added to the
+    repository's .git/info/exclude.
 
     Example: orch init --repo ../app
     """
     import tomli_w
 
+    from orch.app import starter as starter_mod
+    from orch.errors import UsageError
+
     target = Path(_state["config"] or "orch.toml")
     if target.exists() and not force:
-        from orch.errors import UsageError
-
         raise UsageError(f"{target} exists; pass --force to overwrite it")
-    starter = {
-        "transition_lease": {"enabled": True},
-        "tracker": {"kind": "local", "key_prefix": "ORCH"},
-        "repos": {"app": {"path": str(repo), "default_branch": "main"}},
-    }
-    text = "# orch configuration. Every key, with its default, is in orch.toml.example.\n" + tomli_w.dumps(
-        starter
-    )
+    facts = starter_mod.inspect_repo(repo)
+    text = starter_mod.HEADER + tomli_w.dumps(starter_mod.starter(facts, target.resolve().parent))
     tmp = target.with_suffix(".toml.tmp")
     tmp.write_text(text)
     from orch import config as config_mod
 
     try:
-        cfg = config_mod.load(tmp)
+        config_mod.load(tmp)
     except BaseException:
         tmp.unlink()
         raise
@@ -74,7 +73,14 @@ def init(
 
     cfg = config_mod.load(target)
     open_runtime(cfg).close()
-    typer.echo(f"wrote {target}; database at {cfg.db_path}")
+    excluded = starter_mod.exclude_state(facts, cfg.state_dir)
+    typer.echo(
+        f"wrote {target}: repository {facts.name!r} at {facts.top}, default branch {facts.default_branch}"
+    )
+    typer.echo(f"database at {cfg.db_path}")
+    if excluded:
+        typer.echo(f"added {excluded} to {facts.exclude}")
+    typer.echo('next: orch config check, then orch task add "..." (see README.md)')
 
 
 @config_app.command("show")

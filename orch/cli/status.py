@@ -8,6 +8,7 @@ from typing import Any
 import typer
 
 from orch.cli.commands import app, emit_json, runtime
+from orch.cli.complete import KEY
 
 JSON = typer.Option(False, "--json", help="Print JSON (shape documented in the README).")
 
@@ -17,6 +18,10 @@ def _age(s: float | None) -> str:
         return "-"
     s = abs(s)
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h"
+
+
+def _stages(counts: dict[str, int]) -> str:
+    return ", ".join(f"{stage} {n}" for stage, n in counts.items()) or "no tasks"
 
 
 def render_queue(view: dict[str, Any]) -> Any:
@@ -33,7 +38,7 @@ def render_queue(view: dict[str, Any]) -> Any:
     head = Text.assemble(
         "orch: ",
         health,
-        f"   stages {view['stages'] or {}}   running {len(view['running'])}/{view['max_concurrency']}",
+        f"   stages {_stages(view['stages'])}   running {len(view['running'])}/{view['max_concurrency']}",
         f"   queued {len(view['queued'])}   waiting {len(view['waiting'])}",
         f"   outbox {view['outbox_pending']}   last tick {last}",
     )
@@ -148,7 +153,7 @@ def queue(
 
 
 @app.command("explain")
-def explain(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON) -> None:
+def explain(key: str = KEY, json_: bool = JSON) -> None:
     """Why a task is where it is: its next gates with evidence, leases, dependencies, who moves it next.
 
     Example: orch explain ORCH-12
@@ -208,3 +213,56 @@ def explain(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON
         + "; ".join(f"{r['event']}" + (f" -> {r['to']}" if r["to"] else "") for r in view["recent"])
     )
     console.print(Text.assemble(("next:", "bold"), " ", safe_text(view["next"])))
+
+
+@app.command("status")
+def status_cmd(json_: bool = JSON) -> None:
+    """One glance: what runs, what waits on a person, what is broken.
+
+    Exit 0 when healthy, 1 when something is broken (a dead runner, a stale tick, an
+    escalated task). `orch queue` has the full picture, `orch explain KEY` one task's.
+
+    Example: orch status
+    """
+    from orch.engine import status
+
+    view = status.overview(runtime())
+    if json_:
+        emit_json(view)
+        raise typer.Exit(0 if view["healthy"] else 1)
+    from rich.console import Console
+
+    from orch.cli.render import cell
+
+    console = Console(highlight=False)
+    ok = "[green]ok[/green]" if view["healthy"] else "[bold red]needs a look[/bold red]"
+    tick = view["last_tick"]
+    last = f"last tick {_age(tick['ago_s'])} ago" if tick else "[red]no tick yet[/red]"
+    stages = ", ".join(f"{n} {s}" for s, n in view["stages"].items()) or "no tasks"
+    console.print(f"orch: {ok}   {last}   tasks: {stages}")
+    running = view["running"]
+    console.print(
+        f"\n[bold]Running[/bold] {len(running)}/{view['max_concurrency']}"
+        f"   queued {view['queued']}   waiting on dependencies {view['waiting_on_deps']}"
+    )
+    for j in running:
+        alive = "[green]alive[/green]" if j["alive"] else "[bold red]DEAD[/bold red]"
+        what = f"  {j['agent']}  job {j['id']}  {_age(j['age_s'])}  runner {alive}"
+        console.print("  ", cell(j["task"]), what, sep="")
+    people = view["people"]
+    more = f" (and {view['people_more']} more)" if view["people_more"] else ""
+    console.print(f"\n[bold]Waiting on a person[/bold] {len(people)}{more}")
+    for p in people:
+        line = ("  ", cell(p["task"]), f"  at {p['stage']}: ", cell(p["needs"], "cyan"), "  ")
+        console.print(*line, cell(p["why"], "dim"), sep="")
+    broken = view["broken"]
+    console.print(f"\n[bold]Broken[/bold] {len(broken)}" + ("" if broken else "  [green]nothing[/green]"))
+    for b in broken:
+        console.print("  [red]![/red] ", cell(b), sep="")
+    failed = view["failed_last_hour"]
+    if failed:
+        console.print(f"\n[bold]Failed jobs, last hour[/bold] {len(failed)}")
+        for f in failed:
+            what = f"  {f['agent']}  job {f['job']}  [red]{f['state']}[/red]  "
+            console.print("  ", cell(f["task"]), what, cell(f["reason"]), sep="")
+    raise typer.Exit(0 if view["healthy"] else 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from orch.cli.commands import app, emit_json, runtime
+from orch.cli.complete import KEY, stages
 
 task_app = typer.Typer(
     help="Add, list and show tasks (the local tracker).\n\nExample: orch task list",
@@ -27,10 +28,11 @@ def task_add(
 
     Example: orch task add "Add a health endpoint" --key APP-7
     """
-    from orch.engine import tasks
+    from orch.engine import jobs, tasks
 
     rt = runtime()
     task = tasks.add(rt, title, repo=repo, key=key)
+    jobs.start_now(rt)
     if json_:
         emit_json(task.as_dict())
     else:
@@ -39,7 +41,14 @@ def task_add(
 
 @task_app.command("list")
 def task_list(
-    stage: str = typer.Option(None, "--stage", help="Only tasks at this stage."),
+    stage: str = typer.Option(
+        None,
+        "--stage",
+        metavar="STAGE",
+        autocompletion=stages,
+        help="Only tasks at this stage (analysis, development, review, merge, deploy, monitoring, "
+        "done, cancelled, or your [pipeline.stages]).",
+    ),
     json_: bool = JSON,
 ) -> None:
     """List tasks with their stage, retries and blocks.
@@ -47,6 +56,10 @@ def task_list(
     Example: orch task list --stage review --json
     """
     rt = runtime()
+    if stage is not None and stage not in rt.config.stages:
+        from orch.errors import UsageError
+
+        raise UsageError(f"no such stage {stage!r} (stages: {', '.join(rt.config.stages)})")
     rows = rt.store.list_tasks(stage=stage)
     if json_:
         emit_json([t.as_dict() for t in rows])
@@ -71,7 +84,7 @@ def task_list(
 
 
 @task_app.command("show")
-def task_show(key: str = typer.Argument(..., help="Task key."), json_: bool = JSON) -> None:
+def task_show(key: str = KEY, json_: bool = JSON) -> None:
     """Show one task, its jobs and its lease.
 
     Example: orch task show ORCH-1 --json
@@ -105,15 +118,19 @@ def task_show(key: str = typer.Argument(..., help="Task key."), json_: bool = JS
 
 def _verdict_cmd(word: str) -> None:
     @app.command(word)
-    def cmd(key: str = typer.Argument(..., help="Task key."), reason: str = REASON) -> None:
-        from orch.engine import advance, tasks
+    def cmd(key: str = KEY, reason: str = REASON) -> None:
+        from orch.cli.render import safe_text
+        from orch.engine import advance, jobs, tasks
 
         rt = runtime()
         tasks.verdict(rt, key, word, reason=reason)
-        typer.echo(f"{key}: {word}d at {rt.task(key).stage}")
+        typer.echo(safe_text(f"{key}: {word.rstrip('e')}ed at {rt.task(key).stage}"))
         result = advance.advance(rt, key)
         if result.outcome == "advanced":
-            typer.echo(f"{key}: {result.stage} -> {result.to_stage}")
+            typer.echo(safe_text(f"{key}: {result.stage} -> {result.to_stage}"))
+            jobs.start_now(rt)
+        else:
+            typer.echo(safe_text(f"{key}: stays at {result.stage}: {result.message}"))
 
     cmd.__doc__ = (
         f"{word.capitalize()} the task at its current stage, as a person.\n\n"
@@ -128,7 +145,7 @@ _verdict_cmd("reject")
 
 
 @app.command("block")
-def block(key: str = typer.Argument(..., help="Task key."), reason: str = REASON) -> None:
+def block(key: str = KEY, reason: str = REASON) -> None:
     """Block a task: no automatic actor moves it until it is unblocked.
 
     Example: orch block ORCH-3 --reason "waiting for the API contract"
@@ -140,19 +157,41 @@ def block(key: str = typer.Argument(..., help="Task key."), reason: str = REASON
 
 
 @app.command("unblock")
-def unblock(key: str = typer.Argument(..., help="Task key."), reason: str = REASON) -> None:
+def unblock(key: str = KEY, reason: str = REASON) -> None:
     """Unblock a task (also clears an escalation: a person has looked).
 
     Example: orch unblock ORCH-3
     """
-    from orch.engine import tasks
+    from orch.engine import jobs, tasks
 
-    changed = tasks.unblock(runtime(), key, reason)
+    rt = runtime()
+    changed = tasks.unblock(rt, key, reason)
     typer.echo(f"{key}: {'unblocked' if changed else 'was not blocked'}")
+    if changed:
+        jobs.start_now(rt)
+
+
+@app.command("retry")
+def retry(key: str = KEY, reason: str = REASON) -> None:
+    """Run the stage's agent again after its job used up its attempts (clears the escalation).
+
+    The agent gets a fresh set of [agents.NAME] max_attempts; the reason reaches it as $note.
+    Exit 2 if the task is terminal, at a stage with no agent, blocked by a person (unblock
+    it instead) or has a job queued or running already.
+
+    Example: orch retry ORCH-3 --reason "fixed the flaky test"
+    """
+    from orch.cli.render import safe_text
+    from orch.engine import jobs, tasks
+
+    rt = runtime()
+    job = tasks.retry(rt, key, reason)
+    typer.echo(safe_text(f"{key}: job {job.id} ({job.agent}) queued at {job.stage}"))
+    jobs.start_now(rt)
 
 
 @app.command("cancel")
-def cancel(key: str = typer.Argument(..., help="Task key."), reason: str = REASON) -> None:
+def cancel(key: str = KEY, reason: str = REASON) -> None:
     """Cancel a task: it moves to `cancelled` and its worktree is removed.
 
     Example: orch cancel ORCH-3 --reason "duplicate of ORCH-2"

@@ -23,7 +23,7 @@ from orch.engine import advance as advance_mod
 from orch.engine import outbox, tasks
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
-from orch.errors import ConfigError, OrchError
+from orch.errors import ConfigError, NotReady, OrchError, UsageError
 from orch.identity import process_start_time
 from orch.names import inside
 from orch.store import Audit, Job, Task
@@ -63,10 +63,38 @@ def work(rt: Runtime, *, max_jobs: int | None = None) -> list[JobReport]:
     return reports
 
 
+FAILED = ("failed", "timed_out", "stalled", "reaped")
+
+
 def run_one(rt: Runtime, job_id: int | None = None) -> JobReport | None:
-    """Claim one job (the next, or `job_id`) as this process and run it; None if none can start."""
+    """Claim one job (the next, or `job_id`) as this process and run it; None if none can start.
+
+    A named job that does not exist or is not queued is a UsageError (exit 2); one that
+    is queued but cannot start now (no free slot, a dependency, its backoff) is NotReady
+    (exit 3). When the job has ended, the jobs it made ready start at once (`start_now`).
+    """
     job = claim(rt, job_id)
-    return run(rt, job) if job is not None else None
+    if job is None:
+        if job_id is not None:
+            _why_not(rt, job_id)
+        return None
+    report = run(rt, job)
+    start_now(rt)
+    return report
+
+
+def _why_not(rt: Runtime, job_id: int) -> None:
+    job = rt.store.get_job(job_id)
+    if job is None:
+        raise UsageError(f"no job {job_id} (see `orch queue`)")
+    if job.state != "queued":
+        raise UsageError(f"job {job_id} is {job.state}; only a queued job can run")
+    if job.not_before > rt.now():
+        wait = job.not_before - rt.now()
+        raise NotReady(f"job {job_id} waits for its backoff: it can start in {wait:.0f}s")
+    if rt.config.deps_enabled and not job.ready:
+        raise NotReady(f"job {job_id} waits on its task's dependencies (see `orch explain`)")
+    raise NotReady(f"job {job_id} cannot start now: every slot is taken (see `orch queue`)")
 
 
 def spawn(rt: Runtime, *, max_new: int | None = None) -> list[int]:
@@ -85,6 +113,17 @@ def spawn(rt: Runtime, *, max_new: int | None = None) -> list[int]:
     argv += ["job", "run", "--next"]
     log = rt.config.log_dir / "runners.log"
     return [rt.runner.spawn(argv, log_path=log, env={"ORCH_ACTOR": "runner"}) for _ in range(max(n, 0))]
+
+
+def start_now(rt: Runtime) -> list[int]:
+    """No dead minutes: after something queued a job (a runner ended, a webhook was
+    drained, a person gave a verdict), start runners for what can start now instead of
+    leaving it to the next tick. `spawn` counts free slots and each runner claims under
+    max_concurrency in its own write transaction, so the limits hold exactly.
+    `[work] start_immediately = false` leaves every start to the tick."""
+    if not rt.config.start_immediately:
+        return []
+    return spawn(rt)
 
 
 def render_prompt(template: str, values: dict[str, str], agent: str) -> str:
@@ -215,17 +254,26 @@ def _after(
 
 
 def retry(rt: Runtime, job: Job, task: Task, reason: str) -> Job | None:
-    """Queue the next attempt with exponential backoff, or say the job gave up."""
+    """Queue the next attempt with exponential backoff, or give up: the task is then
+    blocked as escalated and a person is told (`orch retry KEY` runs the agent again)."""
     agent = rt.config.agents.get(job.agent)
-    if agent is None or job.attempt >= agent.max_attempts:
-        rt.store.notify(
-            f"job-gave-up:{job.id}",
+    tries = attempts_in_series(rt, job)
+    if agent is None or tries >= agent.max_attempts:
+        why = f"{job.agent} gave up after {tries} attempt{'s' if tries != 1 else ''}: {reason}"
+        rt.store.set_blocked(
             task.id,
-            f"{task.key}: {job.agent} gave up after {job.attempt} attempts: {reason}",
+            blocked=True,
+            reason=why,
             now=rt.now(),
+            escalated=True,
+            audit=Audit(task.id, rt.actor, "escalated", {"job": job.id, "reason": why}, task.stage),
+            notify=(
+                f"job-gave-up:{job.id}",
+                f"{task.key} escalated: {why}. Look at `orch logs {task.key}`, then `orch retry {task.key}`",
+            ),
         )
         return None
-    delay = min(rt.config.backoff_base_s * 2 ** (job.attempt - 1), rt.config.backoff_max_s)
+    delay = min(rt.config.backoff_base_s * 2 ** (tries - 1), rt.config.backoff_max_s)
     return rt.store.enqueue_job(
         task_id=task.id,
         agent=job.agent,
@@ -242,6 +290,22 @@ def retry(rt: Runtime, job: Job, task: Task, reason: str) -> Job | None:
             {"job": job.id, "attempt": job.attempt + 1, "delay_s": delay, "reason": reason},
         ),
     )
+
+
+def attempts_in_series(rt: Runtime, job: Job) -> int:
+    """Attempts of this job's series: since the visit began, or since `orch retry` began
+    a new series (its jobs, backoff retries included, carry that retry's note)."""
+    if not (job.note or "").startswith("retried by "):
+        return job.attempt
+    same = {
+        j.attempt
+        for j in rt.store.jobs(task_id=job.task_id)
+        if j.agent == job.agent and j.task_version == job.task_version and j.note == job.note
+    }
+    start = job.attempt
+    while start - 1 in same:
+        start -= 1
+    return job.attempt - start + 1
 
 
 def _after_success(rt: Runtime, task: Task, agent: str, verdict_file: Path, head: str | None) -> None:

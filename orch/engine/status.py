@@ -197,6 +197,11 @@ def _next_actor(
     cfg = rt.config
     if cfg.is_terminal(task.stage):
         return f"nobody: the task is {task.stage}"
+    if task.blocked and task.escalated and agent and " gave up after " in (task.block_reason or ""):
+        return (
+            f"a person: it is escalated ({task.block_reason}); "
+            f"`orch logs {task.key}`, then `orch retry {task.key}`"
+        )
     if task.blocked:
         what = "escalated" if task.escalated else "blocked"
         return f"a person: it is {what} ({task.block_reason}); `orch unblock {task.key}` after a look"
@@ -226,3 +231,81 @@ def _next_actor(
             f"a person: the {agent} job ended without making the gates green; see `orch history {task.key}`"
         )
     return f"whatever turns these gates green: {', '.join(g['gate'] for g in red)}"
+
+
+def overview(rt: Runtime, *, limit: int = 20) -> dict[str, Any]:
+    """`orch status`: what runs, what waits on a person, what is broken. One glance, so
+    each list is capped at `limit` rows and says how many more there are."""
+    view = queue(rt)
+    cfg = rt.config
+    people: list[dict[str, Any]] = []
+    active = {j["task"] for j in (*view["running"], *view["queued"], *view["waiting"])}
+    for stage in cfg.stages.values():
+        if not stage.human:
+            continue
+        for t in rt.store.list_tasks(stage=stage.name, limit=limit + 1):
+            if t.key in active or t.blocked:
+                continue
+            v = rt.store.latest_verdict(t.id, t.version)
+            if v is None:
+                people.append(
+                    {
+                        "task": t.key,
+                        "title": t.title,
+                        "stage": t.stage,
+                        "needs": f"orch approve {t.key} (or reject)",
+                    }
+                )
+    for b in view["blocked"]:
+        needs = (
+            f"orch retry {b['task']}"
+            if " gave up after " in (b["reason"] or "")
+            else f"orch unblock {b['task']}"
+        )
+        people.append(
+            {"task": b["task"], "title": None, "stage": b["stage"], "needs": needs, "why": b["reason"]}
+        )
+    broken = list(view["problems"])
+    failed = rt.store.jobs(states=("failed", "timed_out", "stalled", "reaped"))
+    recent = [j for j in failed if j.ended_at and rt.now() - j.ended_at < 3600]
+    keys = {t.id: t.key for t in rt.store.list_tasks(limit=100_000)} if recent else {}
+    return {
+        "healthy": view["healthy"],
+        "running": view["running"][:limit],
+        "queued": len(view["queued"]),
+        "waiting_on_deps": len(view["waiting"]),
+        "people": people[:limit],
+        "people_more": max(0, len(people) - limit),
+        "broken": broken,
+        "failed_last_hour": [
+            {
+                "job": j.id,
+                "task": keys.get(j.task_id, f"#{j.task_id}"),
+                "agent": j.agent,
+                "state": j.state,
+                "reason": j.reason,
+                "ago_s": round(rt.now() - (j.ended_at or 0), 1),
+            }
+            for j in recent[-limit:]
+        ],
+        "stages": view["stages"],
+        "max_concurrency": view["max_concurrency"],
+        "last_tick": view["last_tick"],
+    }
+
+
+def job_logs(rt: Runtime, key: str) -> list[dict[str, Any]]:
+    """The task's jobs, oldest first, each with its log file (None if it never started)."""
+    task = rt.task(key)
+    return [
+        {
+            "job": j.id,
+            "agent": j.agent,
+            "stage": j.stage,
+            "attempt": j.attempt,
+            "state": j.state,
+            "reason": j.reason,
+            "log": j.log_path,
+        }
+        for j in rt.store.jobs(task_id=task.id)
+    ]

@@ -7,10 +7,11 @@ them. block/unblock pause automatic actors; cancel ends the task through the CAS
 
 from __future__ import annotations
 
+from orch.config import Config
 from orch.engine.runtime import Runtime, task_lease
-from orch.errors import Busy, UsageError
+from orch.errors import Busy, ConfigError, UsageError
 from orch.names import is_safe_name, safe_name
-from orch.store import Audit, Task, Verdict
+from orch.store import Audit, Job, Task, Verdict
 
 
 def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = None) -> Task:
@@ -29,6 +30,9 @@ def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = N
     repo = repo or cfg.default_repo()
     if repo not in cfg.repos:
         raise UsageError(f"unknown repo {repo!r} (configured: {', '.join(cfg.repos) or 'none'})")
+    missing = missing_repos(cfg, (repo,))
+    if missing:
+        raise ConfigError(missing[0])
     task = rt.store.add_task(
         title=title,
         repo=repo,
@@ -46,6 +50,20 @@ def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = N
     return task
 
 
+def missing_repos(cfg: Config, names: tuple[str, ...] | None = None) -> list[str]:
+    """One line per configured repository whose path is not there (local forge only: a
+    remote forge clones from its server when the path is absent)."""
+    if cfg.forge_kind != "local":
+        return []
+    out = []
+    for name in names if names is not None else tuple(cfg.repos):
+        path = cfg.repos[name].path
+        if not path.is_dir():
+            where = cfg.source or "orch.toml"
+            out.append(f"[repos.{name}] path: {path} does not exist (fix the path in {where})")
+    return out
+
+
 def verdict(
     rt: Runtime,
     key: str,
@@ -59,6 +77,8 @@ def verdict(
     task = rt.task(key)
     if rt.config.is_terminal(task.stage):
         raise UsageError(f"{key} is {task.stage}: nothing to {verdict}")
+    if by_agent is None:
+        _require_verdict_gate(rt, task, verdict)
     if sha is None and rt.config.stages[task.stage].human is False:
         sha = rt.forge.branch_head(task)
     actor = f"agent:{by_agent}" if by_agent else rt.actor
@@ -67,8 +87,23 @@ def verdict(
     return v
 
 
+def _require_verdict_gate(rt: Runtime, task: Task, verdict: str) -> None:
+    """A person's verdict where no gate reads one would be recorded and never read."""
+    cfg = rt.config
+    names = [g for tr in cfg.transitions_from(task.stage) for g in tr.gates]
+    if any(cfg.gates[g].type == "verdict" for g in names if g in cfg.gates):
+        return
+    waits = ", ".join(dict.fromkeys(names)) or "nothing a person gives"
+    raise UsageError(
+        f"{task.key} is at {task.stage}, where no gate reads a verdict (it waits on {waits}); "
+        f"nothing recorded. See `orch explain {task.key}`"
+    )
+
+
 def block(rt: Runtime, key: str, reason: str | None) -> bool:
     task = rt.task(key)
+    if rt.config.is_terminal(task.stage):
+        raise UsageError(f"{key} is {task.stage}: there is nothing left to block")
     why = reason or f"blocked by {rt.actor}"
     changed = rt.store.set_blocked(
         task.id,
@@ -115,6 +150,55 @@ def unblock(rt: Runtime, key: str, reason: str | None) -> bool:
                 note=f"unblocked by {rt.actor}: {reason or 'no reason given'}",
             )
     return changed
+
+
+def retry(rt: Runtime, key: str, reason: str | None) -> Job:
+    """Queue the stage's agent again from its first attempt, after a person has looked.
+
+    The usual case is a job that used up its attempts and escalated the task: that
+    escalation is cleared (the review retry count is kept: a give-up is not a reject).
+    A task a person blocked stays refused until it is unblocked.
+    """
+    task = rt.task(key)
+    if rt.config.is_terminal(task.stage):
+        raise UsageError(f"{key} is {task.stage}: nothing to retry")
+    stage = rt.config.stages.get(task.stage)
+    if stage is None or not stage.agent:
+        raise UsageError(f"{key} is at {task.stage}, which runs no agent; see `orch explain {key}`")
+    if task.blocked and not task.escalated:
+        raise UsageError(f"{key} is blocked ({task.block_reason}); `orch unblock {key}` first")
+    active = rt.store.active_job(task.id)
+    if active is not None:
+        raise UsageError(f"{key} already has job {active.id} {active.state}; see `orch queue`")
+    last = rt.store.latest_job(task.id, stage.agent, task.version)
+    # Attempt numbers stay unique per visit; the agent's max_attempts counts from here
+    # (jobs.attempts_in_series): the note, unique per retry, marks where the series began.
+    attempt = (last.attempt + 1) if last else 1
+    note = f"retried by {rt.actor} (from attempt {attempt}): {reason or 'no reason given'}"
+    if task.blocked:
+        rt.store.set_blocked(
+            task.id,
+            blocked=False,
+            reason=None,
+            now=rt.now(),
+            escalated=False,
+            audit=Audit(
+                task.id, rt.actor, "unblocked", {"reason": note, "was": task.block_reason}, task.stage
+            ),
+        )
+    job = rt.store.enqueue_job(
+        task_id=task.id,
+        agent=stage.agent,
+        stage=task.stage,
+        task_version=task.version,
+        now=rt.now(),
+        attempt=attempt,
+        note=note,
+        audit=Audit(task.id, rt.actor, "job_retry", {"attempt": attempt, "reason": note}, task.stage),
+    )
+    if job is None:
+        raise Busy(f"{key}: a job for {stage.agent} is already queued; see `orch queue`")
+    return job
 
 
 def cancel(rt: Runtime, key: str, reason: str | None) -> Task:

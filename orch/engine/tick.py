@@ -19,8 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from orch import log
-from orch.engine import deps, jobs, outbox, reaper
+from orch.engine import deps, jobs, outbox, reaper, tasks
 from orch.engine.runtime import Runtime
+from orch.errors import ConfigError
 
 
 def _exclusive(rt: Runtime, part: str, fn: Callable[[], Any]) -> Any:
@@ -56,11 +57,18 @@ def sweep(rt: Runtime, *, progress: Progress | None = None) -> dict[str, Any]:
     advanced = [t["did"] for t in report["tasks"] if "did" in t and "->" in t["did"]]
     for e in report["errors"]:
         log.error("reconcile_error", actor=rt.actor, error=e)
-    return {"advanced": advanced, "errors": report["errors"], "counters": report["counters"]}
+    out = {"advanced": advanced, "errors": report["errors"], "counters": report["counters"]}
+    if "cycles" in report:
+        out["cycles"] = report["cycles"]
+    return out
 
 
 def tick(rt: Runtime, *, spawn: bool = True, progress: Progress | None = None) -> dict[str, Any]:
     started = rt.now()
+    # A repository path that points nowhere is a configuration error, not a quiet tick.
+    missing = tasks.missing_repos(rt.config)
+    if missing:
+        raise ConfigError("; ".join(missing))
     report: dict[str, Any] = {}
     report["inbox"] = _exclusive(rt, "inbox", lambda: _drain_inbox(rt))
     report["reap"] = _exclusive(rt, "reap", lambda: reaper.reap(rt).as_dict())
@@ -70,10 +78,13 @@ def tick(rt: Runtime, *, spawn: bool = True, progress: Progress | None = None) -
             "deps",
             lambda: {
                 "repaired": rt.store.recount_waiting(rt.config.finished_stages, rt.now()),
-                "cycles": deps.check_cycles(rt),
+                # The reconciler checks for cycles on its run; only without it does the tick.
+                "cycles": [] if rt.config.reconcile_enabled else deps.check_cycles(rt),
             },
         )
     report["sweep"] = sweep(rt, progress=progress)
+    if isinstance(report.get("deps"), dict) and "cycles" in report["deps"]:
+        report["deps"]["cycles"] = report["sweep"].pop("cycles", report["deps"]["cycles"])
     report["work"] = {"started": jobs.spawn(rt)} if spawn else {"started": []}
     report["notified"] = outbox.flush(rt)
     reap = report["reap"]

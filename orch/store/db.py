@@ -277,6 +277,16 @@ class Store:
         )
         return [self._task(r) for r in rows]
 
+    def quiet_count(self, stage: str, *, older_than: float) -> int:
+        """How many tasks `quiet_tasks` would return for one stage, without loading them."""
+        r = self._one(
+            "SELECT count(*) FROM tasks WHERE stage = ? AND updated_at <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = tasks.id "
+            "AND j.state IN ('queued', 'running'))",
+            (stage, older_than),
+        )
+        return int(r[0]) if r else 0
+
     def set_blocked(
         self,
         task_id: int,
