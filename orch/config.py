@@ -61,10 +61,11 @@ DEFAULTS: dict[str, Any] = {
         "enabled": True,
         "tracker_enabled": True,
         "skip_blocked_enabled": True,
+        "gone_enabled": True,
         "grace_s": 120,
         "stage_grace_s": {},
     },
-    "tracker": {"kind": "local", "key_prefix": "ORCH"},
+    "tracker": {"kind": "local", "key_prefix": "ORCH", "check_before_effects": True},
     "forge": {"kind": "local"},
     "notifier": {"kind": "console"},
     "plane": {
@@ -319,6 +320,8 @@ class Config(NamedTuple):
     reconcile_enabled: bool
     reconcile_tracker_enabled: bool
     reconcile_skip_blocked_enabled: bool
+    reconcile_gone_enabled: bool
+    tracker_check_before_effects: bool
     grace_s: float
     stage_grace_s: dict[str, float]
 
@@ -603,6 +606,8 @@ def _build(
         reconcile_enabled=v.boolean(rec, "reconcile", "enabled", True),
         reconcile_tracker_enabled=v.boolean(rec, "reconcile", "tracker_enabled", True),
         reconcile_skip_blocked_enabled=v.boolean(rec, "reconcile", "skip_blocked_enabled", True),
+        reconcile_gone_enabled=v.boolean(rec, "reconcile", "gone_enabled", True),
+        tracker_check_before_effects=v.boolean(tracker, "tracker", "check_before_effects", True),
         grace_s=v.number(rec, "reconcile", "grace_s", 120),
         stage_grace_s=_stage_grace(v, rec, stages),
         integrations=_integrations(v, raw, base_dir, state_dir, repos, tracker, forge_kind, notifier_kind),

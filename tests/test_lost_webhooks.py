@@ -133,6 +133,8 @@ def _run(
     totals = {"advanced": 0, "replayed": 0}
     try:
         for round_no in range(BOUND):
+            # Every tick and every webhook is a new orch process with its own request budget.
+            rt.tracker.client.reset_budget()  # type: ignore[attr-defined]
             world.actors(rt, round_no)
             report = tick(rt, spawn=False)
             counters = report["sweep"]["counters"]

@@ -7,14 +7,15 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Setup
+from conftest import Setup, drive_to
 from fakes.plane_workflow import SeededProject, add_orch_project
-from fakes.servers import FakePlane
+from fakes.servers import FakePlane, Reply
 
 from orch.engine import jobs, outbox, tasks
 from orch.engine.reconcile import reconcile
@@ -56,7 +57,10 @@ class Plane:
         return path
 
     def event(self, item: str, state: str) -> dict[str, Any]:
-        body = self.webhook(item, state)
+        return self.send(self.webhook(item, state))
+
+    def send(self, body: Path) -> dict[str, Any]:
+        """`orch event plane` with this body, as a separate process."""
         out = self.setup.orch(
             "event",
             "plane",
@@ -103,9 +107,11 @@ def plane(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> Iterator[Plane]:
 
 def test_webhooks_create_once_approve_and_orch_writes_the_state_back(plane: Plane) -> None:
     item = plane.item("Add login", "to_analyse")
-    first = plane.event(item, "to_analyse")
+    hook = plane.webhook(item, "to_analyse")
+    first = plane.send(hook)
     assert "ENG-1: created at analysis" in first["item"]["result"]
-    again = plane.event(item, "to_analyse")  # the same delivery: stored once
+    assert plane.state_of(item) == "Analysis"  # written back at creation
+    again = plane.send(hook)  # the same delivery: stored once
     assert again["duplicate"] is True
     rt = plane.runtime()
     (task,) = rt.store.list_tasks()
@@ -305,7 +311,7 @@ def test_a_lost_write_back_is_redone_by_the_reconciler(plane: Plane) -> None:
     assert advance(rt, "ENG-1").to_stage == "development"
     with plane.fake.lock:
         plane.fake._faults.clear()
-    assert plane.state_of(item) == "To Analyse"
+    assert plane.state_of(item) == "Analysis"  # written at creation; In Progress was lost
     assert any(r.event == "follow_up_failed" for r in rt.store.history(rt.task("ENG-1").id))
     rt.close()
     rt = plane.runtime()
@@ -314,4 +320,159 @@ def test_a_lost_write_back_is_redone_by_the_reconciler(plane: Plane) -> None:
     before = plane.fake.count
     reconcile(rt)  # in step now: pages only, no PATCH
     assert all(r.method == "GET" for r in plane.fake.requests[before:])
+    rt.close()
+
+
+# -- People's decisions win (issue 11) ---------------------------------------------------------
+
+
+def _approved(plane: Plane, name: str) -> tuple[str, Any]:
+    """An item made a task by its webhook, analysed and approved in Plane: at development."""
+    item = plane.item(name, "to_analyse")
+    plane.event(item, "to_analyse")
+    rt = plane.runtime()
+    jobs.work(rt)  # the analyst
+    plane.move(item, "approved")
+    assert "analysis -> development" in plane.event(item, "approved")["item"]["result"]
+    assert plane.state_of(item) == "In Progress"
+    return item, rt
+
+
+def test_a_block_in_orch_outlasts_50_reconciles(plane: Plane) -> None:
+    item, rt = _approved(plane, "Hold me")
+    out = plane.setup.orch("block", "ENG-1", "--reason", "waiting for legal", env=plane.env)
+    assert out.returncode == 0, out.stderr
+    task = rt.task("ENG-1")
+    assert task.blocked
+    messages = len(rt.store.outbox_rows(pending_only=False))
+    start = plane.fake.count
+    env = {**plane.env, "ORCH_RECONCILE_GRACE_S": "0"}
+    for _ in range(2):  # the tracker still shows In Progress, which orch wrote itself
+        report = json.loads(plane.setup.orch("reconcile", "--json", env=env).stdout)
+        assert report["counters"]["replayed"] == 0 and report["counters"]["advanced"] == 0
+    now = [rt.now()]
+    rt.clock = lambda: now[0]
+    for _ in range(48):
+        now[0] += 120
+        report = reconcile(rt)
+        assert report["counters"]["replayed"] == 0 and report["counters"]["advanced"] == 0
+        outbox.flush(rt)
+    after = rt.task("ENG-1")
+    assert after.blocked and (after.stage, after.version) == (task.stage, task.version)
+    assert len(rt.store.outbox_rows(pending_only=False)) == messages  # no "unblocked", no move
+    assert [r.method for r in plane.fake.requests[start:]].count("PATCH") == 0
+    assert plane.state_of(item) == "In Progress"
+    assert plane.setup.orch("unblock", "ENG-1", env=plane.env).returncode == 0  # only this lifts it
+    assert not rt.task("ENG-1").blocked
+    rt.close()
+
+
+def test_a_pause_made_in_the_tracker_is_lifted_there(plane: Plane) -> None:
+    item, rt = _approved(plane, "Pause in Plane")
+    plane.move(item, "blocked")
+    assert "paused" in plane.event(item, "blocked")["item"]["result"]
+    plane.move(item, "in_progress")  # a person moves it back; the webhook is lost
+    reconcile(rt)
+    assert not rt.task("ENG-1").blocked
+    rt.close()
+
+
+def test_a_lost_cancelled_webhook_is_seen_by_the_next_tick(plane: Plane) -> None:
+    item, rt = _approved(plane, "Cancel me")
+    plane.move(item, "cancelled")  # the webhook is lost
+    out = plane.setup.orch("tick", "--no-spawn", env=plane.env)
+    assert out.returncode == 0, out.stderr
+    assert rt.task("ENG-1").stage == "cancelled"
+    assert plane.state_of(item) == "Cancelled"
+    rt.close()
+
+
+def test_a_lost_cancelled_webhook_ships_nothing(plane: Plane) -> None:
+    """The CI step's `orch advance` comes before any tick: the merge reads Plane first."""
+    item, rt = _approved(plane, "Cancelled before the merge")
+    drive_to(rt, "ENG-1", "merge")  # the merge window is closed: it waits there
+    plane.move(item, "cancelled")  # the webhook is lost
+    main = plane.setup.git("rev-parse", "main")
+    plane.setup.open_merge_window()
+    gets = plane.fake.count
+    out = plane.setup.orch("advance", "ENG-1", "--json", env=plane.env)
+    assert out.returncode == 0, out.stderr
+    assert "cancelled in the tracker" in json.loads(out.stdout)["message"]
+    assert [f"{r.method} {r.segments()[-1]}" for r in plane.fake.requests[gets:]] == [f"GET {item}"]
+    for _ in range(3):
+        assert plane.setup.orch("tick", "--no-spawn", env=plane.env).returncode == 0
+    task = rt.task("ENG-1")
+    assert task.stage == "cancelled"
+    assert plane.setup.git("rev-parse", "main") == main  # nothing merged
+    assert not [e for e in rt.store.effects_of(task.id) if e.effect in ("merge", "deploy")]
+    assert plane.state_of(item) == "Cancelled"  # never overwritten
+    texts = [m["text"] for m in rt.store.outbox_rows(pending_only=False)]
+    assert [t for t in texts if "merge ->" in t or "-> done" in t] == []
+    rt.close()
+
+
+def test_a_pause_in_the_tracker_stops_the_merge_and_moving_the_item_back_resumes(plane: Plane) -> None:
+    item, rt = _approved(plane, "Paused before the merge")
+    drive_to(rt, "ENG-1", "merge")
+    plane.move(item, "needs_input")  # the webhook is lost
+    plane.setup.open_merge_window()
+    out = plane.setup.orch("advance", "ENG-1", "--json", env=plane.env)
+    assert out.returncode == 3 and "needs input in the tracker" in json.loads(out.stdout)["message"]
+    assert rt.task("ENG-1").blocked and rt.task("ENG-1").stage == "merge"
+    plane.move(item, "in_progress")  # the person answered and moved it back (webhook lost again)
+    out = plane.setup.orch("tick", "--no-spawn", env={**plane.env, "ORCH_RECONCILE_GRACE_S": "0"})
+    assert out.returncode == 0, out.stderr
+    assert rt.task("ENG-1").stage in ("deploy", "monitoring", "done")
+    rt.close()
+
+
+def test_an_item_that_left_the_listing_is_confirmed_before_its_task_is_cancelled(plane: Plane) -> None:
+    """Plane sends no webhook for a delete or an archive, and its listing drops both: the
+    reconciler asks for the item (one GET) and cancels only on a 404 or `archived_at`."""
+    fake, pid = plane.fake, plane.project.id
+    items = {n: plane.item(n, "to_analyse") for n in ("deleted", "archived", "flaky", "old-server")}
+    rt = plane.runtime()
+    reconcile(rt)  # the four tasks are made from the listing
+    key = {n: rt.store.task_for_ref(i).key for n, i in items.items()}  # type: ignore[union-attr]
+    fake.delete(pid, items["deleted"])
+    fake.archive(pid, items["archived"])
+    fake.archive(pid, items["flaky"])
+    fake.archive(pid, items["old-server"])
+    path = f"/api/v1/workspaces/{fake.workspace}/projects/{pid}/work-items/%s/"
+    fake.override("GET", path % items["flaky"], 503, {"error": "upstream connect error"})
+    # A server whose detail view still shows an archived item: `archived_at` says it.
+    fake.override("GET", path % items["old-server"], 200, {**fake.item(pid, items["old-server"])})
+    start = fake.count
+    out = plane.setup.orch("reconcile", "--json", env=plane.env)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["counters"]["gone"] == 3
+    assert any(key["flaky"] in e and "could not be read" in e for e in report["errors"])
+    stages = {n: rt.task(k).stage for n, k in key.items()}
+    assert stages == {
+        "deleted": "cancelled",
+        "archived": "cancelled",
+        "flaky": "analysis",
+        "old-server": "cancelled",
+    }
+    gets = [r.segments()[-1] for r in fake.requests[start:] if r.method == "GET" and "work-items" in r.path]
+    counted = Counter(g for g in gets if g != "work-items")
+    assert {n: counted[i] for n, i in items.items() if n != "flaky"} == dict.fromkeys(
+        ("deleted", "archived", "old-server"), 1
+    )  # one GET each; the 5xx was retried within the request's own policy
+    assert counted[items["flaky"]] >= 1
+    # Rate-limited for two minutes: no answer either (RetryLater at once, no sleep).
+    with fake.lock:
+        fake._overrides[("GET", path % items["flaky"])] = Reply(
+            429, {"error_code": 429}, {"Retry-After": "120"}
+        )
+    again = json.loads(plane.setup.orch("reconcile", "--json", env=plane.env).stdout)
+    assert again["counters"]["gone"] == 0 and again.get("gone_check", "").startswith("deferred")
+    assert rt.task(key["flaky"]).stage == "analysis"
+    with fake.lock:
+        del fake._overrides[("GET", path % items["flaky"])]
+    assert json.loads(plane.setup.orch("reconcile", "--json", env=plane.env).stdout)["counters"]["gone"] == 1
+    assert rt.task(key["flaky"]).stage == "cancelled"
+    off = plane.setup.orch("reconcile", "--json", env={**plane.env, "ORCH_RECONCILE_GONE_ENABLED": "false"})
+    assert json.loads(off.stdout)["counters"]["gone"] == 0
     rt.close()

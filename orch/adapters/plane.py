@@ -293,10 +293,13 @@ class PlaneClient:
             raise self._http.error(response, note="expected a listing with `results`")
         return [parse_work_item(d, project_id=project_id, url=url) for d in _dicts(raw, response, self._http)]
 
-    def get_work_item(self, project_id: str, item_id: str) -> WorkItem | None:
-        """One work item, or None when Plane answers 404 (deleted, or never there)."""
+    def get_work_item(self, project_id: str, item_id: str, *, expand_state: bool = False) -> WorkItem | None:
+        """One work item, or None when Plane answers 404: deleted, archived, a draft or in
+        triage (the detail view reads `Issue.issue_objects`, which hides all four), or never
+        there. `expand_state` brings the state's name and group inline (no states fetch)."""
         url = self._project_url(project_id, "work-items", item_id)
-        response = self._call("GET", url, accept=(404,))
+        params: dict[str, str | int] | None = {"expand": "state"} if expand_state else None
+        response = self._call("GET", url, params=params, accept=(404,))
         if response.status_code == 404:
             return None
         return parse_work_item(self._object(response), project_id=project_id, url=url)

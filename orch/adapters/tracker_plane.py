@@ -318,6 +318,27 @@ class PlaneTracker:
         found = self.client.list_relations(project.id, item_id)
         return [r.issue_id for r in found.get("blocked_by", [])]
 
+    def item_status(self, task: Task) -> str | None:
+        """Where the task's work item is now, read from Plane (one GET, state expanded): a
+        logical status ("cancelled", "done", "blocked", "in_progress", ...), "gone" when
+        Plane no longer shows the item (404, or `archived_at` / `deleted_at` set), or
+        None for a task not made from a configured project (no request). Raises
+        IntegrationError / RetryLater when Plane cannot say: never read that as gone."""
+        item_id = task.tracker_ref
+        project = self.project_of_task(task) if item_id else None
+        if item_id is None or project is None:
+            return None
+        item = self.client.get_work_item(project.id, item_id, expand_state=True)
+        if item is None or item.archived_at or item.deleted_at:
+            return "gone"
+        state = item.state
+        return self.logical_of(
+            project,
+            state_id=item.state_id,
+            name=state.name if state else None,
+            group=state.group if state else None,
+        )
+
     # -- the Tracker port --------------------------------------------------------------------
 
     def budget_left(self) -> int | None:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from orch import faults, log
 from orch.config import Config, Transition
-from orch.engine import effects
+from orch.engine import effects, tracker_check
 from orch.engine.gates import GateResult, evaluate
 from orch.engine.runtime import Runtime, task_lease
 from orch.errors import Busy, EffectFailed, NotReady, OrchError, PermanentFailure, RetryLater, UsageError
@@ -207,6 +207,9 @@ def _locked_step(
         )
     if entered is not None:  # no lease to carry it: the gates get a row of their own
         rt.store.audit(Audit(task.id, rt.actor, "gates_green", entered, task.stage, tr.target), now=rt.now())
+    stop = tracker_check.before_effects(rt, fresh, tr)  # a person's cancel or pause in the tracker wins
+    if stop is not None:
+        return AdvanceResult(task.key, stop.outcome, fresh.stage, tr.target, stop.message, gates)
     merge_lease = _merge_lease(rt, fresh, tr)
     if merge_lease is not None:
         ok, holder = rt.store.acquire_lease(

@@ -19,8 +19,14 @@ nothing at all. The tracker is read once per project per run (its listing), neve
 once per task.
 
 Tracker side: each project's work items are listed (paginated) and To Analyse / In
-Progress / Approved / Rejected replayed through the webhook handlers; terminal groups
-are left alone. Messages are only the ones a real change queues (keyed by the change),
+Progress / Approved / Rejected / Cancelled (by group) replayed through the webhook
+handlers, so a lost Cancelled webhook still stops the task; Done (by group) is left
+alone. A task blocked in orch is never resumed by what the tracker shows (only a pause
+made in the tracker is lifted there). A live task whose item left a listing that was
+read (Plane sends no webhook for a delete or an archive) is confirmed with one GET of
+the item: 404 or archived cancels it, an error answer changes nothing.
+
+Messages are only the ones a real change queues (keyed by the change),
 so a run every minute repeats nothing. Counters per run and in total live in the DB.
 """
 
@@ -28,15 +34,16 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any
+from typing import Any, cast
 
 from orch import log
 from orch.engine import advance as advance_mod
-from orch.engine import deps, tracker_events
+from orch.engine import deps, tasks, tracker_events
 from orch.engine.gates import evaluate_until_red
 from orch.engine.runtime import Runtime, task_lease
 from orch.errors import RetryLater
 from orch.identity import is_alive
+from orch.ports import ExternalTracker
 from orch.store import Task
 
 WRITE_BACK_RESERVE = 10  # requests of a run's budget the listing leaves for write-backs
@@ -52,6 +59,7 @@ def _counters() -> dict[str, Any]:
         "deduped": 0,
         "deferred_lease": 0,
         "replayed": 0,
+        "gone": 0,
         "errors": 0,
     }
 
@@ -66,6 +74,8 @@ def reconcile(rt: Runtime, *, dry_run: bool = False) -> dict[str, Any]:
     listing, unreadable = _tracker_listing(rt, report)
     if cfg.reconcile_tracker_enabled and listing is not None and not dry_run:
         _tracker_side(rt, listing, report)
+        if cfg.reconcile_gone_enabled:
+            _gone(rt, listing, unreadable, report)
     _gate_side(rt, listing, unreadable, report, dry_run)
     if not dry_run and cfg.deps_enabled:
         report["cycles"] = deps.check_cycles(rt)
@@ -136,10 +146,11 @@ def _tracker_side(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) 
 
 def _write_back(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
     """Show each linked task's stage in the tracker again: a write-back that failed (the
-    budget was spent, Plane was down) is not lost. The listing just told the adapter
-    where each item is, so an item in place costs no request; a person's pause (Blocked,
-    Needs Input) is never overwritten."""
-    for item_id, (_project, _item, logical, group) in listing.items():
+    budget was spent, Plane was down) is not lost. The listing just said where each item
+    is, so an item in place costs no request; a person's pause (Blocked, Needs Input) is
+    never overwritten."""
+    tracker: Any = rt.tracker
+    for item_id, (project, item, logical, group) in listing.items():
         if group in ("completed", "cancelled") or logical in ("blocked", "needs_input"):
             continue
         task = rt.store.task_for_ref(item_id)
@@ -149,6 +160,9 @@ def _write_back(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) ->
         if stage is not None and stage.human and logical in ("approved", "rejected"):
             continue  # a person's verdict at a person's gate stays where they put it
         try:
+            target = tracker.state_for_stage(project, task.stage)
+            if target is None or target.id == item.state_id:
+                continue  # in place: nothing to write
             rt.tracker.stage_changed(task, task.stage)
         except RetryLater:
             report["write_back"] = "deferred: the request budget is spent"
@@ -158,11 +172,50 @@ def _write_back(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) ->
             report["errors"].append(f"write-back {task.key}: {e}")
 
 
+def _gone(rt: Runtime, listing: dict[str, Any], unreadable: set[str], report: dict[str, Any]) -> None:
+    """Plane sends no webhook when an item is deleted or archived, and its listing drops
+    such items (drafts and triage too): a live task whose item is missing from a listing
+    that was read is asked about once (one GET). Only a 404, `archived_at` or a Cancelled
+    state cancels it; an error answer never does (the next run asks again)."""
+    tracker = cast(ExternalTracker, rt.tracker)
+    for task in rt.store.list_tasks(limit=1_000_000):
+        if task.tracker_ref is None or task.tracker_ref in listing or rt.config.is_terminal(task.stage):
+            continue
+        project = rt.tracker.project_of_task(task)  # type: ignore[attr-defined]
+        if project is None or project.key in unreadable:
+            continue  # not listed this run: absence says nothing
+        try:
+            status = tracker.item_status(task)
+        except RetryLater:
+            report["gone_check"] = "deferred: the request budget is spent"
+            return
+        except Exception as e:  # a 5xx, a timeout: the item may well be there
+            report["counters"]["errors"] += 1
+            report["errors"].append(f"{task.key}: its work item left the listing and could not be read: {e}")
+            continue
+        if status not in ("gone", "cancelled"):
+            continue  # there after all (it moved between pages): the next listing shows it
+        why = "deleted or archived in the tracker" if status == "gone" else "cancelled in the tracker"
+        try:
+            tasks.cancel(rt, task.key, why)
+        except Exception as e:  # one task failing never stops the run
+            report["counters"]["errors"] += 1
+            report["errors"].append(f"{task.key}: {e}")
+            continue
+        report["counters"]["gone"] += 1
+        report["tasks"].append({"task": task.key, "did": f"cancelled: {why}"})
+        log.info("reconcile_item_gone", task=task.key, status=status)
+
+
 def _replay(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
     for item_id, (project, item, logical, group) in listing.items():
-        if group in ("completed", "cancelled"):
-            continue  # terminal in the tracker: never replayed (a Done aliasing Approved included)
-        if logical not in ("to_analyse", "in_progress", "approved", "rejected"):
+        if group == "completed":
+            continue  # done in the tracker: never replayed (a Done aliasing Approved included)
+        if group == "cancelled":
+            logical = "cancelled"  # a lost Cancelled webhook: the task must stop all the same
+        if logical not in ("to_analyse", "in_progress", "approved", "rejected", "cancelled"):
+            continue
+        if logical == "cancelled" and _settled(rt, item_id):
             continue
         try:
             result = tracker_events.on_item_state(
@@ -182,6 +235,12 @@ def _replay(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> Non
             report["tasks"].append({"item": item_id, "tracker": logical, "did": result})
         else:
             report["counters"]["deduped"] += 1
+
+
+def _settled(rt: Runtime, item_id: str) -> bool:
+    """No live task for this item: nothing to cancel (and no message, no count)."""
+    task = rt.store.task_for_ref(item_id)
+    return task is None or rt.config.is_terminal(task.stage)
 
 
 def _gate_side(

@@ -3,6 +3,12 @@
 approve/reject record a verdict for the task's current stage visit (and, where the
 stage has a branch, its head): the human gate of analysis and the review gates read
 them. block/unblock pause automatic actors; cancel ends the task through the CAS.
+
+A block remembers where it came from (`by` in its audit row): a work item moved to
+Blocked / Needs Input blocks `by="tracker"`, and the tracker may lift that block (the
+item moved back to To Analyse / In Progress). Any other block (a person's `orch block`,
+an escalation, a failed effect) is orch's: only `orch unblock` lifts it, whatever the
+tracker replays (docs/tracker.md).
 """
 
 from __future__ import annotations
@@ -100,23 +106,39 @@ def _require_verdict_gate(rt: Runtime, task: Task, verdict: str) -> None:
     )
 
 
-def block(rt: Runtime, key: str, reason: str | None) -> bool:
+def block(rt: Runtime, key: str, reason: str | None, *, by: str = "orch") -> bool:
+    """Pause the task. `by` is "tracker" for a pause seen in the tracker, else "orch"."""
     task = rt.task(key)
     if rt.config.is_terminal(task.stage):
         raise UsageError(f"{key} is {task.stage}: there is nothing left to block")
     why = reason or f"blocked by {rt.actor}"
+    audit = Audit(task.id, rt.actor, "blocked", {"reason": why, "by": by}, task.stage)
     changed = rt.store.set_blocked(
         task.id,
         blocked=True,
         reason=why,
         now=rt.now(),
-        audit=Audit(task.id, rt.actor, "blocked", {"reason": why}, task.stage),
+        audit=audit,
         notify=(
             f"blocked:{task.key}:{rt.store.count_events(task.id, 'blocked')}",
             f"{task.key} blocked: {why}",
         ),
     )
+    if not changed and by != "tracker" and blocked_by(rt, task) == "tracker":
+        # A person blocks in orch what the tracker had paused: the block is theirs now,
+        # and the tracker can no longer lift it.
+        rt.store.audit(audit, now=rt.now())
     return changed
+
+
+def blocked_by(rt: Runtime, task: Task) -> str:
+    """Who holds the task's block: "tracker" or "orch" (see the module docstring)."""
+    for row in reversed(rt.store.history(task.id)):
+        if row.event == "blocked":
+            return "tracker" if row.detail.get("by") == "tracker" else "orch"
+        if row.event == "unblocked":
+            break
+    return "orch"
 
 
 def unblock(rt: Runtime, key: str, reason: str | None) -> bool:

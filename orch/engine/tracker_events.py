@@ -1,8 +1,10 @@
 """What a tracker item's state means for its task. Shared by the Plane webhooks and the
 reconciler, so that both take the same path and a race between them is harmless:
 
-    to_analyse, in_progress   create the task (once: the unique tracker reference) or
-                              resume it (unblock) if it was paused
+    to_analyse, in_progress   create the task (once: the unique tracker reference) and
+                              show it at its first stage (Analysis); or resume it if the
+                              tracker paused it (a block made in orch stays: only
+                              `orch unblock` lifts it)
     approved, rejected        a person's verdict at the current stage, then advance
     blocked, needs_input      pause (block) the task
     cancelled (group)         cancel the task
@@ -20,7 +22,8 @@ from orch import log
 from orch.engine import advance as advance_mod
 from orch.engine import tasks
 from orch.engine.runtime import Runtime
-from orch.errors import UsageError
+from orch.errors import OrchError, UsageError
+from orch.store import Audit
 
 
 def on_item_state(
@@ -37,6 +40,10 @@ def on_item_state(
         if task is None:
             return _create(rt, project, item_id, sequence_id, title, logical)
         if task.blocked and not task.escalated:
+            if tasks.blocked_by(rt, task) != "tracker":
+                # The tracker still shows what orch wrote before the block: that is no
+                # decision of a person's, and a person's decision in orch outranks it.
+                return f"ignored: {task.key} was blocked in orch; `orch unblock {task.key}` lifts it"
             tasks.unblock(rt, task.key, f"tracker says {logical}")
             return f"{task.key}: resumed"
         return f"{task.key}: already under way ({task.stage})"
@@ -58,7 +65,7 @@ def on_item_state(
     if logical in ("blocked", "needs_input"):
         if task.blocked:
             return f"ignored: {task.key} is paused already"
-        changed = tasks.block(rt, task.key, f"{logical.replace('_', ' ')} in the tracker")
+        changed = tasks.block(rt, task.key, f"{logical.replace('_', ' ')} in the tracker", by="tracker")
         return f"{task.key}: {'paused' if changed else 'already paused'}"
     if logical == "cancelled":
         tasks.cancel(rt, task.key, "cancelled in the tracker")
@@ -86,4 +93,11 @@ def _create(rt: Runtime, project: Any, item_id: str, seq: int | None, title: str
         agent=agent,
     )
     log.info("task_from_tracker", task=task.key, created=created, stage=stage, actor=rt.actor)
+    if created:
+        # Show the task where it is (To Analyse -> Analysis) now, not on the reconciler's
+        # next run: with no webhook lost, the reconciler has nothing to write back.
+        try:
+            rt.tracker.stage_changed(task, task.stage)
+        except OrchError as e:  # the reconciler's write-back tries again
+            rt.store.audit(Audit(task.id, rt.actor, "follow_up_failed", {"error": str(e)}), now=rt.now())
     return f"{task.key}: {'created at ' + stage if created else 'exists already'}"

@@ -302,6 +302,16 @@ class FakePlane(FakeServer):
             }
         return iid
 
+    def archive(self, project_id: str, item_id: str) -> None:
+        """Archive the item in Plane's UI: no webhook; gone from the listing and the detail view."""
+        with self.lock:
+            self.projects[project_id]["items"][item_id]["archived_at"] = "2026-05-03"
+
+    def delete(self, project_id: str, item_id: str) -> None:
+        """Delete the item (a soft delete, as Plane's models do): gone everywhere."""
+        with self.lock:
+            self.projects[project_id]["items"][item_id]["deleted_at"] = "2026-05-03T09:00:00Z"
+
     def set_relations(self, project_id: str, item_id: str, **relations: list[str]) -> None:
         with self.lock:
             self.projects[project_id]["relations"][item_id] = {
@@ -353,13 +363,15 @@ class FakePlane(FakeServer):
         if tail == ["states"] and req.method == "GET":
             return self._page(req, [*project["states"].values(), *project["aliases"]])
         if tail == ["work-items"] and req.method == "GET":
-            items = [self._render(project, i, req) for i in project["items"].values()]
+            items = [self._render(project, i, req) for i in project["items"].values() if _listed(i)]
             return self._page(req, items)
         if len(tail) >= 2 and tail[0] == "work-items":
             item = project["items"].get(tail[1])
-            if item is None:
+            if item is None or (item["deleted_at"] and req.method == "PATCH"):
                 return Reply(404, {"detail": "No WorkItem matches the given query."})
             if len(tail) == 2 and req.method == "GET":
+                if not _listed(item):  # Issue.issue_objects.get(...) raised DoesNotExist
+                    return Reply(404, {"error": "The requested resource does not exist."})
                 return Reply(200, self._render(project, item, req))
             if len(tail) == 2 and req.method == "PATCH":
                 return self._patch(project, item, req)
@@ -383,7 +395,7 @@ class FakePlane(FakeServer):
         for project in self.projects.values():
             if project["identifier"] == ident:
                 for item in project["items"].values():
-                    if str(item["sequence_id"]) == seq:
+                    if str(item["sequence_id"]) == seq and _listed(item):
                         return Reply(200, self._render(project, item, req))
         return Reply(404, {"detail": "Work item not found."})
 
@@ -425,6 +437,13 @@ class FakePlane(FakeServer):
                 "results": results,
             },
         )
+
+
+def _listed(item: dict[str, Any]) -> bool:
+    """Plane's `Issue.issue_objects` (the listing, the detail GET, the look-up by key) hides
+    deleted, archived, draft and triage items (`db/models/issue.py` IssueManager); PATCH
+    reads `Issue.objects`, which hides only the deleted ones."""
+    return not (item.get("deleted_at") or item.get("archived_at") or item.get("is_draft"))
 
 
 # -- Gitea ---------------------------------------------------------------------------------------
