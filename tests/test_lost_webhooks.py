@@ -45,6 +45,9 @@ class World:
                     "base_url": self.plane.url,
                     "workspace": self.plane.workspace,
                     "projects": {"ENG": {"id": self.project.id, "repo": "app"}},
+                    # The ticks here are a second apart, not a minute: a per-minute budget
+                    # would stall the merges' tracker reads (they wait rather than guess).
+                    "requests_per_minute": 0,
                 },
                 "gitea": {"base_url": self.gitea.url},
                 "repos": {
