@@ -219,13 +219,12 @@ def run(
     cfg = config.load(setup(root), environ={})
     secret = os.environ[SECRET_ENV].encode()
     load_before = os.getloadavg()[0]
+    open_runtime(cfg).close()  # as `orch init` does: the relay never creates the database
+    # Since the relay moved to asyncio (which sets TCP_NODELAY and writes each answer in one
+    # go), `nodelay` no longer changes anything: the two label pairs measure the same server.
     relay = Relay(cfg, host="127.0.0.1", port=0, drain=drain)
-    if nodelay:
-        # The handler class is made per Relay, so this changes this instance only: what
-        # `disable_nagle_algorithm = True` in orch/app/relay.py would do.
-        relay.server.RequestHandlerClass.disable_nagle_algorithm = True  # type: ignore[attr-defined]
     relay.start()
-    port = int(relay.server.server_address[1])
+    port = relay.address[1]
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(clients + 1)
     out = ctx.Queue()

@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": 8787,
         "max_body_bytes": 1048576,
+        "header_timeout_s": 10,
+        "body_timeout_s": 30,
+        "max_connections": 256,
         "plane_secret_env": "ORCH_PLANE_WEBHOOK_SECRET",
         "gitea_secret_env": "ORCH_GITEA_WEBHOOK_SECRET",
         "token_env": "ORCH_RELAY_TOKEN",
@@ -311,6 +314,9 @@ class Config(NamedTuple):
     relay_host: str
     relay_port: int
     relay_max_body: int
+    relay_header_timeout_s: float
+    relay_body_timeout_s: float
+    relay_max_connections: int
     plane_secret_env: str
     gitea_secret_env: str
     relay_token_env: str
@@ -598,6 +604,9 @@ def _build(
         relay_host=relay_host,
         relay_port=v.integer(relay, "relay", "port", 8787, maximum=65535),
         relay_max_body=v.integer(relay, "relay", "max_body_bytes", 1048576, minimum=1),
+        relay_header_timeout_s=v.number(relay, "relay", "header_timeout_s", 10),
+        relay_body_timeout_s=v.number(relay, "relay", "body_timeout_s", 30),
+        relay_max_connections=v.integer(relay, "relay", "max_connections", 256, minimum=1),
         plane_secret_env=v.string(relay, "relay", "plane_secret_env"),
         gitea_secret_env=v.string(relay, "relay", "gitea_secret_env"),
         relay_token_env=v.string(relay, "relay", "token_env"),

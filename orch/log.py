@@ -9,17 +9,38 @@ without a shell redirect.
 Not the stdlib `logging`: configuring it costs imports on every cron run, and these
 lines need no handlers, filters or propagation. Secrets never reach a field: callers
 pass keys, stages and reasons, never URLs with tokens or payloads.
+
+A field can hold untrusted text (a tracker item id, a webhook's repository name): in the
+text format every control character (newline, carriage return, escape, NUL, the C1
+range, U+2028/2029) and every lone surrogate is written as a backslash escape, so one
+event is always one line and nothing can forge another (issue 10 item 10). JSON lines
+are escaped by the encoder.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from typing import Any, TextIO
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    return _NAMED.get(ch) or (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+
+
+def plain(value: Any) -> str:
+    """`value` as text on one line: control characters and lone surrogates escaped."""
+    text = value if isinstance(value, str) else str(value)
+    return _UNSAFE.sub(_escape, text)
 
 
 class _Sink:
@@ -50,7 +71,7 @@ class _Sink:
             return sys.stderr
         try:
             os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            return open(self.path, "a", encoding="utf-8")
+            return open(self.path, "a", encoding="utf-8", errors="backslashreplace")
         except OSError as e:
             why = e.strerror or e
             sys.stderr.write(f"orch: cannot write the log file {self.path}: {why}; logging to stderr\n")
@@ -67,7 +88,9 @@ class _Sink:
             line = json.dumps({"ts": round(now, 3), "level": level, "event": event, **fields}, default=str)
         else:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now))
-            line = f"{stamp} {level:<7} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
+            line = f"{stamp} {level:<7} {plain(event)} " + " ".join(
+                f"{plain(k)}={plain(v)}" for k, v in fields.items()
+            )
         self.stream.write(line + "\n")
         self.stream.flush()
 

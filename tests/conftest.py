@@ -57,6 +57,8 @@ class Setup:
                 "work": {"start_immediately": False},
             }
         )
+        # As `orch init` does: the database exists before any command reads it.
+        open_runtime(self.config()).close()
 
     def open_merge_window(self) -> None:
         (self.root / "merge-window.open").touch()

@@ -195,9 +195,16 @@ def cron_line(text: str) -> tuple[list[str], str]:
 
 def test_cron_line_has_five_time_fields_and_runs_tick_under_flock(setup: Setup) -> None:
     need("flock")
+    import shutil
+
+    from orch.app import open_runtime
+
+    shutil.rmtree(setup.config().state_dir)  # as before `orch init`
     out = setup.orch("install", "cron", "--print")
     assert out.returncode == 0 and "does not exist yet; `orch init` creates it" in out.stderr
-    assert setup.orch("task", "list").returncode == 0  # creates the state directory
+    assert setup.orch("task", "list").returncode == 1  # a reading command creates nothing
+    assert not setup.config().state_dir.exists()
+    open_runtime(setup.config()).close()  # what `orch init` does: the state directory and database
     fields, command = cron_line(printed(setup, "cron"))
     assert fields == ["*"] * 5 and all(CRON_FIELD.fullmatch(f) for f in fields)
     assert command.startswith("flock -n ")
@@ -286,6 +293,10 @@ to = "pushed"
 gates = ["branch_pushed"]
 """
         )
+        from orch import config as config_mod
+        from orch.app import open_runtime
+
+        open_runtime(config_mod.load(self.config_path)).close()  # as `orch init` does
         out = self.orch("install", "git-hook", "--print")
         assert out.returncode == 0, out.stderr
         self.hook_text = out.stdout

@@ -443,22 +443,32 @@ def doctor(cfg: Config) -> dict[str, Any]:
     if cfg.db_path.exists():
         from orch.app import open_runtime
         from orch.engine import status
+        from orch.errors import StoreError
 
-        rt = open_runtime(cfg, actor="doctor")
         try:
-            check = rt.store.integrity()
-            if check != "ok":
-                findings.append(
-                    _finding(
-                        "error",
-                        "[store] path",
-                        f"integrity check: {check}",
-                        "restore the database from a backup",
+            rt = open_runtime(cfg, actor="doctor", create=False)
+        except StoreError as e:  # damaged, unreadable, read-only: a finding, not a traceback
+            rt = None
+            findings.append(_finding("error", "[store] path", str(e), "restore the database from a backup"))
+        if rt is not None:
+            try:
+                check = rt.store.integrity()
+                if check != "ok":
+                    findings.append(
+                        _finding(
+                            "error",
+                            "[store] path",
+                            f"integrity check: {check}",
+                            "restore the database from a backup",
+                        )
                     )
+                view = status.queue(rt)
+            except StoreError as e:
+                findings.append(
+                    _finding("error", "[store] path", str(e), "restore the database from a backup")
                 )
-            view = status.queue(rt)
-        finally:
-            rt.close()
+            finally:
+                rt.close()
         for p in view.get("problems", []):
             findings.append(_finding("warning", "queue", p, "see `orch queue`"))
     else:

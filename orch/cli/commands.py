@@ -79,8 +79,11 @@ def _root(
         raise typer.BadParameter(str(e)) from None
 
 
-def runtime(actor: str | None = None, *, create: bool = True) -> Any:
-    """This command's runtime; closed (and its outbox flushed) when the process exits."""
+def runtime(actor: str | None = None, *, create: bool = False) -> Any:
+    """This command's runtime; closed (and its outbox flushed) when the process exits.
+
+    Only `orch init` creates the database: any other command on a missing one fails
+    naming the path (an unmounted volume must not fork the state in two)."""
     import atexit
 
     from orch.app import open_runtime

@@ -84,7 +84,7 @@ def _advance(config: str | None, key: str, expect: str | None, as_json: bool) ->
     from orch.cli.render import advance_result
     from orch.engine.advance import advance
 
-    rt = open_runtime(config_path=config)
+    rt = open_runtime(config_path=config, create=False)
     try:
         result = advance(rt, key, expect=expect)
     finally:
@@ -98,7 +98,7 @@ def _tick(config: str | None, as_json: bool) -> int:
     from orch.cli.render import tick_report
     from orch.engine.tick import tick
 
-    rt = open_runtime(config_path=config, actor="tick")
+    rt = open_runtime(config_path=config, actor="tick", create=False)
     try:
         report = tick(rt)
     finally:
@@ -111,7 +111,7 @@ def _job(config: str | None, job_id: int | None, as_json: bool) -> int:
     from orch.cli.render import job_report
     from orch.engine.jobs import run_one
 
-    rt = open_runtime(config_path=config, actor="runner")
+    rt = open_runtime(config_path=config, actor="runner", create=False)
     try:
         report = run_one(rt, job_id)
     finally:

@@ -87,8 +87,13 @@ def _inject(source: str, body: Path, headers: Path | None, json_: bool) -> None:
         raise UsageError(f"cannot read the event: {e}") from None
     if not isinstance(hdrs, dict):
         raise UsageError(f"{headers}: expected a JSON object of headers")
+    from orch.relay.payloads import MalformedPayload
+
     rt = runtime(actor=f"event:{source}")
-    item, new = inbox.put(rt, source, raw, {str(k): str(v) for k, v in hdrs.items()})
+    try:
+        item, new = inbox.put(rt, source, raw, {str(k): str(v) for k, v in hdrs.items()})
+    except MalformedPayload as e:  # refused as the relay refuses it (400): nothing stored
+        raise UsageError(f"{body}: refused as a {source} delivery: {e}") from None
     counts = inbox.drain(rt)
     row = next((r for r in rt.store.inbox_rows(limit=1000) if r["id"] == item), None)
     if json_:
@@ -145,21 +150,32 @@ def inbox_list(
     limit: int = typer.Option(50, "--limit", min=1),
     json_: bool = JSON,
 ) -> None:
-    """Deliveries, newest first, with their state, attempts and error.
+    """Deliveries, newest first, with their state, attempts, error and who holds a claim.
+
+    A delivery being processed shows "claimed by HOST/pid N"; if that process is gone
+    ("dead"), the next drain takes the delivery at once.
 
     Example: orch inbox list --state parked --json
     """
-    rows = runtime().store.inbox_rows(states=tuple(state) if state else None, limit=limit)
+    from orch.engine import inbox
+
+    rows = inbox.listing(runtime(), states=tuple(state) if state else None, limit=limit)
     if json_:
         emit_json(rows)
         return
     from orch.cli.render import safe_text
 
     for r in rows:
+        held = r["claimed_by"]
+        claim = (
+            f"claimed by {held['host']}/pid {held['pid']} ({'alive' if held['alive'] else 'dead'}) "
+            if held
+            else ""
+        )
         typer.echo(
             safe_text(
                 f"{r['id']:>6} {r['source']:<5} {r['event']:<14} {r['state']:<7} x{r['attempts']} "
-                f"{r['error'] or r['result'] or ''}"
+                f"{claim}{r['error'] or r['result'] or ''}"
             )
         )
     if not rows:

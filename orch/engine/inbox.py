@@ -11,6 +11,7 @@ delivery never stops the drain.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,7 @@ from orch.engine import advance as advance_mod
 from orch.engine import events
 from orch.engine.runtime import Runtime
 from orch.errors import OrchError, PermanentFailure, RetryLater
+from orch.identity import Owner, is_alive
 from orch.relay import payloads
 from orch.store import Task
 
@@ -26,8 +28,11 @@ from orch.store import Task
 KEEP_HEADERS = (
     "x-gitea-event",
     "x-gitea-event-type",
+    "x-gogs-event-type",
+    "x-github-event-type",
     "x-gitea-delivery",
     "x-gogs-event",
+    "x-gogs-delivery",
     "x-github-event",
     "x-github-delivery",
     "x-plane-event",
@@ -37,39 +42,47 @@ KEEP_HEADERS = (
 
 
 def put(rt: Runtime, source: str, body: bytes, headers: Mapping[str, str]) -> tuple[int, bool]:
-    """Store one delivery durably; returns (inbox id, stored now). Duplicates are stored once."""
+    """Store one delivery durably; returns (inbox id, stored now). Duplicates are stored once.
+
+    The delivery is parsed first, as `source` (the endpoint whose secret verified it) and
+    never as what its headers claim: `payloads.MalformedPayload` (WrongSource included)
+    means it was refused and nothing was stored. What is stored therefore always parses,
+    and holds no `secret` key at any depth.
+    """
+    event = payloads.parse_for(source, body, headers)
     lower = {k.lower(): v for k, v in headers.items()}
     kept = {k: lower[k] for k in KEEP_HEADERS if k in lower}
-    event = lower.get("x-gitea-event") or lower.get("x-plane-event") or lower.get("x-github-event") or "?"
-    delivery = (
-        lower.get("x-gitea-delivery") or lower.get("x-plane-delivery") or lower.get("x-github-delivery")
-    )
     digest = hashlib.sha256(body).hexdigest()
-    stored = _without_secret(body)
     return rt.store.inbox_put(
-        source=source, event=event, delivery=delivery, digest=digest, headers=kept, body=stored, now=rt.now()
+        source=source,
+        event=payloads.kind(event),
+        delivery=event.delivery,
+        digest=digest,
+        headers=kept,
+        body=_without_secret(body),
+        now=rt.now(),
     )
 
 
 def _without_secret(body: bytes) -> bytes:
-    """Old Gitea puts the webhook secret in the payload: never let it reach the database."""
-    if b'"secret"' not in body:
-        return body
-    import json
+    """Old Gitea puts the webhook secret in the payload: never let it reach the database.
 
-    try:
-        data = json.loads(body)
-    except ValueError:
+    Decided on the decoded document, whatever the key's JSON escaping (`"secr\\u0065t"`)
+    and depth; the raw bytes are kept when there is nothing to remove.
+    """
+    data = payloads.load(body)
+    if not payloads.has_secret(data):
         return body
-    if isinstance(data, dict) and "secret" in data:
-        return json.dumps(payloads.scrub(data)).encode()
-    return body
+    return json.dumps(payloads.scrub(data)).encode()
 
 
 def drain(rt: Runtime, *, limit: int = 500) -> dict[str, int]:
+    """Process due deliveries in arrival order. A delivery's failure (any exception) is
+    recorded on that delivery, retried or parked, and the drain goes on; only the store
+    failing (damaged, read-only, locked) ends the drain, with that StoreError or Busy."""
     counts = {"done": 0, "failed": 0, "parked": 0}
     for _ in range(limit):
-        item = rt.store.inbox_claim(now=rt.now())
+        item = rt.store.inbox_claim(now=rt.now(), owner=rt.owner, ceiling_s=rt.config.max_running_s)
         if item is None:
             break
         try:
@@ -99,9 +112,23 @@ def drain(rt: Runtime, *, limit: int = 500) -> dict[str, int]:
     return counts
 
 
+def listing(rt: Runtime, *, states: tuple[str, ...] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """Deliveries, newest first; an open one that is claimed says by whom and whether that
+    process still lives (a dead claimer's delivery is taken by the next drain)."""
+    rows = rt.store.inbox_rows(states=states, limit=limit)
+    for r in rows:
+        held = r.get("claimed_by")
+        r["claimed_by"] = None
+        if held and r["state"] in ("pending", "failed"):
+            pid, start = int(held["pid"] or 0), held["start_time"] or ""
+            owner = Owner(held["host"], held["boot_id"] or "", pid, start)
+            r["claimed_by"] = {**owner.as_dict(), "alive": is_alive(owner)}
+    return rows
+
+
 def handle(rt: Runtime, source: str, body: bytes, headers: Mapping[str, str]) -> str:
     """Process one delivery; returns what was done, in words."""
-    event = payloads.parse(body, headers)
+    event = payloads.parse_for(source, body, headers)
     if isinstance(event, payloads.GiteaPush):
         return _push(rt, event)
     if isinstance(event, payloads.GiteaStatus):

@@ -39,7 +39,8 @@ def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = N
     missing = missing_repos(cfg, (repo,))
     if missing:
         raise ConfigError(missing[0])
-    task = rt.store.add_task(
+    # One transaction: the task and its first job exist together or not at all.
+    return rt.store.add_task(
         title=title,
         repo=repo,
         stage=cfg.initial_stage,
@@ -47,13 +48,8 @@ def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = N
         key=key,
         key_prefix=safe_name(cfg.key_prefix),
         actor=rt.actor,
+        agent=cfg.stages[cfg.initial_stage].agent,
     )
-    agent = cfg.stages[task.stage].agent
-    if agent:
-        rt.store.enqueue_job(
-            task_id=task.id, agent=agent, stage=task.stage, task_version=task.version, now=rt.now()
-        )
-    return task
 
 
 def missing_repos(cfg: Config, names: tuple[str, ...] | None = None) -> list[str]:

@@ -9,11 +9,18 @@ strict where a wrong value would move the wrong thing:
   kind of delivery cannot break the relay;
 - a body that is not a JSON object, or a handled event whose ids are missing or of the
   wrong type (a PR number that is not an int, a sha that is not hex), raises
-  `MalformedPayload`: retrying the same bytes will not help.
+  `MalformedPayload`: retrying the same bytes will not help;
+- a string that SQLite cannot store as text (a lone surrogate such as `"\ud800"`, or a
+  NUL) in any field a record keeps raises `MalformedPayload` too, so nothing downstream
+  ever meets it (issue 10 item 2);
+- a delivery is parsed only as the source whose secret verified it (`parse_for`): a
+  Gitea endpoint that receives `X-Plane-*` headers, or the reverse, raises `WrongSource`
+  (issue 10 item 1). `parse` (sniffing the sender from its headers) is for tools and tests.
 
 Records keep only what orch uses. Old Gitea (< 1.14) put the webhook `secret` in the
-body; no record has a place for it, and `scrub` drops it from a decoded body that
-someone wants to store.
+body; no record has a place for it, and `scrub` drops every `secret` key, at any depth,
+from a decoded body that someone wants to store (decoded first, so `"secr\u0065t"` is
+caught too).
 """
 
 from __future__ import annotations
@@ -28,6 +35,12 @@ from orch.errors import PermanentFailure
 
 class MalformedPayload(PermanentFailure):
     """The delivery is not JSON, not an object, or lacks an id a handled event needs."""
+
+    exit_code = 1
+
+
+class WrongSource(MalformedPayload):
+    """The delivery carries the headers of the other source than the one that verified it."""
 
     exit_code = 1
 
@@ -134,16 +147,42 @@ Event = PlaneWorkItemEvent | GiteaPush | GiteaPullRequest | GiteaStatus | GiteaW
 # -- helpers -------------------------------------------------------------------------------
 
 _SHA = re.compile(r"^(?:[0-9a-fA-F]{40}|[0-9a-fA-F]{64})$")
+# What SQLite cannot take as text: Python's sqlite3 encodes str as strict UTF-8, so a lone
+# surrogate raises UnicodeEncodeError on write; a NUL is stored but cuts C strings short
+# (argv, paths, env) wherever the value goes next.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+_INT64 = 2**63
+# Header families of each source; a delivery to one endpoint carrying the other's is refused.
+_FOREIGN = {
+    "plane": ("x-gitea-", "x-gogs-", "x-github-", "x-hub-"),
+    "gitea": ("x-plane-",),
+}
+# Gitea 1.23.x sends status webhooks with an empty X-Gitea-Event (go-gitea/gitea#33244);
+# X-Gitea-Event-Type is still set. The types Gitea folds into one event name:
+_EVENT_OF_TYPE = {
+    "pull_request_sync": "pull_request",
+    "pull_request_assign": "pull_request",
+    "pull_request_label": "pull_request",
+    "pull_request_milestone": "pull_request",
+    "pull_request_review_request": "pull_request",
+}
 _PAST = {"create": "created", "update": "updated", "delete": "deleted"}
 _PLANE_ITEM_EVENTS = frozenset({"issue", "work_item", "workitem"})
+
+
+def storable(text: str, what: str) -> str:
+    """`text` itself, or MalformedPayload when it holds a NUL or a lone surrogate."""
+    if _UNSTORABLE.search(text):
+        raise MalformedPayload(f"{what} holds a NUL or a lone surrogate, which cannot be stored")
+    return text
 
 
 def _header(headers: Mapping[str, str], *names: str) -> str | None:
     lowered = {k.lower(): v for k, v in headers.items()}
     for name in names:
         value = lowered.get(name.lower())
-        if value:
-            return value.strip()
+        if isinstance(value, str) and value.strip():
+            return storable(value.strip(), f"header {name}")
     return None
 
 
@@ -158,20 +197,43 @@ def load(body: bytes) -> dict[str, Any]:
     return data
 
 
-def scrub(data: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a decoded body without the legacy Gitea `secret` field, safe to store or log."""
-    return {k: v for k, v in data.items() if k != "secret"}
+def _is_secret_key(key: Any) -> bool:
+    return isinstance(key, str) and key.strip().lower() == "secret"
 
 
-def _str(value: Any) -> str | None:
+def scrub(data: Any) -> Any:
+    """A copy of a decoded body without any `secret` key at any depth, safe to store or log.
+
+    Keys are compared after JSON decoding, so `"secr\u0065t"` is the same key as `"secret"`.
+    """
+    if isinstance(data, dict):
+        return {k: scrub(v) for k, v in data.items() if not _is_secret_key(k)}
+    if isinstance(data, list):
+        return [scrub(v) for v in data]
+    return data
+
+
+def has_secret(data: Any) -> bool:
+    """Does a decoded body hold a `secret` key anywhere?"""
+    if isinstance(data, dict):
+        return any(_is_secret_key(k) or has_secret(v) for k, v in data.items())
+    if isinstance(data, list):
+        return any(has_secret(v) for v in data)
+    return False
+
+
+def _str(value: Any, what: str = "a string field") -> str | None:
     """A non-empty string, else None. Plane v2 docs render nulls as "None": that is None too."""
     if isinstance(value, str) and value and value != "None":
-        return value
+        return storable(value, what)
     return None
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    """An integer SQLite can hold (64-bit), else None; a bool is not an int here."""
+    if isinstance(value, int) and not isinstance(value, bool) and -_INT64 <= value < _INT64:
+        return value
+    return None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -179,7 +241,7 @@ def _dict(value: Any) -> dict[str, Any]:
 
 
 def _require_str(value: Any, what: str) -> str:
-    text = _str(value)
+    text = _str(value, what)
     if text is None:
         raise MalformedPayload(f"{what} is missing or not a string ({type(value).__name__})")
     return text
@@ -231,27 +293,28 @@ def parse_plane(body: bytes, headers: Mapping[str, str]) -> PlaneWorkItemEvent |
     if isinstance(raw_state, dict):
         state = PlaneState(
             id=_require_str(raw_state.get("id"), "data.state.id"),
-            name=_str(raw_state.get("name")),
-            group=_str(raw_state.get("group")),
+            name=_str(raw_state.get("name"), "data.state.name"),
+            group=_str(raw_state.get("group"), "data.state.group"),
         )
     activity = _dict(data.get("activity"))
-    field = _str(activity.get("field"))
+    field = _str(activity.get("field"), "activity.field")
     if field == "state_id":  # the web UI says state_id, the API says state
         field = "state"
     return PlaneWorkItemEvent(
         version=1,
         action=action,
         work_item_id=_require_str(item.get("id"), "data.id"),
-        project_id=_str(item.get("project")) or _str(item.get("project_id")),
-        workspace_id=_str(data.get("workspace_id")),
+        project_id=_str(item.get("project"), "data.project")
+        or _str(item.get("project_id"), "data.project_id"),
+        workspace_id=_str(data.get("workspace_id"), "workspace_id"),
         delivery=delivery,
         sequence_id=_int(item.get("sequence_id")),
         name=_str(item.get("name")),
-        state_id=state.id if state else _str(raw_state),
+        state_id=state.id if state else _str(raw_state, "data.state"),
         state=state,
         field=field,
-        old_value=_str(activity.get("old_value")),
-        new_value=_str(activity.get("new_value")),
+        old_value=_str(activity.get("old_value"), "activity.old_value"),
+        new_value=_str(activity.get("new_value"), "activity.new_value"),
         changed=(field,) if field else (),
     )
 
@@ -262,7 +325,7 @@ def _plane_v2(data: dict[str, Any], event: str, delivery: str | None) -> PlaneWo
         return Unknown("plane", event, event.rsplit(".", 1)[-1] or None, delivery)
     item = _dict(data.get("data"))
     previous = _dict(data.get("previous_attributes"))
-    changed = tuple("state" if k == "state_id" else k for k in previous)
+    changed = tuple("state" if k == "state_id" else storable(k, "previous_attributes key") for k in previous)
     state_id = _str(item.get("state_id"))
     state_moved = "state_id" in previous
     return PlaneWorkItemEvent(
@@ -297,6 +360,8 @@ def parse_gitea(
     data = load(body)
     event = (_header(headers, "X-Gitea-Event", "X-Gogs-Event", "X-GitHub-Event") or "").lower()
     event_type = _header(headers, "X-Gitea-Event-Type", "X-Gogs-Event-Type", "X-GitHub-Event-Type")
+    if not event and event_type:  # Gitea 1.23.x status webhooks: only the type is set
+        event = _EVENT_OF_TYPE.get(event_type.lower(), event_type.lower())
     delivery = _header(headers, "X-Gitea-Delivery", "X-Gogs-Delivery", "X-GitHub-Delivery")
     if event == "push":
         ref = _require_str(data.get("ref"), "ref")
@@ -326,20 +391,19 @@ def parse_gitea(
             head_sha=_require_sha(head.get("sha"), "pull_request.head.sha"),
             base_branch=_require_str(base.get("ref"), "pull_request.base.ref"),
             merged=pr.get("merged") is True,
-            state=_str(pr.get("state")),
+            state=_str(pr.get("state"), "pull_request.state"),
             event_type=event_type,
             delivery=delivery,
         )
     if event == "status":
         sha = data.get("sha") or _dict(data.get("commit")).get("id")
-        context = data.get("context")
         return GiteaStatus(
             repo=_repo(data),
             sha=_require_sha(sha, "sha"),
             state=_require_str(data.get("state"), "state").lower(),
-            context=context if isinstance(context, str) else "",
-            target_url=_str(data.get("target_url")),
-            description=_str(data.get("description")),
+            context=_str(data.get("context"), "context") or "",
+            target_url=_str(data.get("target_url"), "target_url"),
+            description=_str(data.get("description"), "description"),
             delivery=delivery,
         )
     if event in ("workflow_run", "workflow_job"):
@@ -360,6 +424,37 @@ def parse_gitea(
 
 
 # -- dispatch ------------------------------------------------------------------------------
+
+
+def check_source(source: str, headers: Mapping[str, str]) -> None:
+    """WrongSource when a delivery verified as `source` carries the other source's headers."""
+    foreign = _FOREIGN.get(source)
+    if foreign is None:
+        raise MalformedPayload(f"unknown webhook source {source!r}")
+    if any(isinstance(k, str) and k.lower().startswith(foreign) for k in headers):
+        other = "Gitea" if source == "plane" else "Plane"
+        raise WrongSource(f"{other} headers on the {source} endpoint: a delivery is read as {source} only")
+
+
+def parse_for(source: str, body: bytes, headers: Mapping[str, str]) -> Event:
+    """The delivery as an event of `source`, the endpoint whose secret verified it (never a header)."""
+    check_source(source, headers)
+    return parse_plane(body, headers) if source == "plane" else parse_gitea(body, headers)
+
+
+def kind(event: Event) -> str:
+    """A short name for what arrived, for the inbox listing."""
+    if isinstance(event, PlaneWorkItemEvent):
+        return "issue" if event.version == 1 else "workitem"
+    if isinstance(event, GiteaPush):
+        return "push"
+    if isinstance(event, GiteaPullRequest):
+        return "pull_request"
+    if isinstance(event, GiteaStatus):
+        return "status"
+    if isinstance(event, GiteaWorkflowRun):
+        return event.event
+    return (event.event or "?")[:64]
 
 
 def parse(body: bytes, headers: Mapping[str, str]) -> Event:

@@ -47,10 +47,19 @@ def verify_hmac_sha256(secret: bytes, body: bytes, signature_header: str | None)
     return hmac.compare_digest(expected, given)
 
 
-def find_signature(headers: Mapping[str, str]) -> str | None:
-    """The signature a delivery carries, from the first of SIGNATURE_HEADERS present (any case)."""
+# The headers each source signs with: a Plane endpoint never reads a Gitea signature header.
+SOURCE_SIGNATURE_HEADERS = {
+    "plane": ("X-Plane-Signature",),
+    "gitea": ("X-Gitea-Signature", "X-Hub-Signature-256", "X-Gogs-Signature"),
+}
+
+
+def find_signature(headers: Mapping[str, str], source: str | None = None) -> str | None:
+    """The signature a delivery carries, from the first of SIGNATURE_HEADERS present (any case);
+    with `source`, only from that source's own headers."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    for name in SIGNATURE_HEADERS:
+    names = SOURCE_SIGNATURE_HEADERS.get(source, ()) if source else SIGNATURE_HEADERS
+    for name in names:
         value = lowered.get(name.lower())
         if value:
             return value

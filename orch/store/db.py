@@ -19,12 +19,13 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from orch.errors import Busy, SchemaTooNew, StoreError
 from orch.identity import Owner, is_alive
+from orch.identity import host as identity_host
 from orch.store import schema
 from orch.store.models import (
     Audit,
@@ -50,6 +51,64 @@ def _reclaimed(task_id: int, actor: str, dead: Lease) -> Audit:
         "lease_reclaimed",
         {"lease": dead.name, "dead_owner": dead.owner.as_dict(), "dead_actor": dead.actor},
     )
+
+
+_UNCLAIM = "claimed_at = NULL, claim_host = NULL, claim_boot = NULL, claim_pid = NULL, claim_start = NULL"
+
+
+def _claim_lapsed(r: sqlite3.Row, now: float, claim_s: float, ceiling_s: float) -> bool:
+    """May an inbox claim be taken over? (See Store.inbox_claim.)"""
+    age = now - float(r["claimed_at"])
+    if age >= ceiling_s:
+        return True
+    if not r["claim_host"]:  # a claim from before claimers were recorded
+        return age >= claim_s
+    claimer = Owner(r["claim_host"], r["claim_boot"] or "", int(r["claim_pid"] or 0), r["claim_start"] or "")
+    if claimer.host != identity_host():
+        return age >= claim_s
+    return not is_alive(claimer)
+
+
+def _text(value: str, limit: int) -> str:
+    """`value` as text SQLite can store: lone surrogates and NULs escaped, length capped."""
+    value = value[:limit]
+    if value.isascii() and "\x00" not in value:
+        return value
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _has_database(path: Path) -> bool:
+    """Is there a database at `path` (a non-empty file, or an empty one with its WAL)?"""
+    try:
+        if path.stat().st_size > 0:
+            return True
+        return Path(f"{path}-wal").stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _failure(path: Path, e: sqlite3.Error) -> str:
+    """One line: the file, what SQLite said, and what to do about it."""
+    said = str(e) or type(e).__name__
+    low = said.lower()
+    if "readonly" in low or "read-only" in low:
+        todo = (
+            "the file or its directory is read-only; make both writable by this user "
+            f"(SQLite also writes {path.name}-wal and {path.name}-shm beside it), "
+            "or mount the volume read-write"
+        )
+    elif "not a database" in low or "malformed" in low or "corrupt" in low:
+        todo = (
+            "the file is damaged or is not an orch database; move it aside and restore a backup "
+            "(or run `orch init` to start an empty one)"
+        )
+    elif "unable to open" in low:
+        todo = "check that the file and its directory exist and are readable and writable by this user"
+    elif "disk i/o" in low or "disk is full" in low or "database or disk is full" in low:
+        todo = "the disk failed or is full; check the volume, then restore a backup if the file is damaged"
+    else:
+        return f"{path}: {said}"
+    return f"{path}: {said}: {todo}"
 
 
 def _locked(e: sqlite3.OperationalError) -> bool:
@@ -78,17 +137,26 @@ class Store:
 
     @classmethod
     def open(cls, path: Path | str, *, busy_timeout_ms: int = 5000, create: bool = True) -> Store:
+        """Open (and migrate) the database at `path`. With `create=False` a missing or empty
+        file is an error that names the path and says `orch init`: a reading command on an
+        unmounted volume must not start a second, empty state beside the real one."""
         path = Path(path)
+        if not create and not _has_database(path):
+            raise StoreError(
+                f"{path}: no orch database here: run `orch init` to create one "
+                "(or fix [store] path, or mount the volume that holds it)"
+            )
         if not path.exists():
-            if not create:
-                raise StoreError(f"{path}: no database here (run `orch init`)")
-            path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise StoreError(f"{path}: cannot create its directory: {e.strerror or e}") from None
         try:
             conn = sqlite3.connect(
                 str(path), isolation_level=None, timeout=_SLICE_MS / 1000, check_same_thread=False
             )
         except sqlite3.Error as e:
-            raise StoreError(f"{path}: cannot open database: {e}") from None
+            raise StoreError(_failure(path, e)) from None
         conn.row_factory = sqlite3.Row
         store = cls(conn, path, busy_timeout_ms=busy_timeout_ms)
         try:
@@ -109,7 +177,7 @@ class Store:
                 return fn()
             except sqlite3.OperationalError as e:
                 if not _locked(e):
-                    raise StoreError(f"{self.path}: {e}") from None
+                    raise StoreError(_failure(self.path, e)) from None
                 if time.monotonic() >= deadline:
                     raise Busy(
                         f"{self.path}: database stayed locked for {self.busy_timeout_ms} ms; "
@@ -117,19 +185,26 @@ class Store:
                     ) from None
                 time.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 0.05)
+            except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+                raise  # a bug in orch's SQL, not a state of the file
+            except sqlite3.DatabaseError as e:  # not a database, malformed, I/O error...
+                raise StoreError(_failure(self.path, e)) from None
 
     def _prepare(self) -> None:
         # Read the version before anything that could write (journal_mode=WAL writes the
         # header): a database from a newer orch must be left exactly as it was.
         version = self._retrying(lambda: self.conn.execute("PRAGMA user_version").fetchone()[0])
+        # A header-only or truncated file can answer the pragma and fail on the first page
+        # read: read the schema once here, so the damage is reported on open, in one line.
+        self._retrying(lambda: self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone())
         if version > schema.LATEST:
             raise SchemaTooNew(
                 f"{self.path}: database schema {version} was written by a newer orch "
                 f"(this one knows {schema.LATEST}); refusing to touch it"
             )
         self._retrying(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        self._retrying(lambda: self.conn.execute("PRAGMA synchronous=NORMAL"))
+        self._retrying(lambda: self.conn.execute("PRAGMA foreign_keys=ON"))
         if version < schema.LATEST:
             self._migrate()
 
@@ -163,18 +238,25 @@ class Store:
         if self.conn.in_transaction:
             raise StoreError("nested write transaction")  # a bug, not a state
         if durable:
-            self.conn.execute("PRAGMA synchronous=FULL")
+            self._retrying(lambda: self.conn.execute("PRAGMA synchronous=FULL"))
         try:
             self._retrying(lambda: self.conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield self.conn
-            except BaseException:
-                self.conn.execute("ROLLBACK")
+            except BaseException as e:
+                if self.conn.in_transaction:  # SQLite may have rolled back already (I/O error)
+                    with suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
+                if isinstance(e, sqlite3.DatabaseError) and not isinstance(
+                    e, sqlite3.IntegrityError | sqlite3.ProgrammingError
+                ):
+                    raise StoreError(_failure(self.path, e)) from None
                 raise
             self._retrying(lambda: self.conn.execute("COMMIT"))
         finally:
             if durable:
-                self.conn.execute("PRAGMA synchronous=NORMAL")
+                with suppress(sqlite3.Error):
+                    self.conn.execute("PRAGMA synchronous=NORMAL")
 
     def _read(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return self._retrying(lambda: self.conn.execute(sql, params).fetchall())
@@ -184,10 +266,10 @@ class Store:
         return rows[0] if rows else None
 
     def schema_version(self) -> int:
-        return int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(self._retrying(lambda: self.conn.execute("PRAGMA user_version").fetchone()[0]))
 
     def integrity(self) -> str:
-        return str(self.conn.execute("PRAGMA quick_check").fetchone()[0])
+        return str(self._retrying(lambda: self.conn.execute("PRAGMA quick_check").fetchone()[0]))
 
     # -- tasks -----------------------------------------------------------------------
 
@@ -220,8 +302,12 @@ class Store:
         key: str | None,
         key_prefix: str,
         actor: str,
+        agent: str | None = None,
     ) -> Task:
-        """Insert a task; with no key, the key is `<prefix>-<id>`. A taken key is a UsageError."""
+        """Insert a task; with no key, the key is `<prefix>-<id>`. A taken key is a UsageError.
+
+        With `agent`, the task's first job is queued in the same transaction: a failure
+        between the two can never leave a task that no actor would ever give a job."""
         from orch.errors import UsageError
 
         with self.write() as c:
@@ -246,6 +332,8 @@ class Store:
                 Audit(task_id, actor, "created", {"title": title, "repo": repo}, None, stage),
                 now,
             )
+            if agent:
+                self._enqueue(c, task_id=task_id, agent=agent, stage=stage, task_version=1, now=now)
             row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
         return self._task(row)
 
@@ -1349,30 +1437,72 @@ class Store:
             ).fetchone()
             return int(r[0]), False
 
-    def inbox_claim(self, *, now: float, claim_s: float = 300.0) -> dict[str, Any] | None:
-        """The oldest due delivery, claimed for processing (a dead processor's claim expires)."""
+    def inbox_claim(
+        self,
+        *,
+        now: float,
+        owner: Owner | None = None,
+        claim_s: float = 300.0,
+        ceiling_s: float = 14400.0,
+    ) -> dict[str, Any] | None:
+        """The oldest due delivery, claimed for processing by `owner`.
+
+        A claim holds while its claimer lives, judged by identity as for leases: one whose
+        claimer is gone (this host: process missing, pid reused, or an older boot) is
+        taken at once. A claim by another host cannot be checked from here and lapses
+        after `claim_s`; any claim lapses after `ceiling_s` (the reaper's hard limit).
+        """
+        due = "state IN ('pending', 'failed') AND next_at <= ?"
         with self.write() as c:
             # INDEXED BY: SQLite's planner does not pick the partial index by itself, even
             # after ANALYZE (not portable SQL; a PostgreSQL store would not need the hint).
-            r = c.execute(
-                "SELECT id FROM inbox INDEXED BY inbox_open WHERE state IN ('pending', 'failed') "
-                "AND next_at <= ? AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY id LIMIT 1",
-                (now, now - claim_s),
+            # Claimed rows are few (one per running drain, plus any left by a dead one).
+            claimed = c.execute(
+                "SELECT id, claimed_at, claim_host, claim_boot, claim_pid, claim_start "
+                f"FROM inbox INDEXED BY inbox_open WHERE {due} AND claimed_at IS NOT NULL ORDER BY id",
+                (now,),
+            ).fetchall()
+            free = c.execute(
+                f"SELECT id FROM inbox INDEXED BY inbox_open WHERE {due} AND claimed_at IS NULL "
+                "ORDER BY id LIMIT 1",
+                (now,),
             ).fetchone()
-            if r is None:
+            ids = [r["id"] for r in claimed if _claim_lapsed(r, now, claim_s, ceiling_s)]
+            if free is not None:
+                ids.append(free[0])
+            if not ids:
                 return None
-            c.execute("UPDATE inbox SET claimed_at = ?, attempts = attempts + 1 WHERE id = ?", (now, r[0]))
-            row = c.execute("SELECT * FROM inbox WHERE id = ?", (r[0],)).fetchone()
+            pick = min(ids)
+            me = owner or Owner("", "", 0, "")
+            c.execute(
+                "UPDATE inbox SET claimed_at = ?, attempts = attempts + 1, claim_host = ?, "
+                "claim_boot = ?, claim_pid = ?, claim_start = ? WHERE id = ?",
+                (now, me.host or None, me.boot_id or None, me.pid or None, me.start_time or None, pick),
+            )
+            row = c.execute("SELECT * FROM inbox WHERE id = ?", (pick,)).fetchone()
         out = dict(row)
         out["headers"] = json.loads(out["headers"])
         return out
+
+    def inbox_release_claims(self, owner: Owner) -> int:
+        """Drop the claims `owner` holds on open deliveries (a drain restarting in a process
+        that lives on: its claims would otherwise look held)."""
+        with self.write() as c:
+            cur = c.execute(
+                "UPDATE inbox SET claimed_at = NULL, claim_host = NULL, claim_boot = NULL, "
+                "claim_pid = NULL, claim_start = NULL WHERE state IN ('pending', 'failed') "
+                "AND claimed_at IS NOT NULL AND claim_host = ? AND claim_boot = ? AND claim_pid = ? "
+                "AND claim_start = ?",
+                (owner.host, owner.boot_id, owner.pid, owner.start_time),
+            )
+            return cur.rowcount
 
     def inbox_done(self, item_id: int, *, now: float, result: str) -> None:
         with self.write() as c:
             c.execute(
                 "UPDATE inbox SET state = 'done', processed_at = ?, result = ?, error = NULL, "
-                "claimed_at = NULL WHERE id = ?",
-                (now, result[:1000], item_id),
+                f"{_UNCLAIM} WHERE id = ?",
+                (now, _text(result, 1000), item_id),
             )
 
     def inbox_failed(self, item_id: int, *, now: float, error: str, retry_at: float | None) -> None:
@@ -1380,15 +1510,15 @@ class Store:
         state = "failed" if retry_at is not None else "parked"
         with self.write() as c:
             c.execute(
-                "UPDATE inbox SET state = ?, error = ?, next_at = ?, claimed_at = NULL WHERE id = ?",
-                (state, error[:1000], retry_at or 0, item_id),
+                f"UPDATE inbox SET state = ?, error = ?, next_at = ?, {_UNCLAIM} WHERE id = ?",
+                (state, _text(error, 1000), retry_at or 0, item_id),
             )
 
     def inbox_set(self, item_id: int, *, state: str, now: float) -> bool:
         """A person's retry (back to pending) or drop."""
         with self.write() as c:
             cur = c.execute(
-                "UPDATE inbox SET state = ?, next_at = 0, claimed_at = NULL, "
+                f"UPDATE inbox SET state = ?, next_at = 0, {_UNCLAIM}, "
                 "attempts = CASE WHEN ? = 'pending' THEN 0 ELSE attempts END WHERE id = ?",
                 (state, state, item_id),
             )
@@ -1397,14 +1527,26 @@ class Store:
     def inbox_rows(self, *, states: tuple[str, ...] | None = None, limit: int = 200) -> list[dict[str, Any]]:
         sql = (
             "SELECT id, source, event, delivery, received_at, state, attempts, next_at, error, result, "
-            "processed_at FROM inbox"
+            "processed_at, claimed_at, claim_host, claim_boot, claim_pid, claim_start FROM inbox"
         )
         params: list[Any] = []
         if states:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
             params.extend(states)
         params.append(limit)
-        return [dict(r) for r in self._read(sql + " ORDER BY id DESC LIMIT ?", params)]
+        out = []
+        for r in self._read(sql + " ORDER BY id DESC LIMIT ?", params):
+            row = dict(r)
+            host, boot, pid, start = (
+                row.pop(k) for k in ("claim_host", "claim_boot", "claim_pid", "claim_start")
+            )
+            row["claimed_by"] = (
+                {"host": host, "boot_id": boot, "pid": pid, "start_time": start}
+                if row["claimed_at"] is not None and host
+                else None
+            )
+            out.append(row)
+        return out
 
     def inbox_count(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM inbox GROUP BY state")}

@@ -300,6 +300,16 @@ _V8 = [
 ]
 
 
+_V9 = [
+    # An inbox claim names its claimer, as a lease does (issue 11 item 8): a delivery
+    # whose claimer is gone is taken at once by the next drain, not after a fixed expiry.
+    "ALTER TABLE inbox ADD COLUMN claim_host TEXT",
+    "ALTER TABLE inbox ADD COLUMN claim_boot TEXT",
+    "ALTER TABLE inbox ADD COLUMN claim_pid INTEGER",
+    "ALTER TABLE inbox ADD COLUMN claim_start TEXT",
+]
+
+
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("v1_core", _steps(_V1)),
@@ -310,5 +320,6 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("v6_inbox_open", _steps(_V6)),
     ("v7_integration_state", _steps(_V7)),
     ("v8_effect_process", _steps(_V8)),
+    ("v9_inbox_claimer", _steps(_V9)),
 ]
 LATEST = len(MIGRATIONS)
