@@ -41,6 +41,7 @@ import hmac
 import json
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -216,6 +217,10 @@ class Relay:
                 conns.discard(writer)
 
         server = await asyncio.start_server(on_connection, sock=self.sock, limit=MAX_HEAD)
+        if threading.current_thread() is threading.main_thread():
+            # `orch relay serve`: SIGTERM (systemd, docker stop) and Ctrl-C end it cleanly.
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stop.set)
         self._ready.set()
         try:
             await self._stop.wait()

@@ -32,21 +32,14 @@ def relay_serve(
 
     Example: ORCH_GITEA_WEBHOOK_SECRET=... orch relay serve --host 127.0.0.1 --port 8787
     """
-    import signal
-
     from orch import config as config_mod
     from orch.app.relay import Relay
 
     cfg = config_mod.load(_state["config"])
     _check_address(cfg, host, port)
     relay = Relay(cfg, host=host, port=port)
-
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
     typer.echo(f"orch relay listening on {relay.url}", err=True)
-    with contextlib.suppress(KeyboardInterrupt):
+    with contextlib.suppress(KeyboardInterrupt):  # SIGTERM and SIGINT stop the server cleanly
         relay.serve_forever()
 
 
