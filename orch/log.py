@@ -63,6 +63,7 @@ class _Sink:
         if self.stream is not None and self.owned:  # close only a file we opened
             self.stream.close()
         self.stream = None
+        self.owned = False
 
     def _open(self) -> TextIO:
         """The log file, its directory created; if that fails, one line says so and the
