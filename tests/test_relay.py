@@ -242,3 +242,25 @@ def test_a_status_webhook_moves_the_task_whose_head_it_is(
         relay.close()
     assert rt.task(t.key).stage == "review"
     rt.close()
+
+
+def test_a_large_body_with_expect_100_continue_is_accepted(relay: Relay) -> None:
+    # curl sends `Expect: 100-continue` for bodies over 1 KiB and waits for the interim answer.
+    pad = "x" * 900_000
+    body = json.dumps(
+        {
+            "ref": "refs/heads/big",
+            "before": "0" * 40,
+            "after": "2" * 40,
+            "repository": {"full_name": "a/b"},
+            "pad": pad,
+        }
+    ).encode()
+    headers = {
+        "X-Gitea-Event": "push",
+        "X-Gitea-Signature": _sign(GITEA_SECRET, body),
+        "Expect": "100-continue",
+    }
+    code, reply = _post(relay, "/hooks/gitea", body, headers)
+    assert code == 202
+    assert _wait_processed(relay, reply["id"])["state"] == "done"

@@ -278,6 +278,8 @@ class Relay:
                 await asyncio.wait_for(_discard(reader, length), timeout=self.body_timeout)
             await self._send(writer, 413, {"error": f"body over {self.cfg.relay_max_body} bytes"}, close=True)
             return False
+        if length and headers.get("expect", "").lower() == "100-continue":  # curl, for bodies > 1 KiB
+            writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
             body = await asyncio.wait_for(reader.readexactly(length), timeout=self.body_timeout)
         except TimeoutError:

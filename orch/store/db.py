@@ -1459,7 +1459,7 @@ class Store:
             # Claimed rows are few (one per running drain, plus any left by a dead one).
             claimed = c.execute(
                 "SELECT id, claimed_at, claim_host, claim_boot, claim_pid, claim_start "
-                f"FROM inbox INDEXED BY inbox_open WHERE {due} AND claimed_at IS NOT NULL ORDER BY id",
+                f"FROM inbox INDEXED BY inbox_claimed WHERE {due} AND claimed_at IS NOT NULL ORDER BY id",
                 (now,),
             ).fetchall()
             free = c.execute(

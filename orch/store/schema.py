@@ -307,6 +307,9 @@ _V9 = [
     "ALTER TABLE inbox ADD COLUMN claim_boot TEXT",
     "ALTER TABLE inbox ADD COLUMN claim_pid INTEGER",
     "ALTER TABLE inbox ADD COLUMN claim_start TEXT",
+    # The claimed open rows are few (one per running drain): each claim checks them all,
+    # through this index rather than a walk over every open row.
+    "CREATE INDEX inbox_claimed ON inbox(id) WHERE claimed_at IS NOT NULL AND state IN ('pending', 'failed')",
 ]
 
 
