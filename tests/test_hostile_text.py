@@ -102,7 +102,7 @@ def test_hostile_titles_through_every_view(setup: Setup) -> None:
     assert queue.returncode == 0, queue.stderr
     _assert_literal(queue.stdout, ["[/bold] blocked\\x1b]0;x\\x07 by [red]me[/red]"])
     for key, shown in zip(keys, SHOWN, strict=True):
-        if key not in (keys[0], keys[4], keys[6]):  # a sample keeps the test fast
+        if key not in (keys[0], keys[4]):  # a markup crash and an escape sequence: fast enough
             continue
         for cmd in ("history", "explain"):
             r = setup.orch(cmd, key, env=env)
