@@ -79,7 +79,7 @@ def _in_threads(jobs: list[Callable[[], None]], width: int) -> None:
 # -- deploy -------------------------------------------------------------------------
 
 
-def _deploy_only(setup: Setup, probe: str) -> None:
+def _deploy_only(setup: Setup, probe: str, *, watch: bool = False) -> None:
     """A cut-down pipeline: deploy -> done. The deploy sleeps 0.2-1 s (per task, from the
     seed); the probe says can't tell (exit 2) for tasks listed in `noprobe/`."""
     setup.update_config({"pipeline": {"stages": None, "transitions": None}})
@@ -87,9 +87,18 @@ def _deploy_only(setup: Setup, probe: str) -> None:
         {
             "pipeline": {
                 "initial": "deploy",
-                "stages": {"deploy": {}, "done": {"terminal": True}, "cancelled": {"terminal": True}},
-                "transitions": [{"from": "deploy", "to": "done", "effects": ["deploy"]}],
+                "stages": {
+                    "deploy": {},
+                    **({"watch": {}} if watch else {}),
+                    "done": {"terminal": True},
+                    "cancelled": {"terminal": True},
+                },
+                "transitions": [
+                    {"from": "deploy", "to": "watch" if watch else "done", "effects": ["deploy"]},
+                    *([{"from": "watch", "to": "done", "gates": ["never"]}] if watch else []),
+                ],
             },
+            "gates": {"never": {"type": "command", "command": "false"}},
             "deps": {"finished_stages": ["done"]},
             "effects": {
                 "deploy": {
@@ -236,4 +245,81 @@ def test_lease_off_slow_probe_never_deploys_twice(setup: Setup) -> None:
     assert task.stage == "done"
     history = [r.event for r in rt.store.history(task.id)]
     assert history.count("effect_settled") == 1 and "effect_done" not in history, history
+    rt.close()
+
+
+# -- cancel -------------------------------------------------------------------------
+
+
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    until = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < until, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+@pytest.mark.slow
+def test_cancel_during_a_deploy_waits_for_it_and_says_it_happened_before(setup: Setup) -> None:
+    _deploy_only(setup, PROBE, watch=True)
+    rt = setup.runtime()
+    first, second = tasks.add(rt, "cancel me").key, tasks.add(rt, "cancel me too").key
+    rt.close()
+    for key in (first, second):
+        (setup.root / "sleeps" / key).write_text("3\n")
+    runs = [setup.orch_popen("advance", key) for key in (first, second)]
+    _wait_for(lambda: all((setup.root / "started" / k).exists() for k in (first, second)), "the deploys")
+    # A short wait is not enough: exit 4, naming what runs; nothing changed.
+    short = setup.orch("cancel", first, "--wait", "0.2")
+    assert short.returncode == 4, short.stderr
+    assert f"effect deploy of {first} is running (pid" in short.stderr
+    # The default wait outlasts the deploy: it ran before the cancel, and the output says so.
+    waited = setup.orch("cancel", first)
+    assert waited.returncode == 0, waited.stderr
+    assert f"{first}: cancelled" in waited.stdout and "deploy ran before the cancel" in waited.stdout
+    for p in runs:
+        p.communicate(timeout=30)
+    assert setup.orch("cancel", second).returncode == 0  # after its deploy: nothing to wait for
+    rt = setup.runtime()
+    for key in (first, second):
+        task = rt.task(key)
+        assert _deploys(setup, key) == 1
+        rows = rt.store.effects_of(task.id)
+        assert [r.state for r in rows] == ["done"], rows
+        events = [r.event for r in rt.store.history(task.id)]
+        # History and ledger agree: the deploy's end comes before the cancel's stage change.
+        cancel_at = max(i for i, e in enumerate(events) if e == "stage_changed")
+        assert events.index("effect_done") < cancel_at, events
+    rt.close()
+
+
+@pytest.mark.slow
+def test_cancel_during_the_merge_before_its_ref_update_merges_nothing(setup: Setup) -> None:
+    from conftest import drive_to
+
+    rt = setup.runtime()
+    key = tasks.add(rt, "cancel during merge").key
+    drive_to(rt, key, "merge")
+    rt.close()
+    # main moves on: the pre-merge rebase makes a new head, whose CI (2 s) runs inside the
+    # merge effect, before the point of no return.
+    (setup.repo / "other.txt").write_text("moved\n")
+    setup.git("add", "other.txt")
+    setup.git("commit", "-q", "-m", "main moves on")
+    setup.update_config({"repos": {"app": {"ci": "sleep 2; ls features/*.txt"}}})
+    setup.open_merge_window()
+    main_before = setup.git("rev-parse", "main").strip()
+    adv = setup.orch_popen("advance", key, "--expect", "merge")
+    rt = setup.runtime()
+    task = rt.task(key)
+    _wait_for(lambda: any(e.effect == "merge" for e in rt.store.effects_of(task.id)), "the merge effect")
+    out = setup.orch("cancel", key, "--wait", "1")
+    assert out.returncode == 0, out.stderr
+    assert "merge ran before the cancel" not in out.stdout
+    _, err = adv.communicate(timeout=30)
+    assert adv.returncode == 4, err
+    assert "moved to cancelled" in err
+    assert setup.git("rev-parse", "main").strip() == main_before
+    merge = next(e for e in rt.store.effects_of(task.id) if e.effect == "merge")
+    assert merge.state == "failed" and not merge.acting
+    assert rt.task(key).stage == "cancelled"
     rt.close()

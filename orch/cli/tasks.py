@@ -191,12 +191,24 @@ def retry(key: str = KEY, reason: str = REASON) -> None:
 
 
 @app.command("cancel")
-def cancel(key: str = KEY, reason: str = REASON) -> None:
+def cancel(
+    key: str = KEY,
+    reason: str = REASON,
+    wait: float = typer.Option(
+        10.0, "--wait", help="Seconds to wait for an effect that cannot be stopped half-way (a deploy)."
+    ),
+) -> None:
     """Cancel a task: it moves to `cancelled` and its worktree is removed.
 
-    Example: orch cancel ORCH-3 --reason "duplicate of ORCH-2"
+    Once this exits 0 no effect of the task starts or completes. A merge or deploy in
+    flight is waited for (--wait) and reported as done before the cancel; exit 4 if it
+    still runs.
+
+    Example: orch cancel ORCH-3 --reason "duplicate of ORCH-2" --wait 60
     """
     from orch.engine import tasks
 
-    task = tasks.cancel(runtime(), key, reason)
-    typer.echo(f"{key}: {task.stage}")
+    done = tasks.cancel(runtime(), key, reason, wait_s=wait)
+    typer.echo(f"{key}: {done.task.stage}")
+    for line in done.before:
+        typer.echo(f"{key}: {line}")

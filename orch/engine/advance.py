@@ -246,11 +246,17 @@ def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateR
     except (Busy, RetryLater) as e:
         return AdvanceResult(task.key, "busy", fresh.stage, tr.target, str(e), gates)
     except EffectFailed as e:
+        left = _moved(rt, fresh)
+        if left is not None:
+            return AdvanceResult(task.key, "busy", fresh.stage, tr.target, f"{left} ({e})", gates)
         if tr.on_fail:
             return _send_back(rt, fresh, tr, str(e), gates)
         _block(rt, fresh, f"{tr.name}: {e}")
         return AdvanceResult(task.key, "failed", fresh.stage, tr.target, str(e), gates)
     except PermanentFailure as e:
+        left = _moved(rt, fresh)
+        if left is not None:
+            return AdvanceResult(task.key, "busy", fresh.stage, tr.target, f"{left} ({e})", gates)
         _block(rt, fresh, f"{tr.name}: {e}")
         return AdvanceResult(task.key, "failed", fresh.stage, tr.target, str(e), gates)
     faults.point("before_cas")
@@ -303,6 +309,15 @@ def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateR
     except OrchError as e:  # the stage moved; a follow-up failing is reported, not undone
         rt.store.audit(Audit(fresh.id, rt.actor, "follow_up_failed", {"error": str(e)}), now=rt.now())
     return AdvanceResult(task.key, "advanced", fresh.stage, tr.target, text, gates, ran)
+
+
+def _moved(rt: Runtime, task: Task) -> str | None:
+    """Did the task leave this stage visit while its effects ran (a cancel removed the
+    worktree under a CI run)? Then a failure is no news for the developer: say so."""
+    now = rt.task(task.key)
+    if (now.stage, now.version) == (task.stage, task.version):
+        return None
+    return f"{task.key} moved to {now.stage} while its effects ran: nothing more was done"
 
 
 def _finishes(cfg: Config, old: str, new: str) -> bool:

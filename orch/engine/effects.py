@@ -308,6 +308,42 @@ def ledger(rt: Runtime, key: str) -> list[dict[str, Any]]:
     ]
 
 
+def in_flight(row: EffectRow) -> bool:
+    """Can this effect still act? Its owner runs it, or its command's group lives."""
+    if row.state == "done":
+        return False
+    if row.state == "started" and is_alive(row.owner):
+        return True
+    proc = process_of(row)
+    return proc is not None and bool(proc["alive"])
+
+
+def describe_running(rt: Runtime, task: Task, row: EffectRow) -> str:
+    proc = process_of(row)
+    pid = proc["pid"] if proc and proc["alive"] else row.owner.pid
+    since = max(0.0, rt.now() - row.started_at)
+    return f"effect {row.effect} of {task.key} is running (pid {pid}, for {since:.0f}s)"
+
+
+def before_cancel(rt: Runtime, task: Task, since: float) -> list[str]:
+    """What the irreversible effects of the cancelled stage visit did before the cancel:
+    ran (done), or were interrupted past their point of no return (then the probe says)."""
+    out = []
+    visit = f"@v{task.version}"
+    for row in rt.store.effects_of(task.id):
+        eff = rt.config.effects.get(row.effect)
+        if eff is None or not eff.irreversible:
+            continue  # a rebase that ran is no news: nothing was merged or deployed
+        if row.state == "done" and (row.transition.endswith(visit) or (row.ended_at or 0) >= since):
+            if _result(row).get("already") or _result(row).get("settled_by"):
+                continue
+            out.append(f"{row.effect} ran before the cancel")
+        elif row.acting and row.state != "done":
+            answer = _probe(rt, task, eff)[1]
+            out.append(f"{row.effect} was interrupted before the cancel and may have run: {answer}")
+    return out
+
+
 def running(rt: Runtime, task: Task) -> list[dict[str, Any]]:
     """The task's effects that may be running now: started by a live owner, or whose
     command's process group still lives (for `orch lease show` and `orch explain`)."""

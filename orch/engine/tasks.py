@@ -13,7 +13,11 @@ tracker replays (docs/tracker.md).
 
 from __future__ import annotations
 
+import time
+from typing import NamedTuple
+
 from orch.config import Config
+from orch.engine import effects
 from orch.engine.runtime import Runtime, task_lease
 from orch.errors import Busy, ConfigError, UsageError
 from orch.names import is_safe_name, safe_name
@@ -219,12 +223,26 @@ def retry(rt: Runtime, key: str, reason: str | None) -> Job:
     return job
 
 
-def cancel(rt: Runtime, key: str, reason: str | None) -> Task:
-    """Move the task to the terminal `cancelled` stage, by CAS like any other move."""
+class Cancelled(NamedTuple):
+    task: Task
+    before: list[str]  # what happened before the cancel, in words (an effect that ran)
+
+
+def cancel(rt: Runtime, key: str, reason: str | None, *, wait_s: float = 10.0) -> Cancelled:
+    """Move the task to the terminal `cancelled` stage, by CAS like any other move.
+
+    After this returns no effect of the task starts (each start is conditional on the
+    stage and version) or completes: an effect past its point of no return (a deploy
+    command running, a merge moving the default branch) cannot be stopped half-way, so
+    the cancel waits up to `wait_s` for it and reports that it happened before the
+    cancel, or raises Busy naming what runs.
+    """
     cancelled = next((s for s in rt.config.stages.values() if s.terminal and s.name == "cancelled"), None)
     if cancelled is None:
         raise UsageError("the pipeline has no `cancelled` stage")
-    for _ in range(5):
+    since = rt.now()
+    deadline = time.monotonic() + max(0.0, wait_s)
+    for _ in range(10_000):
         task = rt.task(key)
         if rt.config.is_terminal(task.stage):
             raise UsageError(f"{key} is {task.stage} already")
@@ -248,6 +266,7 @@ def cancel(rt: Runtime, key: str, reason: str | None) -> Task:
                 f"task:{task.key}:v{task.version + 1}",
                 f"{task.key} cancelled: {reason or 'by ' + rt.actor}",
             ),
+            unless_in_flight=effects.in_flight,
         )
         if won:
             moved = rt.task(key)
@@ -259,7 +278,15 @@ def cancel(rt: Runtime, key: str, reason: str | None) -> Task:
                 audit=Audit(moved.id, rt.actor, "lease_released_by_cancel", {"lease": task_lease(moved)}),
             )
             rt.forge.remove_worktree(moved)
-            return moved
+            return Cancelled(moved, effects.before_cancel(rt, task, since))
+        running = [e for e in rt.store.effects_of(task.id) if e.acting and effects.in_flight(e)]
+        if running and time.monotonic() >= deadline:
+            what = "; ".join(effects.describe_running(rt, task, e) for e in running)
+            raise Busy(
+                f"{key} not cancelled: {what}. It cannot be stopped half-way: cancel again when it "
+                "has ended (it will be reported as done before the cancel), or pass a longer --wait"
+            )
+        time.sleep(0.1 if running else 0.01)
     raise Busy(f"{key} kept changing under us; try again")
 
 

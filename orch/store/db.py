@@ -421,14 +421,24 @@ class Store:
         notification: tuple[str, str] | None = None,
         escalate: str | None = None,
         finishes: bool = False,
+        unless_in_flight: Callable[[EffectRow], bool] | None = None,
     ) -> bool:
         """The only write of a stage: compare-and-swap, with its follow-ups in one transaction.
 
         The follow-ups (the next agent job, the outbox message, the audit row, releasing
         the tasks that waited on this one when `finishes`) commit with the CAS or not at
-        all, so a crash after the CAS loses none of them.
+        all, so a crash after the CAS loses none of them. With `unless_in_flight` (a
+        cancel), nothing is written while one of the task's effects past its point of no
+        return is in flight by that test: checked in the same transaction, so an effect
+        either reached that point first (and the cancel waits) or never does.
         """
         with self.write() as c:
+            if unless_in_flight is not None:
+                acting = c.execute(
+                    "SELECT * FROM effects WHERE task_id = ? AND acting = 1 AND state != 'done'", (task_id,)
+                ).fetchall()
+                if any(unless_in_flight(self._effect(r)) for r in acting):
+                    return False
             cur = c.execute(
                 "UPDATE tasks SET stage = ?, version = version + 1, retries = retries + ?, "
                 "updated_at = ? WHERE id = ? AND stage = ? AND version = ?",
