@@ -108,9 +108,12 @@ def config_show(json_: bool = typer.Option(False, "--json", help="Print JSON."))
 
 
 def _print_findings(findings: list[dict[str, str]]) -> None:
+    from orch.cli.render import safe_text
+
     for f in findings:
         typer.echo(
-            f"{f['level']}: {f['key']}: {f['problem']}\n    fix: {f['fix']}", err=f["level"] == "error"
+            f"{f['level']}: {safe_text(f['key'])}: {safe_text(f['problem'])}\n    fix: {safe_text(f['fix'])}",
+            err=f["level"] == "error",
         )
 
 
