@@ -93,6 +93,7 @@ def test_env_variables_that_match_no_key_are_errors(tmp_path: Path) -> None:
         "ORCH_GITEA_WEBHOOK_SECRET": "s",
         "ORCH_LOG_LEVEL": "info",
         "ORCH_TRANSITION_LEASE_ENABLED": "false",
+        "ORCH_TEST_SEED": "7",
     }
     assert config_mod.load(cwd=tmp_path, environ=ok).lease_enabled is False
     named = _write(tmp_path / "orch.toml", "[gitea]\ntoken_env = 'ORCH_MY_GITEA'\n")
