@@ -259,6 +259,8 @@ def write_config(root: Path, fake: BenchPlane, projects: dict[str, str]) -> tupl
     budgeted.write_text(tomli_w.dumps(data))
     if HAS_BUDGET:
         data["plane"]["requests_per_run"] = 0  # 0: no budget
+        if "requests_per_minute" in config_mod.DEFAULTS["plane"]:
+            data["plane"]["requests_per_minute"] = 0  # nor the budget shared through the DB
     path.write_text(tomli_w.dumps(data))
     return path, budgeted
 

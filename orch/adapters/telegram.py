@@ -10,6 +10,11 @@ an entity, and closes the tags open at a cut and reopens them in the next part, 
 part parses on its own. Should Telegram still say "message is too long", the part is
 split smaller and sent again.
 
+Every message goes out with `link_preview_options.is_disabled`: a PR or CI link would
+otherwise unfold into a preview card. A group upgraded to a supergroup answers 400 with
+`parameters.migrate_to_chat_id`: that is `ChatMigrated`, carrying the new id (the
+notifier follows it and tells the operator).
+
 Flood control (429) names its wait in the body (`parameters.retry_after`). A short wait is
 slept through (the sleep is injectable, for tests); a long one becomes
 `RetryLater(delay=...)`: the message stays in the outbox, nothing is dropped. Sends are

@@ -9,6 +9,10 @@ group decides what is terminal, in both directions: a `completed` state is `done
 it is called, and a terminal state is never chosen for a non-terminal key (a Done state
 someone named "Approved" must not read as a verdict, nor receive one).
 
+A badly configured project can list one state UUID under two names (a Done aliased onto
+Approved): the cache keeps every (id, name), and an id alone resolves to the terminal
+group among its names (`group_of`), so such an item is never read as a verdict.
+
 Plane allows 60 requests a minute per API key, and every orch run is a short process, so
 the states of a project are cached in the DB (`Store.cache_states`) for `states_ttl_s`
 and shared by every process; a failed refresh serves the stale copy. A reconciler lists

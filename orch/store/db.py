@@ -1230,8 +1230,8 @@ class Store:
         with self.write() as c:
             c.execute("DELETE FROM tracker_states WHERE project = ?", (project,))
             c.executemany(
-                "INSERT OR IGNORE INTO tracker_states (project, id, name, grp, fetched_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO tracker_states (project, id, name, grp, fetched_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(project, i, n, g, now) for i, n, g in states],
             )
 
@@ -1280,7 +1280,8 @@ class Store:
         with self.write() as c:
             c.execute(
                 "INSERT INTO holds (name, until, value, reason) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (name) DO UPDATE SET until = max(until, excluded.until), "
+                "ON CONFLICT (name) DO UPDATE SET "
+                "until = CASE WHEN excluded.until > until THEN excluded.until ELSE until END, "
                 "value = coalesce(excluded.value, value), reason = coalesce(excluded.reason, reason)",
                 (name, until, value, reason),
             )
