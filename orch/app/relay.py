@@ -52,7 +52,7 @@ from urllib.parse import parse_qs, urlsplit
 from orch import log
 from orch.app import open_runtime
 from orch.config import Config
-from orch.engine import inbox, leases, status
+from orch.engine import inbox, jobs, leases, status
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError, OrchError
 from orch.relay.payloads import MalformedPayload
@@ -423,6 +423,8 @@ class Relay:
             while not self.stopping.is_set():
                 try:
                     done = sum(inbox.drain(rt, limit=batch).values())
+                    if done:  # no dead minutes: what the events queued starts now, not at the tick
+                        jobs.start_now(rt)
                 except OrchError as e:  # the database was busy or failing: the next wake tries again
                     log.warning("relay_drain_failed", error=str(e))
                     done = 0

@@ -123,7 +123,11 @@ def start_now(rt: Runtime) -> list[int]:
     `[work] start_immediately = false` leaves every start to the tick."""
     if not rt.config.start_immediately:
         return []
-    return spawn(rt)
+    try:
+        return spawn(rt)
+    except OSError as e:  # the tick starts them a minute later; the caller's work is done
+        log.warning("start_now_failed", error=str(e), actor=rt.actor)
+        return []
 
 
 def render_prompt(template: str, values: dict[str, str], agent: str) -> str:
@@ -319,10 +323,25 @@ def _after_success(rt: Runtime, task: Task, agent: str, verdict_file: Path, head
     if head and rt.forge.branch_ahead(task):
         state, _ = rt.forge.ci_status(task, head)
         if state is None:
-            rt.forge.request_ci(task, head)
+            _request_ci(rt, task, head)
     # The tick will try again if this fails; the job itself is recorded.
     with contextlib.suppress(OrchError):
         advance_mod.advance_chain(rt, task.key)
+
+
+def _request_ci(rt: Runtime, task: Task, head: str, tries: int = 5) -> None:
+    """Hand the new head to CI. Nothing else asks again (the gate only reads), so a
+    repository busy with another runner's git for a moment is waited out, briefly."""
+    import time
+
+    for n in range(tries):
+        try:
+            rt.forge.request_ci(task, head)
+            return
+        except OrchError as e:
+            if n == tries - 1 or "trying again later" not in str(e):
+                raise
+            time.sleep(0.1 * 2**n)
 
 
 def _finish(
