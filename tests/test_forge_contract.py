@@ -653,6 +653,12 @@ def test_advance_blocks_on_a_permanent_405_and_waits_on_a_transient_one(
         else:
             assert result.outcome == "busy" and "try again later" in result.message
         assert server.pr("acme", "app", 1)["merged"] is False
+        # A person fixes it in Gitea (and unblocks): the merge goes through.
+        server.pr("acme", "app", 1)["refuse"] = None
+        if blocked:
+            tasks.unblock(rt, task.key, "write access given")
+        assert advance.advance(rt, task.key, expect="merge").outcome == "advanced"
+        assert server.pr("acme", "app", 1)["merged"] is True
 
 
 def test_warning_is_not_green_for_the_gate_nor_for_a_status_webhook(
