@@ -454,3 +454,32 @@ def test_relay_refuses_to_start_without_a_configured_sources_secret(setup: Setup
 def test_relay_serve_with_no_secret_at_all_exits_2(setup: Setup) -> None:
     out = setup.orch("relay", "serve", "--port", "0", timeout=20)
     assert out.returncode == 2 and "no webhook secret is set" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_delivery_claimed_by_a_killed_process_is_done_seconds_after_restart(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 item 8: the drain that claimed it was SIGKILLed (as a relay dies); the
+    next relay takes the delivery at once instead of after a 300 s expiry."""
+    rt = setup.runtime()
+    good = POISONED_PUSH.replace(b"\\ud800", b"acme/app")
+    item, _ = inbox.put(rt, "gitea", good, {"X-Gitea-Event": "push"})
+    rt.close()
+    db = setup.config().db_path
+    code = (
+        "import os, signal, time\n"
+        "from orch.identity import me\nfrom orch.store import Store\n"
+        f"s = Store.open({str(db)!r}, create=False)\n"
+        "assert s.inbox_claim(now=time.time(), owner=me()) is not None\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    died = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert died.returncode == -9, died.stderr
+    monkeypatch.setenv("ORCH_GITEA_WEBHOOK_SECRET", GITEA_SECRET)
+    t0 = time.monotonic()
+    relay = Relay(setup.config(), host="127.0.0.1", port=0).start()
+    try:
+        assert wait_done(relay, item)["state"] == "done"
+    finally:
+        relay.close()
+    assert time.monotonic() - t0 < 5
