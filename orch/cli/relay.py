@@ -108,6 +108,9 @@ def event_gitea(
 ) -> None:
     """Store a Gitea event in the inbox without HTTP (no signature check), then drain.
 
+    Parsed as the relay parses it: the other source's headers, a body that is not a JSON
+    object or a string that cannot be stored is refused (exit 2) and nothing is stored.
+
     Example: orch event gitea --body push.json --headers push.headers.json
     """
     _inject("gitea", body, headers, json_)
@@ -120,6 +123,9 @@ def event_plane(
     json_: bool = JSON,
 ) -> None:
     """Store a Plane event in the inbox without HTTP (no signature check), then drain.
+
+    Parsed as the relay parses it: the other source's headers, a body that is not a JSON
+    object or a string that cannot be stored is refused (exit 2) and nothing is stored.
 
     Example: orch event plane --body issue.json --headers issue.headers.json
     """
