@@ -339,7 +339,7 @@ def test_reading_commands_on_a_missing_database_create_nothing(tmp_path: Path) -
     cfg = tmp_path / "orch.toml"
     state = tmp_path / "unmounted" / "volume"
     cfg.write_text(f'[store]\npath = "{state}/orch.db"\n[repos.app]\npath = "."\n')
-    for cmd in (["task", "list"], ["queue"], ["inbox", "list"], ["tick"], ["advance", "X-1"]):
+    for cmd in (["task", "list"], ["queue"], ["inbox", "list"], ["history", "X-1"], ["advance", "X-1"]):
         out = run_orch("-c", str(cfg), *cmd, cwd=tmp_path)
         assert out.returncode == 1 and "Traceback" not in out.stderr, (cmd, out.stderr)
         assert f"{state}/orch.db: no orch database here: run `orch init`" in out.stderr

@@ -143,7 +143,7 @@ class Relay:
         host_, port_ = self.sock.getsockname()[:2]
         self.address: tuple[str, int] = (str(host_), int(port_))
         try:
-            self.rt = open_runtime(cfg, actor="relay", create=False)
+            self.rt = open_runtime(cfg, actor="relay")  # it writes: the inbox may be the first state
         except BaseException:
             self.sock.close()
             raise
@@ -412,7 +412,7 @@ class Relay:
                 pause = min(pause * 2, 30.0)
 
     def _drain_loop(self) -> None:
-        rt: Runtime = open_runtime(self.cfg, actor="relay-drain", create=False)
+        rt: Runtime = open_runtime(self.cfg, actor="relay-drain")
         batch = 500
         try:
             # A drain that restarts in this process would see its own earlier claims as

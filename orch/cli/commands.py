@@ -82,8 +82,10 @@ def _root(
 def runtime(actor: str | None = None, *, create: bool = False) -> Any:
     """This command's runtime; closed (and its outbox flushed) when the process exits.
 
-    Only `orch init` creates the database: any other command on a missing one fails
-    naming the path (an unmounted volume must not fork the state in two)."""
+    Reading commands never create the database: on a missing one they fail naming the
+    path and `orch init` (an unmounted volume must not fork the state in two). Only the
+    writes that can come first (`init`, `task add`, `tick`, `event`, `relay serve`)
+    pass `create=True`."""
     import atexit
 
     from orch.app import open_runtime

@@ -98,7 +98,7 @@ def _tick(config: str | None, as_json: bool) -> int:
     from orch.cli.render import tick_report
     from orch.engine.tick import tick
 
-    rt = open_runtime(config_path=config, actor="tick", create=False)
+    rt = open_runtime(config_path=config, actor="tick", create=True)
     try:
         report = tick(rt)
     finally:

@@ -27,7 +27,7 @@ def tick(
     from orch.engine.tick import tick as do_tick
 
     with terminal_progress() as progress:
-        report = do_tick(runtime(actor="tick"), spawn=not no_spawn, progress=progress)
+        report = do_tick(runtime(actor="tick", create=True), spawn=not no_spawn, progress=progress)
     raise typer.Exit(tick_report(report, as_json=json_))
 
 

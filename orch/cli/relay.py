@@ -82,7 +82,7 @@ def _inject(source: str, body: Path, headers: Path | None, json_: bool) -> None:
         raise UsageError(f"{headers}: expected a JSON object of headers")
     from orch.relay.payloads import MalformedPayload
 
-    rt = runtime(actor=f"event:{source}")
+    rt = runtime(actor=f"event:{source}", create=True)
     try:
         item, new = inbox.put(rt, source, raw, {str(k): str(v) for k, v in hdrs.items()})
     except MalformedPayload as e:  # refused as the relay refuses it (400): nothing stored

@@ -30,7 +30,7 @@ def task_add(
     """
     from orch.engine import jobs, tasks
 
-    rt = runtime()
+    rt = runtime(create=True)  # a write that may be the first: it creates the database
     task = tasks.add(rt, title, repo=repo, key=key)
     jobs.start_now(rt)
     if json_:
