@@ -1,4 +1,9 @@
-"""The documentation matches the code: orch.toml.example, README.md and every --help."""
+"""The documentation matches the code: orch.toml.example, README.md, docs/ and every --help.
+
+README.md is the doorway (what, install, five minutes on your own repository, the timer,
+links); the reference lives in docs/: every command and exit code in docs/cli.md, every
+fault point in docs/testing.md, every agent variable in docs/agents.md.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from orch import errors, faults
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "orch.toml.example"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 
 # Config fields that depend on where the file lives (or are not compared at all).
 _LOCATION_FIELDS = {"raw", "source", "base_dir", "state_dir", "db_path", "workspace_root", "repos"}
@@ -37,6 +43,10 @@ def _example() -> dict[str, Any]:
 
 def _readme() -> str:
     return README.read_text(encoding="utf-8")
+
+
+def _doc(name: str) -> str:
+    return (DOCS / name).read_text(encoding="utf-8")
 
 
 def _command_paths() -> list[tuple[str, ...]]:
@@ -161,39 +171,66 @@ def test_readme_starts_with_demo_and_test() -> None:
 
 
 @pytest.mark.parametrize("path", _command_paths(), ids=" ".join)
-def test_readme_mentions_every_command(path: tuple[str, ...]) -> None:
-    assert f"orch {' '.join(path)}" in _readme()
+def test_cli_reference_mentions_every_command(path: tuple[str, ...]) -> None:
+    assert f"orch {' '.join(path)}" in _doc("cli.md")
 
 
-def test_readme_lists_every_exit_code() -> None:
+def test_cli_reference_lists_every_exit_code() -> None:
     codes = {
         cls.exit_code
         for cls in vars(errors).values()
         if isinstance(cls, type) and issubclass(cls, errors.OrchError)
     }
-    table = _readme().split("## Exit codes", 1)[1]
-    for code in sorted(codes | {0}):
-        assert f"\n| {code} |" in table, f"exit code {code} is not in the README table"
+    table = _doc("cli.md").split("## Exit codes", 1)[1]
+    for code in sorted(codes | {0, 130}):
+        assert f"\n| {code} |" in table, f"exit code {code} is not in the docs/cli.md table"
 
 
-def test_readme_lists_every_fault_point() -> None:
-    text = _readme()
+def test_testing_doc_lists_every_fault_point() -> None:
+    text = _doc("testing.md")
     for point in sorted(faults.POINTS):
-        assert f"`{point}`" in text, f"ORCH_FAULT point {point} is not in the README"
+        assert f"`{point}`" in text, f"ORCH_FAULT point {point} is not in docs/testing.md"
 
 
-def test_readme_lists_every_agent_variable() -> None:
+def test_agents_doc_lists_every_agent_variable() -> None:
     """Every ORCH_* variable that engine/env.py and engine/jobs.py give an agent."""
     src = "".join((ROOT / "orch" / "engine" / n).read_text(encoding="utf-8") for n in ("env.py", "jobs.py"))
     names = set(re.findall(r"\b(ORCH_[A-Z_]+)\b", src))
     assert names, "found no ORCH_* variables in engine/env.py and engine/jobs.py"
-    text = _readme()
+    text = _doc("agents.md")
     missing = sorted(n for n in names if f"`{n}`" not in text)
-    assert not missing, f"agent variables missing from the README: {missing}"
+    assert not missing, f"agent variables missing from docs/agents.md: {missing}"
 
 
 def test_readme_has_performance_pointer() -> None:
     assert "See bench/README.md for measured numbers." in _readme()
+
+
+def test_readme_is_a_doorway() -> None:
+    """Short, says how orch gets on PATH, walks through a repository of your own, links docs/."""
+    text = _readme()
+    assert len(text.encode()) < 8_000, f"README.md is {len(text.encode())} bytes: move reference to docs/"
+    for needle in (
+        "pipx install .",
+        "uv tool install .",
+        ".venv/bin",
+        "orch init",
+        "orch task add",
+        "orch approve",
+        "orch install cron --print",
+        "* * * * *",
+    ):
+        assert needle in text, f"README.md lacks {needle!r}"
+    linked = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", text))
+    on_disk = {f"docs/{p.name}" for p in DOCS.glob("*.md")}
+    assert on_disk <= linked, f"docs not linked from README.md: {sorted(on_disk - linked)}"
+    assert linked <= on_disk, f"README.md links missing docs: {sorted(linked - on_disk)}"
+
+
+def test_docs_links_resolve() -> None:
+    for page in [README, *DOCS.glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+?)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
 
 
 # -- --help --------------------------------------------------------------------------

@@ -37,10 +37,14 @@ def _toml(path: Path, text: str) -> None:
 
 def test_1_orch_toml_is_found_from_a_subdirectory(repo: Path) -> None:
     assert run_orch("init", cwd=repo).returncode == 0
-    assert run_orch("task", "add", "from the top", "--key", "T-1", cwd=repo).returncode == 0
+    quiet = {"ORCH_WORK_START_IMMEDIATELY": "false"}
+    assert run_orch("task", "add", "from the top", "--key", "T-1", cwd=repo, env=quiet).returncode == 0
     out = run_orch("task", "list", "--json", cwd=repo / "sub")
     assert out.returncode == 0, out.stderr
     assert [t["key"] for t in json.loads(out.stdout)] == ["T-1"]
+    assert run_orch("work", "--inline", cwd=repo / "sub").returncode == 0  # the analyst
+    status = run_orch("status", cwd=repo / "sub")  # item 9: who must act, and how
+    assert "orch approve T-1" in status.stdout and "from the top" in status.stdout, status
     assert not (repo / "sub" / ".orch").exists()
 
 

@@ -80,7 +80,8 @@ def init(
     typer.echo(f"database at {cfg.db_path}")
     if excluded:
         typer.echo(f"added {excluded} to {facts.exclude}")
-    typer.echo('next: orch config check, then orch task add "..." (see README.md)')
+    typer.echo("next: set [agents.developer] and [agents.reviewer] command in orch.toml, then")
+    typer.echo('      orch config check; orch task add "..."; orch status (README.md walks through it)')
 
 
 @config_app.command("show")
@@ -212,8 +213,22 @@ def demo(
     else:
         _print_timeline(result)
         if keep:
-            typer.echo(f"kept in {keep}: cd {keep} && orch history DEMO-2")
+            typer.echo(f"kept in {keep}: cd {keep} && {_orch_command()} history DEMO-2")
     raise typer.Exit(0 if result.ok else 1)
+
+
+def _orch_command() -> str:
+    """How to run this orch again: `orch` if that is what PATH finds, else this one's path
+    (`./scripts/demo` runs the venv's orch, which is not on PATH)."""
+    import shlex
+    import shutil
+    import sys
+
+    me = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    found = shutil.which("orch")
+    if me is not None and me.name == "orch":
+        return "orch" if found and Path(found).resolve() == me else shlex.quote(str(me))
+    return f"{shlex.quote(sys.executable)} -m orch"
 
 
 def _print_timeline(result: demo_mod.DemoResult) -> None:

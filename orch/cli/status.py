@@ -10,7 +10,7 @@ import typer
 from orch.cli.commands import app, emit_json, runtime
 from orch.cli.complete import KEY
 
-JSON = typer.Option(False, "--json", help="Print JSON (shape documented in the README).")
+JSON = typer.Option(False, "--json", help="Print JSON (shape documented in docs/cli.md).")
 
 
 def _age(s: float | None) -> str:

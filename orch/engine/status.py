@@ -1,7 +1,7 @@
 """What operators look at: the queue view, why one task is where it is, and the doctor.
 
 All read-only (a `command` gate is run by `explain`, as by any gate evaluation, and must
-itself be read-only). The JSON shapes here are documented in the README; the tests pin
+itself be read-only). The JSON shapes here are documented in docs/cli.md; the tests pin
 their keys.
 """
 
@@ -248,23 +248,15 @@ def overview(rt: Runtime, *, limit: int = 20) -> dict[str, Any]:
                 continue
             v = rt.store.latest_verdict(t.id, t.version)
             if v is None:
-                people.append(
-                    {
-                        "task": t.key,
-                        "title": t.title,
-                        "stage": t.stage,
-                        "needs": f"orch approve {t.key} (or reject)",
-                    }
-                )
+                needs = f"orch approve {t.key} (or reject)"
+                people.append({"task": t.key, "stage": t.stage, "needs": needs, "why": t.title})
     for b in view["blocked"]:
         needs = (
             f"orch retry {b['task']}"
             if " gave up after " in (b["reason"] or "")
             else f"orch unblock {b['task']}"
         )
-        people.append(
-            {"task": b["task"], "title": None, "stage": b["stage"], "needs": needs, "why": b["reason"]}
-        )
+        people.append({"task": b["task"], "stage": b["stage"], "needs": needs, "why": b["reason"]})
     broken = list(view["problems"])
     failed = rt.store.jobs(states=("failed", "timed_out", "stalled", "reaped"))
     recent = [j for j in failed if j.ended_at and rt.now() - j.ended_at < 3600]
