@@ -118,6 +118,10 @@ def setup(root: Path) -> tuple[Path, Path]:
     marker = root / "ci-green"
     data["repos"]["app"]["ci"] = f"test -f {marker}"
     cfg_path.write_text(tomli_w.dumps(data))
+    from orch import config
+    from orch.app import open_runtime
+
+    open_runtime(config.load(cfg_path)).close()  # what `orch init` does: create the database
     return cfg_path, marker
 
 

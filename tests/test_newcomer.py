@@ -32,7 +32,12 @@ def repo(tmp_path: Path) -> Path:
 
 
 def _toml(path: Path, text: str) -> None:
+    """Write orch.toml and create its database, as `orch init` would."""
+    from orch import config
+    from orch.app import open_runtime
+
     path.write_text(text)
+    open_runtime(config.load(path, environ={})).close()
 
 
 def test_1_orch_toml_is_found_from_a_subdirectory(repo: Path) -> None:
@@ -194,7 +199,7 @@ def _jobs(setup: Setup) -> list[dict[str, Any]]:
         conn.close()
 
 
-def _wait(pred: Any, timeout: float = 20.0) -> None:
+def _wait(pred: Any, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -229,7 +234,7 @@ def test_immediate_starts_never_exceed_max_concurrency(setup: Setup) -> None:
         assert setup.orch("task", "add", f"t{i}", "--key", f"C-{i}", env=quiet).returncode == 0
     assert _jobs(setup)[0]["state"] == "queued"
     assert setup.orch("task", "add", "t5", "--key", "C-5").returncode == 0
-    _wait(lambda: len(_jobs(setup)) == 6 and all(j["state"] == "succeeded" for j in _jobs(setup)), 40)
+    _wait(lambda: len(_jobs(setup)) == 6 and all(j["state"] == "succeeded" for j in _jobs(setup)))
     events = sorted(
         [(j["started_at"], 1) for j in _jobs(setup)] + [(j["ended_at"], -1) for j in _jobs(setup)]
     )

@@ -20,6 +20,13 @@ def _age(s: float | None) -> str:
     return f"{s:.0f}s" if s < 120 else f"{s / 60:.0f}m" if s < 7200 else f"{s / 3600:.1f}h"
 
 
+def _alive(alive: bool | None) -> Any:
+    """An owner's liveness, in colour: green alive, bold red DEAD (the reaper's business)."""
+    from rich.text import Text
+
+    return Text("alive", style="green") if alive else Text("DEAD", style="bold red")
+
+
 def _stages(counts: dict[str, int]) -> str:
     return ", ".join(f"{stage} {n}" for stage, n in counts.items()) or "no tasks"
 
@@ -49,7 +56,7 @@ def render_queue(view: dict[str, Any]) -> Any:
         t = Table("job", "task", "agent", "state", "attempt", "age", "owner", "note", title="jobs")
         for j in view["running"]:
             owner = j["owner"] or {}
-            alive = "alive" if j["alive"] else "DEAD"
+            alive = _alive(j["alive"])
             t.add_row(
                 str(j["id"]),
                 cell(j["task"]),
@@ -57,7 +64,7 @@ def render_queue(view: dict[str, Any]) -> Any:
                 "running",
                 str(j["attempt"]),
                 _age(j["age_s"]),
-                f"pid {owner.get('pid')} {alive}",
+                Text.assemble(f"pid {owner.get('pid')} ", alive),
                 f"deadline in {_age(j['deadline_in_s'])}",
             )
         for j in view["queued"]:
@@ -87,13 +94,13 @@ def render_queue(view: dict[str, Any]) -> Any:
     if view["leases"]:
         t = Table("lease", "holder", "for", "age", "owner", title="leases")
         for lease in view["leases"]:
-            alive = "alive" if lease["alive"] else "DEAD"
+            alive = _alive(lease["alive"])
             t.add_row(
                 cell(lease["name"]),
                 cell(lease["actor"]),
                 cell(lease["purpose"]),
                 _age(lease["age_s"]),
-                cell(f"{lease['owner']['host']} pid {lease['owner']['pid']} {alive}"),
+                Text.assemble(cell(f"{lease['owner']['host']} pid {lease['owner']['pid']} "), alive),
             )
         parts.append(t)
     if view["dependency_line"]:
@@ -137,7 +144,7 @@ def queue(
         return
     from rich.console import Console
 
-    console = Console()
+    console = Console(highlight=False)  # colour means something here, not every digit
     if not watch:
         console.print(render_queue(status.queue(rt)))
         return
@@ -170,7 +177,7 @@ def explain(key: str = KEY, json_: bool = JSON) -> None:
 
     from orch.cli.render import cell, safe_text
 
-    console = Console()
+    console = Console(highlight=False)  # colour means something here, not every digit
 
     def say(line: str) -> None:
         # Every line here carries tracker or agent text: printed literally, never as markup.
@@ -188,11 +195,18 @@ def explain(key: str = KEY, json_: bool = JSON) -> None:
         say(f"  blocked: {t['block_reason']}")
     for tr in view["transitions"]:
         table = Table(
-            "gate", "", "why", "evidence", title=cell(f"-> {tr['to']}: {'GREEN' if tr['green'] else 'red'}")
+            "gate",
+            "",
+            "why",
+            "evidence",
+            title=Text.assemble(
+                cell(f"-> {tr['to']}: "), ("GREEN", "bold green") if tr["green"] else ("red", "red")
+            ),
         )
         for g in tr["gates"]:
             ev = ", ".join(f"{k}={str(v)[:24]}" for k, v in g["evidence"].items() if v is not None)
-            table.add_row(cell(g["gate"]), "ok" if g["passed"] else "no", cell(g["reason"]), cell(ev))
+            passed = Text("ok", style="green") if g["passed"] else Text("no", style="red")
+            table.add_row(cell(g["gate"]), passed, cell(g["reason"]), cell(ev))
         if tr["effects"]:
             table.caption = cell("effects: " + ", ".join(tr["effects"]))
         console.print(table)
