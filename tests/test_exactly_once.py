@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import Setup
@@ -322,4 +323,212 @@ def test_cancel_during_the_merge_before_its_ref_update_merges_nothing(setup: Set
     merge = next(e for e in rt.store.effects_of(task.id) if e.effect == "merge")
     assert merge.state == "failed" and not merge.acting
     assert rt.task(key).stage == "cancelled"
+    rt.close()
+
+
+# -- the merge's git steps ----------------------------------------------------------
+
+REPOS = 5
+TASKS_PER_REPO = 3
+FILES = 200
+
+
+def _git(repo: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    return subprocess.run(
+        ["git", *args],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout.strip()
+
+
+def _commit_files(repo: Path, parent: str, files: dict[str, str], message: str) -> str:
+    """A commit of `files` on top of `parent`, made without touching any checkout."""
+    scratch = repo.parent / f"scratch-{repo.name}"
+    scratch.mkdir(exist_ok=True)
+    env = {"GIT_INDEX_FILE": str(scratch / "index")}
+    _git(repo, "read-tree", parent, env=env)
+    for name, text in files.items():
+        (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / name).write_text(text)
+    _git(repo, f"--work-tree={scratch}", "add", "--", *files, env=env)
+    tree = _git(repo, "write-tree", env=env)
+    return _git(repo, "commit-tree", tree, "-p", parent, "-m", message)
+
+
+def _merge_only(setup: Setup, repos: int = REPOS) -> list[str]:
+    """merge -> done (rebase + merge), with a development stage to be sent back to."""
+    from orch.adapters.git import init_repo
+
+    setup.update_config({"pipeline": {"stages": None, "transitions": None}, "repos": None})
+    names = [f"r{i}" for i in range(repos)]
+    for name in names:
+        init_repo(setup.root / name)
+    setup.update_config(
+        {
+            "repos": {n: {"path": n, "default_branch": "main", "ci": "true"} for n in names},
+            "pipeline": {
+                "initial": "merge",
+                "stages": {
+                    "development": {},
+                    "merge": {},
+                    "done": {"terminal": True},
+                    "cancelled": {"terminal": True},
+                },
+                "transitions": [
+                    {"from": "development", "to": "merge", "gates": ["never"]},
+                    {
+                        "from": "merge",
+                        "to": "done",
+                        "effects": ["premerge_rebase", "merge"],
+                        "on_fail": "development",
+                    },
+                ],
+            },
+            "gates": {"never": {"type": "command", "command": "false"}},
+            "deps": {"finished_stages": ["done"]},
+        }
+    )
+    return names
+
+
+def _branch_for(setup: Setup, repo: str, key: str) -> None:
+    """The task's branch: hundreds of files, made from main before main moves on."""
+    path = setup.root / repo
+    files = {f"{key}/f{i:03}.txt": f"{key} file {i}\n" for i in range(FILES)}
+    sha = _commit_files(path, "main", files, f"{key}: many files")
+    _git(path, "update-ref", f"refs/heads/orch/{key}", sha)
+
+
+def _move_main(setup: Setup, repo: str, n: int) -> None:
+    path = setup.root / repo
+    sha = _commit_files(path, "main", {f"moved-{n}.txt": f"{n}\n"}, f"main moves on {n}")
+    _git(path, "update-ref", "refs/heads/main", sha)
+    _git(path, "reset", "-q", "--hard", "main")  # the user's checkout follows, clean
+
+
+def _stage(setup: Setup, key: str) -> str:
+    rt = setup.runtime()
+    try:
+        return rt.task(key).stage
+    finally:
+        rt.close()
+
+
+@pytest.mark.slow
+def test_merge_git_steps_survive_sigkill_at_random_moments(setup: Setup) -> None:
+    seed = _seed("merge-kills")
+    rng = random.Random(seed)
+    repos = _merge_only(setup)
+    rt = setup.runtime()
+    by_repo = {
+        r: [tasks.add(rt, f"many files {r}.{i}", repo=r).key for i in range(TASKS_PER_REPO)] for r in repos
+    }
+    rt.close()
+    for repo, keys in by_repo.items():
+        for key in keys:
+            _branch_for(setup, repo, key)
+        _move_main(setup, repo, 0)
+    plan = {key: [rng.uniform(0.15, 1.0) for _ in range(2)] for keys in by_repo.values() for key in keys}
+    kills = 0
+    count = threading.Lock()
+
+    def one_repo(repo: str) -> Callable[[], None]:
+        def run() -> None:
+            nonlocal kills
+            for key in by_repo[repo]:
+                for delay in plan[key]:
+                    p = _popen_group(setup, "advance", key)
+                    time.sleep(delay)
+                    _kill_group(p)
+                    with count:
+                        kills += 1
+                deadline = time.monotonic() + 30
+                while True:  # recovery at once, until the task is done
+                    r = setup.orch("advance", key)
+                    assert r.returncode in (0, 4), (seed, key, r.returncode, r.stderr)
+                    if r.returncode == 0 and _stage(setup, key) == "done":
+                        break
+                    assert time.monotonic() < deadline, (seed, key, r.stderr)
+                    time.sleep(0.05)
+
+        return run
+
+    _in_threads([one_repo(r) for r in repos], width=REPOS)
+    rt = setup.runtime()
+    for repo, keys in by_repo.items():
+        path = setup.root / repo
+        log = _git(path, "log", "--format=%s", "main").splitlines()
+        for key in keys:
+            task = rt.task(key)
+            assert task.stage == "done" and task.retries == 0, (seed, key, task)
+            stages = [h.to_stage for h in rt.store.history(task.id) if h.event == "stage_changed"]
+            assert stages == ["done"], (seed, key, stages)  # never sent back to development
+            assert log.count(f"{key}: many files") == 1, (seed, key, log)
+        fsck = subprocess.run(["git", "fsck", "--no-progress"], cwd=path, capture_output=True, text=True)
+        assert fsck.returncode == 0 and "error" not in fsck.stderr, (seed, repo, fsck.stderr)
+        assert not list((path / ".git").rglob("*.lock")), (seed, repo)
+        assert _git(path, "status", "--porcelain") == "", (seed, repo, "the user's checkout did not follow")
+        # Later merges in the same repository are unaffected.
+        later = tasks.add(rt, f"later {repo}", repo=repo).key
+        _branch_for(setup, repo, later)
+        _move_main(setup, repo, 1)
+        assert advance.advance(rt, later).outcome == "advanced", seed
+        assert rt.task(later).stage == "done"
+    assert rt.store.list_leases() == []
+    rt.close()
+    print(f"merge-kills: {kills} kills over {REPOS} repositories of {FILES}-file branches")
+    assert kills >= 30
+
+
+def test_dirty_and_untracked_files_in_the_users_checkout_never_fail_a_merge(setup: Setup) -> None:
+    (repo,) = _merge_only(setup, repos=1)
+    path = setup.root / repo
+    rt = setup.runtime()
+    first, second = (tasks.add(rt, f"task {i}", repo=repo).key for i in range(2))
+    for key in (first, second):
+        _branch_for(setup, repo, key)
+    _move_main(setup, repo, 0)
+    (path / "README.md").write_text("my local edit\n")  # dirty, and the merge does not touch it
+    (path / first).mkdir()
+    (path / first / "f000.txt").write_text("mine, untracked\n")  # in the way of the merge
+    result = advance.advance(rt, first)
+    assert result.outcome == "advanced", result.message
+    task = rt.task(first)
+    assert task.stage == "done" and task.retries == 0
+    assert f"{first}: many files" in _git(path, "log", "--format=%s", "main")
+    # The checkout was left as it was (the untracked file would have been overwritten).
+    assert (path / first / "f000.txt").read_text() == "mine, untracked\n"
+    assert (path / "README.md").read_text() == "my local edit\n"
+    # Once the person moves their file away, the next merge brings the checkout up to date,
+    # keeping the edit that was never in the way.
+    (path / first / "f000.txt").unlink()
+    result = advance.advance(rt, second)
+    assert result.outcome == "advanced", result.message
+    assert rt.task(second).retries == 0
+    assert _git(path, "status", "--porcelain") == "M README.md"
+    assert (path / first / "f000.txt").read_text() == f"{first} file 0\n"
+    rt.close()
+
+
+def test_a_missing_repository_directory_waits_and_is_not_the_agents_fault(setup: Setup) -> None:
+    (repo,) = _merge_only(setup, repos=1)
+    path = setup.root / repo
+    rt = setup.runtime()
+    key = tasks.add(rt, "env", repo=repo).key
+    _branch_for(setup, repo, key)
+    rt.close()
+    path.rename(setup.root / "moved-away")
+    out = setup.orch("advance", key)
+    assert out.returncode == 4, out.stderr
+    assert f"directory {path} is missing" in out.stderr
+    rt = setup.runtime()
+    task = rt.task(key)
+    assert task.stage == "merge" and task.retries == 0 and not task.blocked
+    assert all(e.state != "started" for e in rt.store.effects_of(task.id))
+    (setup.root / "moved-away").rename(path)
+    assert advance.advance(rt, key).outcome == "advanced"
+    assert rt.task(key).stage == "done" and rt.task(key).retries == 0
     rt.close()

@@ -134,9 +134,8 @@ class LocalForge:
         if repo is None or not path.exists():
             return
         self._hook("before_remove", task, path)  # a failing hook is logged; removal goes on
-        if git("worktree", "remove", "--force", str(path), cwd=repo.path, check=False).returncode:
-            shutil.rmtree(path, ignore_errors=True)
-            git("worktree", "prune", cwd=repo.path, check=False)
+        if git("worktree", "remove", "-f", "-f", str(path), cwd=repo.path, check=False).returncode:
+            self._drop_worktree(repo, path)
 
     def _rev(self, repo: Repo, ref: str) -> str | None:
         out = git("rev-parse", "--verify", "-q", f"{ref}^{{commit}}", cwd=repo.path, check=False)
@@ -289,7 +288,7 @@ class LocalForge:
         checkout, dirty or not, can fail it. The checkout of the default branch, if any,
         then follows on a best-effort basis."""
         repo = self._repo(task)
-        self._clear_locks(repo)
+        self._tidy(repo)
         head = self.branch_head(task)
         base = self._rev(repo, f"refs/heads/{repo.default_branch}")
         if head is None or base is None:
@@ -302,6 +301,9 @@ class LocalForge:
             raise EffectFailed(f"{self.branch(task)} is not on top of {repo.default_branch}: rebase first")
         if before_update is not None:
             before_update()
+        checkout = self._checkout(repo)
+        if checkout is not None:
+            self._plan_follow(checkout, head)
         try:
             ref = f"refs/heads/{repo.default_branch}"
             git("update-ref", "-m", f"orch: merge {task.key}", ref, head, base, cwd=repo.path)
@@ -311,28 +313,84 @@ class LocalForge:
                     f"{repo.default_branch} moved while merging {self.branch(task)}: rebase first"
                 ) from None
             raise
-        self._follow(repo, base, head)
+        finally:
+            if checkout is not None:
+                self._follow(repo, checkout)
         return {"merged": head, "previous": base}
 
-    def _follow(self, repo: Repo, old: str, new: str) -> None:
-        """Bring the checkout of the default branch (the user's) from `old` to `new`,
-        keeping its local changes; if they are in the way, leave it and say so."""
-        checkout = self._worktree_of(repo, repo.default_branch)
-        if checkout is None:
+    # The checkout of the default branch (the user's) follows a merge in three steps, each
+    # recorded in `<gitdir>/orch-follow` so that a kill at any instant is finished by the
+    # next actor (`_tidy`): "planned TREE NEW" before the ref moves (TREE: what its index
+    # holds), "writing TREE NEW" while files change, no file once done.
+
+    def _checkout(self, repo: Repo) -> Path | None:
+        return self._worktree_of(repo, repo.default_branch)
+
+    def _marker(self, checkout: Path) -> Path:
+        return Path(git("rev-parse", "--absolute-git-dir", cwd=checkout).stdout.strip()) / "orch-follow"
+
+    def _plan_follow(self, checkout: Path, new: str) -> None:
+        try:
+            tree = git("write-tree", cwd=checkout).stdout.strip()  # what the index holds
+        except GitError:
+            return  # an index with conflicts: the user is mid-merge there; leave it be
+        self._marker(checkout).write_text(f"planned {tree} {new}\n")
+
+    def _follow(self, repo: Repo, checkout: Path) -> None:
+        """Bring the checkout to where its plan says, keeping its local changes; if they
+        are in the way, leave it and say so. Never fails the merge.
+
+        `git read-tree -m -u` checks every path before it writes any file, so a refusal
+        changes nothing; a kill while it writes is finished by `_finish_follow`."""
+        marker = self._marker(checkout)
+        try:
+            phase, tree, new = marker.read_text().split()
+        except (OSError, ValueError):
+            marker.unlink(missing_ok=True)
             return
         try:
-            git("read-tree", "-m", "-u", old, new, cwd=checkout)
+            if phase == "writing":
+                self._finish_follow(checkout, tree, new)
+            elif self._rev(repo, f"refs/heads/{repo.default_branch}") == new:
+                marker.write_text(f"writing {tree} {new}\n")
+                git("read-tree", "-m", "-u", tree, new, cwd=checkout)
         except GitError as e:
             log.warning(
                 "checkout_not_updated",
                 path=str(checkout),
                 branch=repo.default_branch,
+                merged=new,
                 error=str(e)[-300:],
                 fix="git stash && git reset --hard && git stash pop",
             )
+        marker.unlink(missing_ok=True)
+
+    def _finish_follow(self, checkout: Path, tree: str, new: str) -> None:
+        """Finish an update of the checkout that a kill interrupted: the paths it changes
+        had no local changes (read-tree checked them all before writing any)."""
+        diff = git("diff", "--name-status", "--no-renames", "-z", tree, new, cwd=checkout)
+        changed = diff.stdout.split("\0")
+        pairs = list(zip(changed[0::2], changed[1::2], strict=False))
+        present = [p for st, p in pairs if st != "D"]
+        gone = [p for st, p in pairs if st == "D"]
+        for i in range(0, len(present), 200):
+            git("checkout", new, "--", *present[i : i + 200], cwd=checkout)
+        for i in range(0, len(gone), 200):
+            git("rm", "-q", "--cached", "--ignore-unmatch", "--", *gone[i : i + 200], cwd=checkout)
+            for p in gone[i : i + 200]:
+                (checkout / p).unlink(missing_ok=True)
+
+    def _tidy(self, repo: Repo) -> None:
+        """What a killed orch left in the repository: stale locks, a checkout half-way
+        through following a merge."""
+        self._clear_locks(repo)
+        checkout = self._checkout(repo)
+        if checkout is not None and self._marker(checkout).exists():
+            self._follow(repo, checkout)
 
     def is_merged(self, task: Task) -> bool:
         repo = self._repo(task)
+        self._tidy(repo)  # the probe runs after a death: leave the repository as it should be
         head = self.branch_head(task)
         if head is None:
             return False

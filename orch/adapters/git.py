@@ -23,6 +23,12 @@ class GitError(IntegrationError):
 
 def git(*args: str, cwd: Path, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**_IDENTITY, **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    if not cwd.is_dir():
+        # The machine's state, not a git failure nor the agent's: say what is missing.
+        why = f"directory {cwd} is missing (git {' '.join(args[:1])}): restore it or fix the path"
+        if check:
+            raise GitError(why)
+        return subprocess.CompletedProcess(["git", *args], 128, "", why)
     try:
         out = subprocess.run(
             ["git", *args],

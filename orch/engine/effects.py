@@ -184,6 +184,14 @@ def _run_started(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, A
         # The machine or a server (a git lock, a 502): not the agent's fault, and nothing
         # says whether the effect acted: the next try probes first, then runs again.
         end("failed", {"later": str(e), "uncertain": True}, "effect_deferred", {"why": str(e)})
+        # Said once per stage visit: a person may have to fix the machine; no agent runs.
+        rt.store.notify(
+            f"effect_waits:{task.key}:v{task.version}:{eff.name}",
+            task.id,
+            f"{task.key}: {eff.name} waits, not the agent's fault: {e}. "
+            "Once that is fixed the next tick goes on by itself",
+            now=rt.now(),
+        )
         raise RetryLater(f"effect {eff.name} of {task.key}: {e}", delay=60) from None
     except BaseException as e:
         why = f"{type(e).__name__}: {e}"
