@@ -483,3 +483,30 @@ def test_a_delivery_claimed_by_a_killed_process_is_done_seconds_after_restart(
     finally:
         relay.close()
     assert time.monotonic() - t0 < 5
+
+
+def test_a_newline_in_a_plane_field_never_forges_a_line_end_to_end(setup: Setup, tmp_path: Path) -> None:
+    """The same through `orch event plane` with a Plane tracker: the project id of the
+    delivery reaches the `inbox_done` line (its result names the unknown project)."""
+    setup.update_config(
+        {
+            "tracker": {"kind": "plane"},
+            "plane": {
+                "base_url": "http://127.0.0.1:9",
+                "workspace": "ws",
+                "projects": {"ENG": {"id": "p-1", "repo": "app"}},
+            },
+        }
+    )
+    forged = "p-2\n2026-01-01T00:00:00 error   relay_accepted source=plane id=999"
+    doc = {**PLANE_APPROVED, "data": {**PLANE_APPROVED["data"], "project": forged}}  # type: ignore[dict-item]
+    body, hdrs, log_file = tmp_path / "b.json", tmp_path / "h.json", tmp_path / "orch.log"
+    body.write_text(json.dumps(doc))
+    hdrs.write_text(json.dumps({"X-Plane-Event": "issue"}))
+    env = {"PLANE_API_KEY": "k", "ORCH_LOG_LEVEL": "info", "ORCH_LOG_FILE": str(log_file)}
+    out = setup.orch("event", "plane", "--body", str(body), "--headers", str(hdrs), env=env)
+    assert out.returncode == 0, out.stderr
+    lines = log_file.read_text().splitlines()
+    done = [line for line in lines if " inbox_done " in line]
+    assert len(done) == 1 and "project p-2\\n2026-01-01T00:00:00 error   relay_accepted" in done[0], lines
+    assert not any(line.startswith("2026-01-01T00:00:00") for line in lines)
