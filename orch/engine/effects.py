@@ -333,20 +333,20 @@ def describe_running(rt: Runtime, task: Task, row: EffectRow) -> str:
     return f"effect {row.effect} of {task.key} is running (pid {pid}, for {since:.0f}s)"
 
 
-def before_cancel(rt: Runtime, task: Task, since: float) -> list[str]:
-    """What the irreversible effects of the cancelled stage visit did before the cancel:
-    ran (done), or were interrupted past their point of no return (then the probe says)."""
+def before_cancel(rt: Runtime, task: Task) -> list[str]:
+    """What the irreversible effects of the cancelled stage visit (or of the move that led
+    to it) did before the cancel: ran, or were interrupted past their point of no return
+    (then the probe says). A cancel undoes none of them: the output must say so."""
     out = []
-    visit = f"@v{task.version}"
+    visits = (f"@v{task.version}", f"@v{task.version - 1}")
     for row in rt.store.effects_of(task.id):
         eff = rt.config.effects.get(row.effect)
-        if eff is None or not eff.irreversible:
+        if eff is None or not eff.irreversible or not row.transition.endswith(visits):
             continue  # a rebase that ran is no news: nothing was merged or deployed
-        if row.state == "done" and (row.transition.endswith(visit) or (row.ended_at or 0) >= since):
-            if _result(row).get("already") or _result(row).get("settled_by"):
-                continue
-            out.append(f"{row.effect} ran before the cancel")
-        elif row.acting and row.state != "done":
+        if row.state == "done":
+            if not _result(row).get("already"):
+                out.append(f"{row.effect} ran before the cancel")
+        elif row.acting:
             answer = _probe(rt, task, eff)[1]
             out.append(f"{row.effect} was interrupted before the cancel and may have run: {answer}")
     return out

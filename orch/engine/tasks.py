@@ -240,7 +240,6 @@ def cancel(rt: Runtime, key: str, reason: str | None, *, wait_s: float = 10.0) -
     cancelled = next((s for s in rt.config.stages.values() if s.terminal and s.name == "cancelled"), None)
     if cancelled is None:
         raise UsageError("the pipeline has no `cancelled` stage")
-    since = rt.now()
     deadline = time.monotonic() + max(0.0, wait_s)
     for _ in range(10_000):
         task = rt.task(key)
@@ -278,7 +277,7 @@ def cancel(rt: Runtime, key: str, reason: str | None, *, wait_s: float = 10.0) -
                 audit=Audit(moved.id, rt.actor, "lease_released_by_cancel", {"lease": task_lease(moved)}),
             )
             rt.forge.remove_worktree(moved)
-            return Cancelled(moved, effects.before_cancel(rt, task, since))
+            return Cancelled(moved, effects.before_cancel(rt, task))
         running = [e for e in rt.store.effects_of(task.id) if e.acting and effects.in_flight(e)]
         if running and time.monotonic() >= deadline:
             what = "; ".join(effects.describe_running(rt, task, e) for e in running)
