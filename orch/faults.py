@@ -22,6 +22,7 @@ POINTS = frozenset(
         "before_cas",
         "after_cas",
         "before_release",
+        "after_notify_sent",
     }
 )
 

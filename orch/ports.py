@@ -87,6 +87,10 @@ class ExternalTracker(Tracker, Protocol):
 
     def task_key(self, project: Any, sequence_id: int) -> str: ...
 
+    def saw_state(self, item_id: str, state_id: str | None) -> None:
+        """A webhook said the item is in `state_id`: what orch believed of it may be stale."""
+        ...
+
     def item_status(self, task: Task) -> str | None:
         """The logical status of the task's item now (one request), "gone", or None when
         the task has no item; raises when the tracker cannot say."""

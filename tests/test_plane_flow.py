@@ -469,3 +469,78 @@ def test_an_item_that_left_the_listing_is_confirmed_before_its_task_is_cancelled
     off = plane.setup.orch("reconcile", "--json", env={**plane.env, "ORCH_RECONCILE_GONE_ENABLED": "false"})
     assert json.loads(off.stdout)["counters"]["gone"] == 0
     rt.close()
+
+
+def _relay(plane: Plane, secret: str) -> tuple[subprocess.Popen[str], str]:
+    """`orch relay serve` as its own long-lived process, on a free port."""
+    proc = plane.setup.orch_popen(
+        "relay", "serve", "--port", "0", env={**plane.env, "ORCH_GITEA_WEBHOOK_SECRET": secret}
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "listening on http://" in line, line
+    return proc, line.rsplit(" ", 1)[-1].strip()
+
+
+def _ci_green(url: str, secret: str, sha: str) -> None:
+    """Gitea's `status` webhook for the head, signed, posted to the relay."""
+    import hashlib
+    import hmac
+
+    import httpx
+
+    body = json.dumps(
+        {"sha": sha, "state": "success", "context": "orch/ci", "repository": {"full_name": "acme/app"}}
+    ).encode()
+    sig = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Gitea-Event": "status", "X-Gitea-Signature": sig, "Content-Type": "application/json"}
+    assert httpx.post(f"{url}/hooks/gitea", content=body, headers=headers, timeout=10).status_code == 202
+
+
+def _wait_for(check: Any, seconds: float = 10.0) -> bool:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_long_lived_relay_writes_back_what_the_database_says_not_what_it_remembers(plane: Plane) -> None:
+    # CI is Gitea's webhook, not local; the agents run when this test says so.
+    plane.setup.update_config({"repos": {"app": {"ci": "false"}}, "work": {"start_immediately": False}})
+    item, rt = _approved(plane, "Relay writes back")
+    secret = "gitea-hook-secret"
+    relay, url = _relay(plane, secret)
+    try:
+        jobs.work(rt, max_jobs=1)  # the developer pushes; local CI says no
+        _ci_green(url, secret, rt.forge.branch_head(rt.task("ENG-1")) or "")
+        assert _wait_for(lambda: plane.state_of(item) == "Code Review"), "the relay moved it to review"
+        # Another process: the review is rejected and the task goes back (Plane: In Progress).
+        out = plane.setup.orch("reject", "ENG-1", "--reason", "not yet", env=plane.env)
+        assert out.returncode == 0 and "review -> development" in out.stdout, out.stderr
+        assert plane.state_of(item) == "In Progress" and rt.task("ENG-1").stage == "development"
+        jobs.work(rt)  # the developer again (the reviewer's stale job is dropped): a new head
+        patches = sum(r.method == "PATCH" for r in plane.fake.requests)
+        _ci_green(url, secret, rt.forge.branch_head(rt.task("ENG-1")) or "")
+        assert _wait_for(lambda: rt.task("ENG-1").stage == "review")
+        assert _wait_for(lambda: plane.state_of(item) == "Code Review"), "the relay's second write-back"
+        assert sum(r.method == "PATCH" for r in plane.fake.requests) == patches + 1
+    finally:
+        relay.terminate()
+        relay.communicate(timeout=10)
+    rt.close()
+
+
+def test_with_no_webhook_lost_the_first_tick_writes_nothing_to_plane(plane: Plane) -> None:
+    items = [plane.item(f"Item {n}", "to_analyse") for n in range(2)]
+    for item in items:
+        plane.event(item, "to_analyse")
+    assert [plane.state_of(i) for i in items] == ["Analysis"] * 2  # written at creation
+    start = plane.fake.count
+    out = plane.setup.orch("tick", "--no-spawn", env={**plane.env, "ORCH_RECONCILE_GRACE_S": "0"})
+    assert out.returncode == 0, out.stderr
+    sent = [r.method for r in plane.fake.requests[start:]]
+    assert "GET" in sent and "PATCH" not in sent, sent

@@ -23,15 +23,18 @@ listing: no request per work item.
 UUID (set when the task was made from the item) and the key's prefix names the project,
 so the PATCH needs no look-up first. A task without a reference was not made from Plane
 and is left alone, even when its key looks like a Plane key. Reading the item to see
-whether it is already in place would cost a request to save one, so this object only
-skips the PATCH when it already knows: `list_items` (the reconciler's listing, once per
-tick) and every PATCH answer go into an in-process LRU of item -> state.
+whether it is already in place would cost a request to save one, so the PATCH is skipped
+only when the database says the item is there already: every PATCH answer is written
+to it (a fact per item, `plane:item:<id>`, trusted for `item_fresh_s`), whichever
+process sent it. A listing that contradicts a fresh fact (a person moved the item, its
+webhook lost) corrects it, and a webhook that contradicts it clears it. Nothing kept in
+a process's memory stands in for the database: a long-lived relay that wrote Code Review
+sends the PATCH again after another process moved the item back to In Progress.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Final, NamedTuple
 
@@ -104,13 +107,13 @@ STAGE_STATUS: Final[dict[str, str]] = {
 """What a task's stage shows as in the tracker; a stage not listed moves nothing."""
 
 REFRESH_RETRY_S = 60.0  # after a failed states refresh, serve the stale copy this long before trying again
-LRU_SIZE = 10_000  # work items remembered per process (a few hundred bytes each)
+ITEM_FACT = "plane:item:"  # + item id: the state orch last wrote to (or saw of) a work item
 
 
 class _Seen(NamedTuple):
-    """What this process last learnt about a work item, and when."""
+    """What orch last wrote to (or saw of) a work item, and when: a fact in the database."""
 
-    project_id: str
+    project_id: str | None
     state_id: str | None
     at: float
 
@@ -125,7 +128,7 @@ class PlaneTracker:
 
     `projects` are keyed by their work-item identifier (`ENG`). `clock` must be wall time
     (`time.time`): the states cache is shared with other processes through the DB.
-    `item_fresh_s` is how long a state learnt from a listing is trusted to skip a PATCH.
+    `item_fresh_s` is how long the state orch wrote to an item is trusted to skip a PATCH.
     """
 
     def __init__(
@@ -155,7 +158,6 @@ class PlaneTracker:
         self._memo: dict[str, _Cached] = {}  # project id -> states, as last read or fetched
         self._stale_until: dict[str, float] = {}  # project id -> no refresh before (after a failure)
         self._rechecked: set[str] = set()  # project ids refetched for a state id we did not know
-        self._items: OrderedDict[str, _Seen] = OrderedDict()  # item id -> its state, as last seen
 
     def __repr__(self) -> str:
         return f"PlaneTracker(client={self.client!r}, projects={sorted(self.projects)})"
@@ -304,18 +306,40 @@ class PlaneTracker:
 
     # -- work items --------------------------------------------------------------------------
 
-    def _remember(self, item: WorkItem) -> None:
-        self._items[item.id] = _Seen(item.project_id, item.state_id, self.clock())
-        self._items.move_to_end(item.id)
-        while len(self._items) > LRU_SIZE:
-            self._items.popitem(last=False)
+    def _remember(
+        self, item_id: str, project_id: str, state_id: str | None, *, at: float | None = None
+    ) -> None:
+        at = self.clock() if at is None else at
+        self.store.set_fact(ITEM_FACT + item_id, {"project": project_id, "state": state_id}, now=at)
+
+    def _recalled(self, item_id: str) -> _Seen | None:
+        row = self.store.fact(ITEM_FACT + item_id)
+        if row is None or not isinstance(row[0], dict):
+            return None
+        return _Seen(row[0].get("project"), row[0].get("state"), row[1])
 
     def list_items(self, project: PlaneProject) -> list[WorkItem]:
-        """Every work item of the project: one request per page, whatever the number of items."""
+        """Every work item of the project: one request per page, whatever the number of items.
+
+        Where the database holds a fresh belief about an item that the listing contradicts
+        (someone moved it since orch wrote it, and the webhook was lost), the listing wins:
+        the next write-back then sends its PATCH. Only those few facts are written."""
+        started = self.clock()
         items = self.client.list_work_items(project.id)
+        fresh = self.store.facts_since(ITEM_FACT, started - self.item_fresh_s)
         for item in items:
-            self._remember(item)
+            known = fresh.get(ITEM_FACT + item.id)
+            if known is not None and known[1] < started and known[0].get("state") != item.state_id:
+                self._remember(item.id, item.project_id, item.state_id, at=started)
         return items
+
+    def saw_state(self, item_id: str, state_id: str | None) -> None:
+        """A webhook said where the item is. Deliveries can come late and out of order, so
+        a contradiction only clears what the database believes (the next stage change then
+        sends its PATCH: at worst one request too many, never one too few)."""
+        known = self._recalled(item_id)
+        if known is not None and known.state_id is not None and known.state_id != state_id:
+            self._remember(item_id, known.project_id or "", None)
 
     def relations(self, project: PlaneProject, item_id: str) -> list[str]:
         """The ids of the work items that block `item_id` (one request)."""
@@ -359,7 +383,8 @@ class PlaneTracker:
         """Move the task's work item to the state its new stage shows as.
 
         No request for a stage that maps to no status, a task not made from a configured
-        project, or an item this process saw in that state within `item_fresh_s`; else one
+        project, or an item the database says is in that state (written within
+        `item_fresh_s`); else one
         PATCH (plus the project's states when their cache is stale). An item deleted in
         Plane is a no-op. Raises IntegrationError / RetryLater when Plane fails: the caller
         reports it, the stage stays.
@@ -377,7 +402,7 @@ class PlaneTracker:
         if target is None:
             log.warning("plane_no_state", task=task.key, project=project.key, status=logical)
             return
-        seen = self._items.get(item_id)
+        seen = self._recalled(item_id)
         if (
             seen is not None
             and seen.project_id == project.id
@@ -390,10 +415,10 @@ class PlaneTracker:
         except IntegrationError as e:
             if e.status != 404:
                 raise
-            self._items.pop(item_id, None)
+            self._remember(item_id, project.id, None)
             log.warning("plane_item_missing", task=task.key, project=project.key)
             return
-        self._remember(item)
+        self._remember(item.id, item.project_id, item.state_id)
         log.info("plane_state_set", task=task.key, status=logical, state=target.name)
 
 

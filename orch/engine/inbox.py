@@ -165,6 +165,7 @@ def _plane(rt: Runtime, ev: payloads.PlaneWorkItemEvent) -> str:
             name=state.name if state else None,
             group=state.group if state else None,
         )
+        tracker.saw_state(ev.work_item_id, state.id if state else ev.state_id)  # type: ignore[attr-defined]
     else:
         return f"ignored: {ev.field or 'a field'} changed"
     return tracker_events.on_item_state(

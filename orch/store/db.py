@@ -1348,6 +1348,14 @@ class Store:
         r = self._one("SELECT value, at FROM facts WHERE name = ?", (name,))
         return (json.loads(r[0]), float(r[1])) if r else None
 
+    def facts_since(self, prefix: str, since: float) -> dict[str, tuple[Any, float]]:
+        """The facts named `prefix...` written after `since`, by name (one read of a key range)."""
+        rows = self._read(
+            "SELECT name, value, at FROM facts WHERE name >= ? AND name < ? AND at > ?",
+            (prefix, prefix + "\uffff", since),
+        )
+        return {r[0]: (json.loads(r[1]), float(r[2])) for r in rows}
+
     def counts(self) -> dict[str, Any]:
         """The numbers the queue view shows, in one read each."""
         jobs = {r[0]: r[1] for r in self._read("SELECT state, count(*) FROM jobs GROUP BY state")}
