@@ -474,7 +474,15 @@ def test_an_item_that_left_the_listing_is_confirmed_before_its_task_is_cancelled
 def _relay(plane: Plane, secret: str) -> tuple[subprocess.Popen[str], str]:
     """`orch relay serve` as its own long-lived process, on a free port."""
     proc = plane.setup.orch_popen(
-        "relay", "serve", "--port", "0", env={**plane.env, "ORCH_GITEA_WEBHOOK_SECRET": secret}
+        "relay",
+        "serve",
+        "--port",
+        "0",
+        env={
+            **plane.env,
+            "ORCH_GITEA_WEBHOOK_SECRET": secret,
+            "ORCH_PLANE_WEBHOOK_SECRET": "plane-" + secret,
+        },
     )
     assert proc.stderr is not None
     line = proc.stderr.readline()
