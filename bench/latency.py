@@ -7,8 +7,9 @@ tick runs during the bench: every job start comes from the immediate starts alon
 
   end -> start   50 tasks, in waves of 4 (max_concurrency: a slot is always free, so
                  what is measured is the start, not the queue). Each task is added (its
-                 analyst starts at once), approved with `orch approve` (its developer
-                 starts at once); the developer's end finds CI green (the marker file
+                 analyst starts at once) and approved, in this process, by the calls
+                 `orch task add` and `orch approve` make (its developer starts at
+                 once); the developer's end finds CI green (the marker file
                  exists), the task moves to review and the runner that ends starts the
                  reviewer. Sample: reviewer.started_at - developer.ended_at, per task.
   202 -> start   50 more tasks, with the marker file absent: the developer's end finds
@@ -38,7 +39,6 @@ import os
 import platform
 import shutil
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -56,21 +56,6 @@ def pct(values: list[float], q: float) -> float:
     s = sorted(values)
     rank = max(1, round(q / 100 * len(s) + 0.5))
     return s[min(rank, len(s)) - 1]
-
-
-def orch(cfg: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    full.update(env or {})
-    out = subprocess.run(
-        [sys.executable, "-m", "orch", "-c", str(cfg), *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        timeout=120,
-    )
-    if out.returncode not in (0, 3):
-        raise SystemExit(f"orch {' '.join(args)} exited {out.returncode}: {out.stderr.strip()}")
-    return out
 
 
 def jobs(db: Path) -> list[dict[str, Any]]:
@@ -126,12 +111,27 @@ def setup(root: Path) -> tuple[Path, Path]:
 
 
 def add_and_develop(cfg: Path, db: Path, keys: list[str]) -> None:
-    """Add the tasks, let the analysts run (they start at once), approve: the developers start."""
-    for k in keys:
-        orch(cfg, "task", "add", f"latency {k}", "--key", k)
-    wait_for(lambda: len(done_jobs(db, set(keys), "analyst")) == len(keys), 120, "the analysts")
-    for k in keys:
-        orch(cfg, "approve", k)
+    """Add the tasks, let the analysts run (they start at once), approve: the developers start.
+
+    In this process, through the calls `orch task add` and `orch approve` make (add or
+    verdict, advance, then `jobs.start_now`): a subprocess per person's action would
+    only add the bench's own start-up time between waves."""
+    from orch import config
+    from orch.app import open_runtime
+    from orch.engine import advance, jobs, tasks
+
+    rt = open_runtime(config.load(cfg), actor="person:bench")
+    try:
+        for k in keys:
+            tasks.add(rt, f"latency {k}", key=k)
+            jobs.start_now(rt)
+        wait_for(lambda: len(done_jobs(db, set(keys), "analyst")) == len(keys), 120, "the analysts")
+        for k in keys:
+            tasks.verdict(rt, k, "approve")
+            advance.advance(rt, k)
+            jobs.start_now(rt)
+    finally:
+        rt.close()
 
 
 def part_end_to_start(cfg: Path, db: Path, n: int) -> list[float]:
@@ -175,7 +175,7 @@ def part_webhook_to_start(cfg_path: Path, db: Path, n: int) -> tuple[list[float]
     cfg = config.load(cfg_path)
     secret = os.environ[SECRET_ENV].encode()
     relay = Relay(cfg, host="127.0.0.1", port=0).start()
-    port = int(relay.server.server_address[1])
+    port = int(relay.address[1])
     samples: list[float] = []
     acks: list[float] = []
     try:
@@ -202,13 +202,19 @@ def part_webhook_to_start(cfg_path: Path, db: Path, n: int) -> tuple[list[float]
                     raise SystemExit(f"relay answered {resp.status} for {k}")
             conn.close()
 
+            def first_reviewers(k: list[str] = keys) -> dict[str, dict[str, Any]]:
+                out: dict[str, dict[str, Any]] = {}
+                for j in jobs(db):  # by id: the first reviewer job of each task
+                    if j["key"] in k and j["agent"] == "reviewer":
+                        out.setdefault(j["key"], j)
+                return out
+
             def started(k: list[str] = keys) -> bool:
-                return all(
-                    j["started_at"] for j in jobs(db) if j["key"] in k and j["agent"] == "reviewer"
-                ) and (len([j for j in jobs(db) if j["key"] in k and j["agent"] == "reviewer"]) == len(k))
+                rows = first_reviewers(k)
+                return len(rows) == len(k) and all(j["started_at"] for j in rows.values())
 
             wait_for(started, 120, "the reviewers after the webhooks")
-            rev = {j["key"]: j for j in jobs(db) if j["key"] in keys and j["agent"] == "reviewer"}
+            rev = first_reviewers(keys)
             samples += [rev[k]["started_at"] - sent[k] for k in keys]
     finally:
         relay.close()

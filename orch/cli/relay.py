@@ -88,6 +88,9 @@ def _inject(source: str, body: Path, headers: Path | None, json_: bool) -> None:
     except MalformedPayload as e:  # refused as the relay refuses it (400): nothing stored
         raise UsageError(f"{body}: refused as a {source} delivery: {e}") from None
     counts = inbox.drain(rt)
+    from orch.engine import jobs
+
+    jobs.start_now(rt)  # what the event queued starts now, not at the next tick
     row = next((r for r in rt.store.inbox_rows(limit=1000) if r["id"] == item), None)
     if json_:
         emit_json({"id": item, "duplicate": not new, "drained": counts, "item": row})
