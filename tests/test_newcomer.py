@@ -121,7 +121,7 @@ def test_4_a_missing_repository_is_named_and_refused(tmp_path: Path) -> None:
         assert out.returncode == 2, out
         assert "[repos.app] path:" in out.stderr and "does not exist" in out.stderr
         assert "not installed" not in out.stderr and "Traceback" not in out.stderr
-    with pytest.raises(GitError, match="no such directory"):
+    with pytest.raises(GitError, match="is missing"):
         git("status", cwd=tmp_path / "gone")
 
 
