@@ -10,6 +10,7 @@
     │                                 database stayed locked; nothing changed, try later
     ├── IntegrationError           1  tracker / forge / notifier failed (carries URL, status)
     ├── RetryLater                 4  a handler asks to be run again after `delay` seconds
+    │   └── BranchBehind           4  another merge landed first: rebase again, nobody's fault
     └── PermanentFailure           1  a handler gives up; retrying will not help
         └── EffectFailed           1  an effect ran and failed (e.g. a rebase conflict)
 
@@ -85,6 +86,13 @@ class RetryLater(OrchError):
     def __init__(self, message: str, *, delay: float = 0.0):
         super().__init__(message)
         self.delay = delay
+
+
+class BranchBehind(RetryLater):
+    """The branch to merge is behind the default branch because another merge landed first:
+    it is rebased again (never sent back to its developer)."""
+
+    exit_code = 4
 
 
 class PermanentFailure(OrchError):

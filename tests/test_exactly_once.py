@@ -77,6 +77,13 @@ def _in_threads(jobs: list[Callable[[], None]], width: int) -> None:
         raise errors[0]
 
 
+def _wait_for(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    until = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < until, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
 # -- deploy -------------------------------------------------------------------------
 
 
@@ -219,10 +226,12 @@ def test_lease_off_slow_probe_never_deploys_twice(setup: Setup) -> None:
     """Issue 9 item 4: A probes a dead owner's row slowly ("not deployed"); meanwhile B
     takes the row, deploys and is killed. A's takeover is a compare-and-swap on the owner
     it probed: it loses, looks again, probes B's row and finds the deploy done."""
+    # The first probe to run (A's) answers from what it saw, then holds until `go`.
     _deploy_only(
         setup,
         'r=1; grep -qx "deployed $ORCH_TASK_KEY" deploys.log 2>/dev/null && r=0; '
-        'sleep "$(cat probe-sleep 2>/dev/null || echo 0)"; exit $r',
+        "if mkdir first-probe 2>/dev/null; then touch probing; "
+        "while [ ! -f go ]; do sleep 0.02; done; fi; exit $r",
     )
     setup.update_config({"transition_lease": {"enabled": False}})
     rt = setup.runtime()
@@ -231,14 +240,13 @@ def test_lease_off_slow_probe_never_deploys_twice(setup: Setup) -> None:
     (setup.root / "sleeps" / key).write_text("0.1\n")
     died = setup.orch("advance", key, env={"ORCH_FAULT": "after_effect_started:deploy"})
     assert died.returncode == -signal.SIGKILL
-    (setup.root / "probe-sleep").write_text("2.5\n")
     a = setup.orch_popen("advance", key)
-    time.sleep(1.0)  # A is inside its slow probe, which has already seen "not deployed"
-    (setup.root / "probe-sleep").write_text("0\n")
+    _wait_for(lambda: (setup.root / "probing").exists(), "A inside its probe")
     b = setup.orch("advance", key, env={"ORCH_FAULT": "before_effect_done:deploy"})
     assert b.returncode == -signal.SIGKILL, b.stderr
     assert _deploys(setup, key) == 1
-    _, err = a.communicate(timeout=30)
+    (setup.root / "go").touch()  # A's probe answers "not deployed", as it saw it
+    _, err = a.communicate(timeout=60)
     assert a.returncode == 0, err
     assert _deploys(setup, key) == 1
     rt = setup.runtime()
@@ -250,13 +258,6 @@ def test_lease_off_slow_probe_never_deploys_twice(setup: Setup) -> None:
 
 
 # -- cancel -------------------------------------------------------------------------
-
-
-def _wait_for(check: Callable[[], bool], what: str, timeout: float = 15) -> None:
-    until = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < until, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 @pytest.mark.slow
@@ -532,4 +533,75 @@ def test_a_missing_repository_directory_waits_and_is_not_the_agents_fault(setup:
     (setup.root / "moved-away").rename(path)
     assert advance.advance(rt, key).outcome == "advanced"
     assert rt.task(key).stage == "done" and rt.task(key).retries == 0
+    rt.close()
+
+
+# -- the merge line (issue 11 item 4) -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_merges_that_arrive_together_on_gitea_go_in_line_and_none_is_sent_back(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_forge_contract import CI, drive_on_gitea, gitea_runtime
+
+    with gitea_runtime(setup, tmp_path, monkeypatch) as (rt, server):
+        keys = [tasks.add(rt, f"together {i}").key for i in range(3)]
+        for key in keys:
+            drive_on_gitea(rt, server, key, "merge")
+        retries = {key: rt.task(key).retries for key in keys}  # the demo reviewer rejects DEMO-2 once
+        setup.open_merge_window()
+        waits = 0
+        for _ in range(30):
+            for key in keys:
+                if rt.task(key).stage == "merge":
+                    result = advance.advance(rt, key, expect="merge")
+                    waits += "waiting behind" in result.message
+            if all(rt.task(k).stage != "merge" for k in keys):
+                break
+            # Gitea's CI reports on every head pushed, the rebased ones included.
+            for branch, sha in dict(server.repos["acme/app"]["branches"]).items():
+                if branch.startswith("orch/"):
+                    server.add_status("acme", "app", sha, CI, "success")
+        for key in keys:
+            task = rt.task(key)
+            assert task.stage == "deploy" and task.retries == retries[key], task
+            moves = [
+                (h.from_stage, h.to_stage) for h in rt.store.history(task.id) if h.event == "stage_changed"
+            ]
+            assert ("merge", "development") not in moves, moves
+        main = server.repos["acme/app"]["branches"]["main"]
+        log = subprocess.run(
+            ["git", "log", "--format=%s", main],
+            cwd=server.clone_url("acme", "app"),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for key in keys:
+            assert sum(line.startswith(f"{key}:") for line in log.splitlines()) >= 1, log
+        assert waits >= 1  # a later one waited its turn instead of rebasing early
+
+
+def test_a_branch_left_behind_by_another_merge_is_rebased_again_never_sent_back(setup: Setup) -> None:
+    (repo,) = _merge_only(setup, repos=1)
+    path = setup.root / repo
+    # While this task's CI runs, someone else's merge lands on main (once).
+    flag = setup.root / "landed"
+    other = f"[ -f {flag} ] || {{ touch {flag}; git -C {path} commit -q --allow-empty -m 'another merge'; }}"
+    setup.update_config({"repos": {repo: {"ci": other}}})
+    rt = setup.runtime()
+    key = tasks.add(rt, "left behind", repo=repo).key
+    _branch_for(setup, repo, key)
+    _move_main(setup, repo, 0)
+    first = advance.advance(rt, key)
+    assert first.outcome == "busy" and "rebase first" in first.message, first.message
+    again = advance.advance(rt, key)
+    assert again.outcome == "advanced", again.message
+    task = rt.task(key)
+    assert task.stage == "done" and task.retries == 0
+    events = [h.event for h in rt.store.history(task.id)]
+    assert "effect_reopened" in events
+    log = _git(path, "log", "--format=%s", "main").splitlines()
+    assert log[:2] == [f"{key}: many files", "another merge"], log
     rt.close()

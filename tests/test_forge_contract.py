@@ -29,7 +29,7 @@ from orch.adapters.gitea import GiteaClient, MergeRefused
 from orch.adapters.http import RetryPolicy
 from orch.adapters.process import ProcessRunner
 from orch.config import build
-from orch.errors import Busy, EffectFailed, PermanentFailure, RetryLater
+from orch.errors import BranchBehind, Busy, EffectFailed, PermanentFailure, RetryLater
 from orch.names import inside, safe_name
 from orch.ports import Forge
 from orch.store import Store, Task
@@ -353,7 +353,7 @@ def test_merge_refuses_a_branch_behind_the_default_branch(bench: Bench) -> None:
     task = bench.task()
     bench.commit(task, {"feature.txt": "one\n"})
     moved = bench.move_default({"other.txt": "theirs\n"})
-    with pytest.raises(EffectFailed, match="rebase first"):
+    with pytest.raises(BranchBehind, match="rebase first"):  # not the developer's fault
         forge.merge(task)
     assert bench.default_head() == moved
     assert forge.is_merged(task) is False

@@ -28,7 +28,7 @@ from orch import log
 from orch.adapters.git import GitError, git
 from orch.adapters.gitea import GiteaClient, MergeConflict, PullRequest
 from orch.adapters.workspace import run_hook
-from orch.errors import Busy, EffectFailed, NotReady, RetryLater, UsageError
+from orch.errors import BranchBehind, Busy, EffectFailed, NotReady, RetryLater, UsageError
 from orch.names import inside, safe_name
 from orch.ports import Runner
 from orch.store import Task
@@ -394,7 +394,7 @@ class GiteaForge:
         if base is not None and self._is_ancestor(mirror, head, base):
             return {"merged": head, "previous": base, "already": True}  # as the local forge: no-op
         if base is None or not self._is_ancestor(mirror, base, head):
-            raise EffectFailed(f"{branch} is not on top of {repo.default_branch}: rebase first")
+            raise BranchBehind(f"{branch} is not on top of {repo.default_branch}: rebase first")
         pr = self._open_pr(task, repo)
         if pr.head_sha != head:
             # Gitea moves a pull request's head after a push asynchronously; merging now

@@ -20,7 +20,7 @@ from orch import log
 from orch.adapters.git import GitError, clear_stale_locks, git, in_progress
 from orch.adapters.workspace import run_hook
 from orch.config import Config, Repo
-from orch.errors import EffectFailed, UsageError
+from orch.errors import BranchBehind, EffectFailed, UsageError
 from orch.names import inside, safe_name
 from orch.ports import Runner
 from orch.store import Store, Task
@@ -298,7 +298,7 @@ class LocalForge:
         if git("merge-base", "--is-ancestor", head, base, cwd=repo.path, check=False).returncode == 0:
             return {"merged": head, "previous": base, "already": True}
         if git("merge-base", "--is-ancestor", base, head, cwd=repo.path, check=False).returncode != 0:
-            raise EffectFailed(f"{self.branch(task)} is not on top of {repo.default_branch}: rebase first")
+            raise BranchBehind(f"{self.branch(task)} is not on top of {repo.default_branch}: rebase first")
         if before_update is not None:
             before_update()
         checkout = self._checkout(repo)
@@ -309,7 +309,7 @@ class LocalForge:
             git("update-ref", "-m", f"orch: merge {task.key}", ref, head, base, cwd=repo.path)
         except GitError:
             if self._rev(repo, f"refs/heads/{repo.default_branch}") != base:
-                raise EffectFailed(
+                raise BranchBehind(
                     f"{repo.default_branch} moved while merging {self.branch(task)}: rebase first"
                 ) from None
             raise

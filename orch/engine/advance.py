@@ -212,6 +212,10 @@ def _locked_step(
         return AdvanceResult(task.key, stop.outcome, fresh.stage, tr.target, stop.message, gates)
     merge_lease = _merge_lease(rt, fresh, tr)
     if merge_lease is not None:
+        waiting = _merge_line(rt, fresh)
+        if waiting is not None:
+            return AdvanceResult(task.key, "busy", fresh.stage, tr.target, waiting, gates)
+    if merge_lease is not None:
         ok, holder = rt.store.acquire_lease(
             merge_lease, owner=rt.owner, actor=rt.actor, purpose=fresh.key, now=rt.now(), audit_task=fresh.id
         )
@@ -230,6 +234,26 @@ def _locked_step(
     finally:
         if merge_lease is not None:
             rt.store.release_lease(merge_lease, owner=rt.owner, now=rt.now())
+
+
+def _merge_line(rt: Runtime, task: Task) -> str | None:
+    """Merges into one repository go one after another: the task in line rebases, waits
+    for CI on its rebased head (with a remote forge, across many advances) and merges;
+    the others wait (busy) instead of rebasing onto a branch that is about to move.
+    Returns why this task waits, or None when it is its turn."""
+    holder = rt.store.take_merge_line(
+        task.repo,
+        task_id=task.id,
+        stage=task.stage,
+        version=task.version,
+        now=rt.now(),
+        max_age_s=rt.config.max_running_s,
+    )
+    if holder is None:
+        return None
+    other = rt.store.get_task_by_id(holder)
+    name = other.key if other else f"#{holder}"
+    return f"waiting behind {name} in the merge line of {task.repo}"
 
 
 def _merge_lease(rt: Runtime, task: Task, tr: Transition) -> str | None:

@@ -16,6 +16,7 @@ from orch.config import Effect, Transition
 from orch.engine.env import task_env
 from orch.engine.runtime import Runtime
 from orch.errors import (
+    BranchBehind,
     Busy,
     EffectFailed,
     IntegrationError,
@@ -165,6 +166,12 @@ def _run_started(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, A
 
     try:
         result = _do(rt, task, tkey, eff)
+    except BranchBehind as e:
+        # Another merge landed first: the rebase of this transition is done again on the
+        # next advance (its row reopened), then CI on the new head, then this merge.
+        end("failed", {"later": str(e)}, "effect_deferred", {"why": str(e)})
+        _reopen_rebases(rt, task, tkey, str(e))
+        raise
     except RetryLater as e:
         # Not now (CI still running): the row ends failed, so the next advance runs it again.
         end("failed", {"later": str(e)}, "effect_deferred", {"why": str(e)})
@@ -201,6 +208,22 @@ def _run_started(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, A
     end("done", result, "effect_done", result)
     faults.point("after_effect_done", eff.name)
     return {"effect": eff.name, "ran": True, **result}
+
+
+def _reopen_rebases(rt: Runtime, task: Task, tkey: str, why: str) -> None:
+    for row in rt.store.effects_of(task.id):
+        eff = rt.config.effects.get(row.effect)
+        if row.transition == tkey and row.state == "done" and eff is not None and eff.type == "rebase":
+            rt.store.end_effect(
+                task.id,
+                tkey,
+                row.effect,
+                state="failed",
+                result={"redo": why},
+                now=rt.now(),
+                seen=row,
+                audit=Audit(task.id, rt.actor, "effect_reopened", {"effect": row.effect, "why": why}),
+            )
 
 
 class NotDone(Exception):

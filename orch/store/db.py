@@ -629,6 +629,38 @@ class Store:
                 self._audit(c, _reclaimed(audit_task, actor, held), now)
         return held if cur.rowcount else None
 
+    def take_merge_line(
+        self, repo: str, *, task_id: int, stage: str, version: int, now: float, max_age_s: float
+    ) -> int | None:
+        """Take (or keep) `repo`'s merge line for this task visit; returns the id of the
+        task that holds it instead, or None when it is ours. A holder that left its visit
+        (merged, sent back, cancelled), is blocked, or has held it past `max_age_s` loses it."""
+        with self.write() as c:
+            r = c.execute("SELECT * FROM merge_line WHERE repo = ?", (repo,)).fetchone()
+            if r is not None and (r["task_id"], r["task_version"]) == (task_id, version):
+                return None
+            if r is not None and now - r["since"] < max_age_s:
+                h = c.execute(
+                    "SELECT stage, version, blocked FROM tasks WHERE id = ?", (r["task_id"],)
+                ).fetchone()
+                if (
+                    h is not None
+                    and (h["stage"], h["version"]) == (stage, r["task_version"])
+                    and not h["blocked"]
+                ):
+                    return int(r["task_id"])
+            c.execute(
+                "INSERT INTO merge_line (repo, task_id, task_version, since) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (repo) DO UPDATE SET task_id = excluded.task_id, "
+                "task_version = excluded.task_version, since = excluded.since",
+                (repo, task_id, version, now),
+            )
+            return None
+
+    def merge_line_holder(self, repo: str) -> tuple[int, int, float] | None:
+        r = self._one("SELECT task_id, task_version, since FROM merge_line WHERE repo = ?", (repo,))
+        return (int(r[0]), int(r[1]), float(r[2])) if r else None
+
     # -- effect ledger ---------------------------------------------------------------
 
     @staticmethod

@@ -313,6 +313,22 @@ _V9 = [
 ]
 
 
+_V10 = [
+    # The merge line of a repository (issue 11): the task that holds it rebases, waits for
+    # CI on its rebased head and merges, while the others wait their turn instead of
+    # rebasing onto a default branch about to move. Held by a task visit, not a process:
+    # it ends when that task leaves the visit (or is blocked), checked by the next taker.
+    """
+    CREATE TABLE merge_line (
+        repo TEXT PRIMARY KEY,
+        task_id INTEGER NOT NULL,
+        task_version INTEGER NOT NULL,
+        since REAL NOT NULL
+    )
+    """,
+]
+
+
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("v1_core", _steps(_V1)),
@@ -324,5 +340,6 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("v7_integration_state", _steps(_V7)),
     ("v8_effect_process", _steps(_V8)),
     ("v9_inbox_claimer", _steps(_V9)),
+    ("v10_merge_line", _steps(_V10)),
 ]
 LATEST = len(MIGRATIONS)
