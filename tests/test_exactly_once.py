@@ -605,3 +605,32 @@ def test_a_branch_left_behind_by_another_merge_is_rebased_again_never_sent_back(
     log = _git(path, "log", "--format=%s", "main").splitlines()
     assert log[:2] == [f"{key}: many files", "another merge"], log
     rt.close()
+
+
+@pytest.mark.slow
+def test_a_merge_that_meets_405_then_502_ends_its_row_and_moves_on_once_gitea_answers(
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 item 5 / issue 15 item 1: one long-lived process (as the relay is) meets a
+    405 then 502s inside the merge effect; it never keeps a `started` row, and the next
+    advance after Gitea recovers merges."""
+    from test_forge_contract import GITEA_405, drive_on_gitea, gitea_runtime
+
+    with gitea_runtime(setup, tmp_path, monkeypatch) as (rt, server):
+        key = tasks.add(rt, "Gitea hiccups").key
+        drive_on_gitea(rt, server, key, "merge")
+        task = rt.task(key)
+        setup.open_merge_window()
+        server.pr("acme", "app", 1)["refuse"] = GITEA_405["later"]
+        assert advance.advance(rt, key, expect="merge").outcome == "busy"
+        server.pr("acme", "app", 1)["refuse"] = None
+        server.fail_next(4, 502)  # every attempt of the next request
+        result = advance.advance(rt, key, expect="merge")
+        assert result.outcome == "busy" and "502" in result.message, result.message
+        rows = rt.store.effects_of(task.id)
+        assert rows and all(r.state != "started" for r in rows), rows
+        after = rt.task(key)
+        assert after.stage == "merge" and not after.blocked and after.retries == task.retries
+        # Gitea answers again: the same process moves the task on.
+        assert advance.advance(rt, key, expect="merge").outcome == "advanced"
+        assert server.pr("acme", "app", 1)["merged"] is True
