@@ -229,9 +229,15 @@ class GiteaClient:
                 break
             if total is None and len(got) < page_size:
                 break
-        if not statuses:
+        # A status reported between two page reads shifts the pages: keep each context once
+        # (the first seen, from the newest page order Gitea uses).
+        first: dict[str, CommitStatus] = {}
+        for status in statuses:
+            first.setdefault(status.context, status)
+        unique = list(first.values())
+        if not unique:
             return CombinedStatus(None, [], sha)
-        return CombinedStatus(combine_states(s.state for s in statuses), statuses, sha)
+        return CombinedStatus(combine_states(s.state for s in unique), unique, sha)
 
     # -- pull requests -----------------------------------------------------------------------
 
