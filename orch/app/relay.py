@@ -152,6 +152,7 @@ class Relay:
         self.stopping = threading.Event()
         self.drain_enabled = drain
         self.active = 0  # open connections (touched on the event loop only)
+        self._busy_logged = 0.0
         self.pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="orch-relay")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -235,7 +236,10 @@ class Relay:
         self.active += 1
         try:
             if self.active > self.max_connections:
-                log.warning("relay_busy", open_connections=self.active - 1, limit=self.max_connections)
+                now = time.monotonic()
+                if now - self._busy_logged >= 1.0:  # one line a second, however many are refused
+                    self._busy_logged = now
+                    log.warning("relay_busy", open_connections=self.active - 1, limit=self.max_connections)
                 await self._send(writer, 503, {"error": "too many open connections; try again"}, close=True)
                 return
             keep = True
