@@ -387,6 +387,7 @@ def test_a_lost_cancelled_webhook_is_seen_by_the_next_tick(plane: Plane) -> None
     rt.close()
 
 
+@pytest.mark.slow
 def test_a_lost_cancelled_webhook_ships_nothing(plane: Plane) -> None:
     """The CI step's `orch advance` comes before any tick: the merge reads Plane first."""
     item, rt = _approved(plane, "Cancelled before the merge")
@@ -426,6 +427,7 @@ def test_a_pause_in_the_tracker_stops_the_merge_and_moving_the_item_back_resumes
     rt.close()
 
 
+@pytest.mark.slow
 def test_an_item_that_left_the_listing_is_confirmed_before_its_task_is_cancelled(plane: Plane) -> None:
     """Plane sends no webhook for a delete or an archive, and its listing drops both: the
     reconciler asks for the item (one GET) and cancels only on a 404 or `archived_at`."""
@@ -516,6 +518,7 @@ def _wait_for(check: Any, seconds: float = 10.0) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_a_long_lived_relay_writes_back_what_the_database_says_not_what_it_remembers(plane: Plane) -> None:
     # CI is Gitea's webhook, not local; the agents run when this test says so.
     plane.setup.update_config({"repos": {"app": {"ci": "false"}}, "work": {"start_immediately": False}})
