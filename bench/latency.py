@@ -82,7 +82,10 @@ def wait_for(pred: Any, timeout: float, what: str) -> None:
 
 
 def done_jobs(db: Path, keys: set[str], agent: str) -> dict[str, dict[str, Any]]:
-    return {j["key"]: j for j in jobs(db) if j["key"] in keys and j["agent"] == agent and j["ended_at"]}
+    """Each task's succeeded job of `agent` (a failed attempt, e.g. a job whose start found
+    the repository busy with another runner's git, is retried and not counted)."""
+    rows = [j for j in jobs(db) if j["key"] in keys and j["agent"] == agent]
+    return {j["key"]: j for j in rows if j["state"] == "succeeded"}
 
 
 def setup(root: Path) -> tuple[Path, Path]:

@@ -426,7 +426,9 @@ class Relay:
             # batch means there is more: go on without waiting.
             while not self.stopping.is_set():
                 try:
-                    done = _drain_and_start(rt, batch)
+                    done = sum(inbox.drain(rt, limit=batch).values())
+                    if done:  # no dead minutes: what the events queued starts now, not at the tick
+                        jobs.start_now(rt)
                 except OrchError as e:  # the database was busy or failing: the next wake tries again
                     log.warning("relay_drain_failed", error=str(e))
                     done = 0
@@ -439,20 +441,6 @@ class Relay:
 
 
 # -- strict HTTP/1.x parsing -----------------------------------------------------------------
-
-
-def _drain_and_start(rt: Runtime, batch: int) -> int:
-    """Drain up to `batch` deliveries; after each one, start runners for the jobs it
-    queued (no dead minutes: not at the next tick, nor after the rest of the batch).
-    Returns how many deliveries were handled."""
-    done = 0
-    while done < batch:
-        n = sum(inbox.drain(rt, limit=1).values())
-        if not n:
-            break
-        done += n
-        jobs.start_now(rt)
-    return done
 
 
 def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
