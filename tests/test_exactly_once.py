@@ -634,3 +634,35 @@ def test_a_merge_that_meets_405_then_502_ends_its_row_and_moves_on_once_gitea_an
         # Gitea answers again: the same process moves the task on.
         assert advance.advance(rt, key, expect="merge").outcome == "advanced"
         assert server.pr("acme", "app", 1)["merged"] is True
+
+
+@pytest.mark.slow
+def test_the_reaper_kills_an_orphaned_effect_past_the_ceiling_then_the_probe_settles_it(setup: Setup) -> None:
+    from orch.engine import reaper
+
+    _deploy_only(setup, PROBE)
+    rt = setup.runtime()
+    key = tasks.add(rt, "hangs").key
+    rt.close()
+    (setup.root / "sleeps" / key).write_text("30\n")
+    p = _popen_group(setup, "advance", key)
+    _wait_for(lambda: (setup.root / "started" / key).exists(), "the deploy")
+    _kill_group(p)  # orch dies; its deploy hangs on in a session of its own
+    setup.update_config({"reaper": {"max_running_s": 1}})
+    rt = setup.runtime(actor="reaper")
+    task = rt.task(key)
+    row = rt.store.effects_of(task.id)[0]
+    assert effects.process_of(row)["alive"]
+    assert advance.advance(rt, key).outcome == "busy"  # never probed nor rerun while it lives
+    time.sleep(1.2)
+    report = reaper.reap(rt)
+    assert report.effects == [f"{key}:deploy"], report
+    assert not effects.process_of(rt.store.effects_of(task.id)[0])["alive"]
+    events = [r.event for r in rt.store.history(task.id)]
+    assert "effect_reaped" in events
+    assert any("killed effect deploy" in n.text for n in rt.store.pending_notifications())
+    # Its group is gone: the next advance probes (not deployed) and runs it again, once.
+    (setup.root / "sleeps" / key).write_text("0\n")
+    assert advance.advance(rt, key).outcome == "advanced"
+    assert _deploys(setup, key) == 1
+    rt.close()

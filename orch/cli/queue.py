@@ -33,7 +33,7 @@ def tick(
 
 @app.command("reap")
 def reap(json_: bool = JSON) -> None:
-    """Reclaim jobs and leases of dead owners; kill jobs past their deadline or the ceiling.
+    """Reclaim jobs and leases of dead owners; kill jobs and effect commands past the ceiling.
 
     Example: orch reap --json
     """
@@ -43,7 +43,10 @@ def reap(json_: bool = JSON) -> None:
     if json_:
         emit_json(report.as_dict())
         return
-    typer.echo(f"reaped jobs: {report.reaped or 'none'}; released leases: {report.leases or 'none'}")
+    typer.echo(
+        f"reaped jobs: {report.reaped or 'none'}; released leases: {report.leases or 'none'}; "
+        f"killed effects: {report.effects or 'none'}"
+    )
     for e in report.errors:
         typer.echo(f"error: {e}", err=True)
 
