@@ -4,6 +4,11 @@ The ledger key is (task, transition@version, effect). Re-entry skips `done`. A `
 row whose owner is dead means the owner died mid-effect: the effect's probe settles it
 (is the head in main already?) before anything is retried. An irreversible effect with
 no probe cannot be settled automatically: the task is blocked and a person is told.
+
+An effect command's process group is part of its owner (its pid is in the row before it
+may run): while it lives, nobody probes or reruns. Taking a row over is a
+compare-and-swap on the row that was probed, and on the task's stage and version (a
+cancel wins). docs/effects.md tells the whole story.
 """
 
 from __future__ import annotations
