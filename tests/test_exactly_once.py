@@ -282,6 +282,11 @@ def test_cancel_during_a_deploy_waits_for_it_and_says_it_happened_before(setup: 
         p.communicate(timeout=30)
     late = setup.orch("cancel", second)  # after its deploy: nothing to wait for, still reported
     assert late.returncode == 0 and "deploy ran before the cancel" in late.stdout, late.stderr
+    import json
+
+    listed = json.loads(setup.orch("effect", "list", first, "--json").stdout)
+    assert isinstance(listed[0]["result"], dict) and listed[0]["result"]["exit_code"] == 0
+    assert listed[0]["process"]["pid"] > 0 and listed[0]["process"]["alive"] is False
     rt = setup.runtime()
     for key in (first, second):
         task = rt.task(key)
