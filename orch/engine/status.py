@@ -207,6 +207,9 @@ def _next_actor(
         return f"a person: it is {what} ({task.block_reason}); `orch unblock {task.key}` after a look"
     if unfinished and cfg.deps_enabled:
         return f"nobody yet: it waits for {', '.join(d.key for d in unfinished)} to be merged"
+    for e in effects.running(rt, task):
+        if not e["owner_alive"]:  # its owner died; the command it started still runs
+            return f"nobody yet: effect {e['effect']} still runs (pid {e['pid']}); then the next tick probes"
     held = [lease for lease in leases if lease and is_alive(lease.owner)]
     if held:
         return f"{held[0].actor} (holds {held[0].name}); then the next tick"
