@@ -313,7 +313,10 @@ def test_cancel_during_the_merge_before_its_ref_update_merges_nothing(setup: Set
     (setup.repo / "other.txt").write_text("moved\n")
     setup.git("add", "other.txt")
     setup.git("commit", "-q", "-m", "main moves on")
-    setup.update_config({"repos": {"app": {"ci": "sleep 2; ls features/*.txt"}}})
+    go = setup.root / "ci-go"  # CI holds until the cancel has returned
+    setup.update_config(
+        {"repos": {"app": {"ci": f"while [ ! -f {go} ]; do sleep 0.02; done; ls features/*.txt"}}}
+    )
     setup.open_merge_window()
     main_before = setup.git("rev-parse", "main").strip()
     adv = setup.orch_popen("advance", key, "--expect", "merge")
@@ -323,7 +326,8 @@ def test_cancel_during_the_merge_before_its_ref_update_merges_nothing(setup: Set
     out = setup.orch("cancel", key, "--wait", "1")
     assert out.returncode == 0, out.stderr
     assert "merge ran before the cancel" not in out.stdout
-    _, err = adv.communicate(timeout=30)
+    go.touch()
+    _, err = adv.communicate(timeout=60)
     assert adv.returncode == 4, err
     assert "moved to cancelled" in err
     assert setup.git("rev-parse", "main").strip() == main_before

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from orch.errors import IntegrationError
@@ -86,31 +88,45 @@ def _git_writers(paths: list[Path]) -> list[int]:
     return pids
 
 
-def stale_locks(gitdir: Path, worktrees: list[Path]) -> tuple[list[Path], list[int]]:
+def stale_locks(gitdir: Path, worktrees: list[Path], *, min_age_s: float = 2.0) -> list[Path]:
     """Lock files under `gitdir` (index.lock, HEAD.lock, refs/**.lock, worktrees/*/...)
-    and the live git processes that may be writing them (working in the repository or
-    one of its `worktrees`). A lock with no live writer is debris of a killed git."""
+    that a killed git left: none is stale while a git process works in the repository or
+    one of its `worktrees` (it may be the writer), nor before `min_age_s` has passed
+    since its last write with no git showing up."""
+
     locks: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(gitdir):
         if dirpath == str(gitdir):
             dirnames[:] = [d for d in dirnames if d not in ("objects", "logs", "hooks", "lfs")]
         locks.extend(Path(dirpath) / f for f in filenames if f.endswith(".lock"))
     if not locks:
-        return [], []
-    return locks, _git_writers([gitdir.parent, gitdir, *worktrees])
+        return []
+    roots = [gitdir.parent, gitdir, *worktrees]
+    if _git_writers(roots):
+        return []
+    # No git works here now; a lock younger than min_age_s may still be a git that is only
+    # starting: wait that long, then look again (a new git shows up as a writer).
+    youngest = 0.0
+    for lock in locks:
+        with contextlib.suppress(FileNotFoundError):
+            youngest = max(youngest, lock.stat().st_mtime)
+    wait = youngest + min_age_s - time.time()
+    if wait > 0:
+        time.sleep(min(wait, min_age_s))
+        if _git_writers(roots):
+            return []
+    return [lock for lock in locks if lock.exists()]
 
 
 def clear_stale_locks(gitdir: Path, worktrees: list[Path]) -> list[Path]:
-    """Remove the lock files whose writer is dead; never one a live git may hold.
+    """Remove the lock files whose writer is dead (see `stale_locks`); returns them.
 
-    Returns the locks left because a git process still works in the repository (the
-    caller waits: busy, not the agent's fault)."""
-    locks, writers = stale_locks(gitdir, worktrees)
-    if writers:
-        return locks
-    for lock in locks:
+    A lock a live git holds is left alone: the git command that needs it then fails
+    ("index.lock: File exists") and the caller tries later, nobody's fault."""
+    removed = stale_locks(gitdir, worktrees)
+    for lock in removed:
         lock.unlink(missing_ok=True)
-    return []
+    return removed
 
 
 def in_progress(gitdir: Path) -> str | None:
