@@ -47,7 +47,7 @@ DEFAULTS: dict[str, Any] = {
     "work": {"max_concurrency": 4, "backoff_base_s": 30, "backoff_max_s": 600, "start_immediately": True},
     "reaper": {"max_running_s": 14400, "grace_s": 5},
     "deps": {"enabled": True, "finished_stages": ["deploy", "monitoring", "done"]},
-    "merge": {"premerge_rebase_always": True},
+    "merge": {"premerge_rebase_always": True, "line_enabled": True},
     "relay": {
         "host": "127.0.0.1",
         "port": 8787,
@@ -309,6 +309,7 @@ class Config(NamedTuple):
     deps_enabled: bool
     finished_stages: tuple[str, ...]
     premerge_rebase_always: bool
+    merge_line_enabled: bool
     hooks: dict[str, str]
     hook_timeout_s: float
     relay_host: str
@@ -599,6 +600,7 @@ def _build(
         deps_enabled=v.boolean(deps, "deps", "enabled", True),
         finished_stages=finished,
         premerge_rebase_always=v.boolean(v.table(raw, "merge"), "merge", "premerge_rebase_always", True),
+        merge_line_enabled=v.boolean(v.table(raw, "merge"), "merge", "line_enabled", True),
         hooks={h: str(workspace[h]) for h in HOOKS if isinstance(workspace.get(h), str) and workspace[h]},
         hook_timeout_s=v.number(workspace, "workspace", "hook_timeout_s", 120),
         relay_host=relay_host,

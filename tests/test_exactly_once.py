@@ -549,11 +549,15 @@ def test_a_missing_repository_directory_waits_and_is_not_the_agents_fault(setup:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("line", [True, False], ids=["line", "line-off"])
 def test_merges_that_arrive_together_on_gitea_go_in_line_and_none_is_sent_back(
-    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    setup: Setup, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, line: bool
 ) -> None:
+    """With the merge line (the default) a later task waits its turn; with the kill-switch
+    off it may rebase early, fall behind and be rebased again: never sent back either way."""
     from test_forge_contract import CI, drive_on_gitea, gitea_runtime
 
+    setup.update_config({"merge": {"line_enabled": line}})
     with gitea_runtime(setup, tmp_path, monkeypatch) as (rt, server):
         keys = [tasks.add(rt, f"together {i}").key for i in range(3)]
         for key in keys:
@@ -589,7 +593,10 @@ def test_merges_that_arrive_together_on_gitea_go_in_line_and_none_is_sent_back(
         ).stdout
         for key in keys:
             assert sum(line.startswith(f"{key}:") for line in log.splitlines()) >= 1, log
-        assert waits >= 1  # a later one waited its turn instead of rebasing early
+        if line:
+            assert waits >= 1  # a later one waited its turn instead of rebasing early
+        else:
+            assert waits == 0 and rt.store.merge_line_holder("app") is None
 
 
 def test_a_branch_left_behind_by_another_merge_is_rebased_again_never_sent_back(setup: Setup) -> None:

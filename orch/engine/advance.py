@@ -211,7 +211,7 @@ def _locked_step(
     if stop is not None:
         return AdvanceResult(task.key, stop.outcome, fresh.stage, tr.target, stop.message, gates)
     merge_lease = _merge_lease(rt, fresh, tr)
-    if merge_lease is not None:
+    if merge_lease is not None and rt.config.merge_line_enabled:
         waiting = _merge_line(rt, fresh)
         if waiting is not None:
             return AdvanceResult(task.key, "busy", fresh.stage, tr.target, waiting, gates)
