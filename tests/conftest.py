@@ -102,16 +102,22 @@ class Setup:
     ) -> subprocess.CompletedProcess[str]:
         return run_orch("-c", str(self.config_path), *args, env=env, cwd=self.root, timeout=timeout)
 
-    def orch_popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def orch_popen(
+        self, *args: str, env: dict[str, str] | None = None, group: bool = False
+    ) -> subprocess.Popen[str]:
+        """`orch` running in the background; `group`: in a process group of its own (setsid),
+        output discarded, so a test can kill the whole group."""
         full = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
         full.update(env or {})
+        out = subprocess.DEVNULL if group else subprocess.PIPE
         return subprocess.Popen(
             [sys.executable, "-m", "orch", "-c", str(self.config_path), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=out,
+            stderr=out,
             text=True,
             env=full,
             cwd=self.root,
+            start_new_session=group,
         )
 
     def git(self, *args: str) -> str:

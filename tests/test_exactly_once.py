@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,16 +32,7 @@ def _seed(name: str) -> int:
 
 def _popen_group(setup: Setup, *args: str) -> subprocess.Popen[str]:
     """`orch` in a process group of its own (setsid), so the whole group can be killed."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    return subprocess.Popen(
-        [sys.executable, "-m", "orch", "-c", str(setup.config_path), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env=env,
-        cwd=setup.root,
-        start_new_session=True,
-    )
+    return setup.orch_popen(*args, group=True)
 
 
 def _kill_group(p: subprocess.Popen[str]) -> None:

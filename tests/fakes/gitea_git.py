@@ -231,20 +231,12 @@ class GitGitea(FakeGitea):
 
     def _merge(self, repo: dict[str, Any], pr: dict[str, Any] | None, req: Recorded) -> Reply:
         body = req.json() or {}
-        self.merges.append({"index": pr["number"] if pr else None, "body": body})
-        refused = self._refusal(pr, body)
+        refused = self._merge_refused(repo, pr, body)  # the style too: _refusal checks Do
         if refused is not None:
             return refused
         assert pr is not None
-        style = body.get("Do")
-        if style not in ("merge", "rebase", "rebase-merge", "squash", "fast-forward-only"):
-            return Reply(422, {"message": f"unknown merge style {style!r}"})
+        style = body["Do"]
         base, head = pr["base"]["ref"], pr["head"]["ref"]
-        head_sha = repo["branches"][head]
-        if body.get("head_commit_id") and body["head_commit_id"] != head_sha:
-            return Reply(409, {"message": "head out of date: expected head_commit_id to be the PR head"})
-        if pr["conflict"]:
-            return Reply(409, {"message": "Merge conflict in app.py"})
         with self._scratch(repo) as work:
             run_git("checkout", "-q", "-B", base, f"origin/{base}", cwd=work)
             if style in ("rebase", "rebase-merge"):

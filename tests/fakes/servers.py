@@ -662,18 +662,29 @@ class FakeGitea(FakeServer):
             return Reply(422, {"message": f"unknown merge style {body.get('Do')!r}"})
         return None
 
-    def _merge(self, repo: dict[str, Any], pr: dict[str, Any] | None, req: Recorded) -> Reply:
-        body = req.json() or {}
+    def _merge_refused(
+        self, repo: dict[str, Any], pr: dict[str, Any] | None, body: dict[str, Any]
+    ) -> Reply | None:
+        """Record the merge request and answer what Gitea answers before it merges anything:
+        a refusal (405/404/422), a stale head_commit_id or a conflict (409); None to go on."""
         self.merges.append({"index": pr["number"] if pr else None, "body": body})
         refused = self._refusal(pr, body)
         if refused is not None:
             return refused
         assert pr is not None
-        head_sha = repo["branches"][pr["head"]["ref"]]
-        if body.get("head_commit_id") and body["head_commit_id"] != head_sha:
+        if body.get("head_commit_id") and body["head_commit_id"] != repo["branches"][pr["head"]["ref"]]:
             return Reply(409, {"message": "head out of date: expected head_commit_id to be the PR head"})
         if pr["conflict"]:
             return Reply(409, {"message": "Merge conflict in app.py"})
+        return None
+
+    def _merge(self, repo: dict[str, Any], pr: dict[str, Any] | None, req: Recorded) -> Reply:
+        body = req.json() or {}
+        refused = self._merge_refused(repo, pr, body)
+        if refused is not None:
+            return refused
+        assert pr is not None
+        head_sha = repo["branches"][pr["head"]["ref"]]
         pr["merged"], pr["state"] = True, "closed"
         pr["merge_commit_sha"] = fake_sha(f"merge-{head_sha}")
         repo["branches"][pr["base"]["ref"]] = pr["merge_commit_sha"]
