@@ -70,11 +70,14 @@ def test_bad_config_is_refused_at_load_naming_the_key(tmp_path: Path, text: str,
 
 def test_a_gated_cycle_and_a_chain_without_gates_are_fine(tmp_path: Path) -> None:
     # review <-> development is a cycle, but each way has a gate.
-    config_mod.load(cwd=tmp_path, environ={})
+    default = config_mod.load(cwd=tmp_path, environ={})
+    moves = {(t.source, t.target) for t in default.transitions}
+    assert {("review", "development"), ("development", "review")} <= moves
     text = "[pipeline]\ninitial = 'a'\n[pipeline.stages.a]\n[pipeline.stages.b]\n"
     text += "[[pipeline.transitions]]\nfrom = 'a'\nto = 'b'\n"
     text += "[[pipeline.transitions]]\nfrom = 'b'\nto = 'done'\n"
-    config_mod.load(_write(tmp_path / "orch.toml", text), environ={})
+    chain = config_mod.load(_write(tmp_path / "orch.toml", text), environ={})
+    assert [(t.source, t.target, t.gates) for t in chain.transitions] == [("a", "b", ()), ("b", "done", ())]
 
 
 def test_env_variables_that_match_no_key_are_errors(tmp_path: Path) -> None:
