@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pg
 import pytest
 
 from orch import config as config_mod
@@ -170,3 +171,20 @@ def rt(setup: Setup) -> Iterator[Runtime]:
 def stage_changes(rt: Runtime, key: str) -> list[tuple[Any, Any]]:
     task = rt.task(key)
     return [(r.from_stage, r.to_stage) for r in rt.store.history(task.id) if r.event == "stage_changed"]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pg.Server]:
+    """One real PostgreSQL server per session and xdist worker (tests/pg.py); never skipped."""
+    server = pg.start()
+    print(f"\nPostgreSQL test server up in {server.start_s:.2f} s on 127.0.0.1:{server.port}")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def pg_db(pg_server: pg.Server) -> Iterator[pg.Database]:
+    """A fresh, empty database on the test server, owned by an unprivileged role."""
+    db = pg_server.create_database()
+    yield db
+    pg_server.drop_database(db)
