@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
@@ -58,6 +59,10 @@ class Forge(Protocol):
         ...
 
     def is_merged(self, task: Task) -> bool: ...
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Within it, branch heads are read once per repository (a pass over many tasks)."""
+        ...
 
 
 class Tracker(Protocol):

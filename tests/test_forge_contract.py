@@ -226,6 +226,21 @@ def test_branch_head_is_none_until_a_commit_is_published_then_that_commit(bench:
     assert second != sha and forge.branch_head(task) == second
 
 
+def test_a_snapshot_reads_every_head_once_and_answers_as_branch_head_does(bench: Bench) -> None:
+    forge = bench.forge
+    first, second, unpushed = bench.task("S-1"), bench.task("S-2"), bench.task("S-3")
+    one = bench.commit(first, {"a.txt": "a\n"})
+    two = bench.commit(second, {"b.txt": "b\n"})
+    with forge.snapshot():
+        assert forge.branch_head(first) == one
+        assert forge.branch_head(second) == two
+        assert forge.branch_head(unpushed) is None
+        later = bench.commit(first, {"a.txt": "later\n"})
+        # Inside, heads do not move: the pass sees one consistent picture.
+        assert forge.branch_head(first) == one
+    assert forge.branch_head(first) == later
+
+
 def test_ci_status_is_none_until_reported_and_bound_to_exactly_that_sha(bench: Bench) -> None:
     forge = bench.forge
     task = bench.task()

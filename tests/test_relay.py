@@ -264,3 +264,78 @@ def test_a_large_body_with_expect_100_continue_is_accepted(relay: Relay) -> None
     code, reply = _post(relay, "/hooks/gitea", body, headers)
     assert code == 202
     assert _wait_processed(relay, reply["id"])["state"] == "done"
+
+
+def test_each_status_webhook_starts_its_reviewer_at_once_within_the_limit(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No dead minutes after a webhook: the drain starts the job a delivery queued as soon
+    as that delivery is handled (no tick runs here), one runner per queued job, and the
+    runners' claims keep max_concurrency exact."""
+    import time
+
+    from orch.adapters.process import ProcessRunner
+    from orch.engine import jobs
+
+    setup.update_config({"repos": {"app": {"forge_repo": "acme/app", "ci": "false"}}})
+    monkeypatch.setenv("ORCH_GITEA_WEBHOOK_SECRET", GITEA_SECRET)
+    rt = setup.runtime()
+    keys = [tasks.add(rt, f"webhook {i}").key for i in range(3)]
+    for key in keys:
+        drive_to(rt, key, "development")
+    jobs.work(rt, max_jobs=3)  # the developers commit; CI is red, so they stay
+    heads = {k: rt.forge.branch_head(rt.task(k)) for k in keys}
+    assert all(rt.task(k).stage == "development" and heads[k] for k in keys)
+    setup.update_config(
+        {
+            "work": {"start_immediately": True, "max_concurrency": 2},
+            "agents": {"reviewer": {"command": "sleep 0.5"}},
+        }
+    )
+    started_by_relay: list[list[str]] = []
+    spawn = ProcessRunner.spawn
+
+    def counting_spawn(self: ProcessRunner, argv: list[str], **kw: object) -> int:
+        started_by_relay.append(argv)
+        return spawn(self, argv, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ProcessRunner, "spawn", counting_spawn)
+    relay = Relay(setup.config(), host="127.0.0.1", port=0).start()
+    try:
+        for key in keys:
+            body = json.dumps(
+                {
+                    "sha": heads[key],
+                    "state": "success",
+                    "context": "orch/ci",
+                    "repository": {"full_name": "acme/app"},
+                }
+            ).encode()
+            code, _ = _post(
+                relay,
+                "/hooks/gitea",
+                body,
+                {"X-Gitea-Event": "status", "X-Gitea-Signature": _sign(GITEA_SECRET, body)},
+            )
+            assert code == 202
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            reviewers = [j for j in rt.store.jobs() if j.agent == "reviewer"]
+            if len(reviewers) == 3 and all(j.state == "succeeded" for j in reviewers):
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError(
+                f"reviewers did not all run: {[(j.task_id, j.state) for j in rt.store.jobs()]}"
+            )
+    finally:
+        relay.close()
+    # One runner per queued job at most (a runner that ends starts the next itself).
+    assert 1 <= len(started_by_relay) <= 3, started_by_relay
+    spans = sorted([(j.started_at, 1) for j in reviewers] + [(j.ended_at, -1) for j in reviewers])
+    running = peak = 0
+    for _, step in spans:
+        running += step
+        peak = max(peak, running)
+    assert peak <= 2, peak
+    rt.close()

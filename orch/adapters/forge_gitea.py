@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -51,6 +52,8 @@ class GiteaRepo(NamedTuple):
 
 class GiteaForge:
     """The Forge port over a Gitea server, plus `publish` (push the branch, open the PR)."""
+
+    _snapshot: dict[str, dict[str, str]] | None = None
 
     def __init__(
         self,
@@ -319,12 +322,32 @@ class GiteaForge:
         """The branch's sha on the server (`git ls-remote`), None when it was never pushed."""
         repo = self._repo(task)
         branch = self.branch(task)
-        out = git("ls-remote", "origin", f"refs/heads/{branch}", cwd=self._mirror(repo))
+        if self._snapshot is not None:
+            if repo.name not in self._snapshot:
+                self._snapshot[repo.name] = self._heads(repo, "refs/heads/orch/*")
+            return self._snapshot[repo.name].get(branch)
+        return self._heads(repo, f"refs/heads/{branch}").get(branch)
+
+    def _heads(self, repo: GiteaRepo, pattern: str) -> dict[str, str]:
+        """Branch name -> sha on the server for the refs `pattern` names (one round trip)."""
+        out = git("ls-remote", "origin", pattern, cwd=self._mirror(repo))
+        heads = {}
         for line in out.stdout.splitlines():
             sha, _, ref = line.partition("\t")
-            if ref == f"refs/heads/{branch}":
-                return sha
-        return None
+            if ref.startswith("refs/heads/"):
+                heads[ref.removeprefix("refs/heads/")] = sha
+        return heads
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Read every task branch's head on the server once per repository (one
+        `git ls-remote`) for a pass over many tasks: a status webhook looking for the task
+        whose head is a sha, or the reconciler. Only for read-only passes."""
+        self._snapshot = {}
+        try:
+            yield
+        finally:
+            self._snapshot = None
 
     def branch_ahead(self, task: Task) -> bool:
         head = self.branch_head(task)

@@ -417,22 +417,25 @@ class Relay:
 
     def _drain_loop(self) -> None:
         rt: Runtime = open_runtime(self.cfg, actor="relay-drain")
-        batch = 500
         try:
             # A drain that restarts in this process would see its own earlier claims as
             # held by a live owner: drop them first.
             rt.store.inbox_release_claims(rt.owner)
-            # Drain at once (a backlog from before a restart), then on every wake; a full
-            # batch means there is more: go on without waiting.
+            # Drain at once (a backlog from before a restart), then on every wake, one
+            # delivery at a time until none is due. No dead minutes: the jobs a delivery
+            # queued start as soon as it is handled, not at the end of a batch nor at the
+            # tick; counting what it queued (not every claimable job) keeps the runners
+            # already started for earlier deliveries from being started twice.
             while not self.stopping.is_set():
                 try:
-                    done = sum(inbox.drain(rt, limit=batch).values())
-                    if done:  # no dead minutes: what the events queued starts now, not at the tick
-                        jobs.start_now(rt)
+                    before = jobs.demand(rt)
+                    done = sum(inbox.drain(rt, limit=1).values())
+                    if done and (queued := jobs.demand(rt) - before) > 0:
+                        jobs.start_now(rt, max_new=queued)
                 except OrchError as e:  # the database was busy or failing: the next wake tries again
                     log.warning("relay_drain_failed", error=str(e))
                     done = 0
-                if done >= batch:
+                if done:
                     continue
                 self.wake.wait(timeout=5.0)
                 self.wake.clear()

@@ -198,7 +198,8 @@ def task_for_sha(rt: Runtime, repo: str, sha: str) -> tuple[Task | None, str]:
     live = [
         t for t in rt.store.list_tasks(limit=100_000) if t.repo == repo and not rt.config.is_terminal(t.stage)
     ]
-    exact = [t for t in live if rt.forge.branch_head(t) == sha]
+    with rt.forge.snapshot():  # one read of the heads per repository, not one per task
+        exact = [t for t in live if rt.forge.branch_head(t) == sha]
     if len(exact) == 1:
         return exact[0], "branch head"
     if len(exact) > 1:

@@ -115,7 +115,14 @@ def spawn(rt: Runtime, *, max_new: int | None = None) -> list[int]:
     return [rt.runner.spawn(argv, log_path=log, env={"ORCH_ACTOR": "runner"}) for _ in range(max(n, 0))]
 
 
-def start_now(rt: Runtime) -> list[int]:
+def demand(rt: Runtime) -> int:
+    """Jobs that can start or are running. A runner's claim moves a job from one to the
+    other, so this grows only when something queues a job (and shrinks when one ends)."""
+    claimable = rt.store.claimable_count(now=rt.now(), deps_enabled=rt.config.deps_enabled)
+    return claimable + rt.store.running_count()
+
+
+def start_now(rt: Runtime, *, max_new: int | None = None) -> list[int]:
     """No dead minutes: after something queued a job (a runner ended, a webhook was
     drained, a person gave a verdict), start runners for what can start now instead of
     leaving it to the next tick. `spawn` counts free slots and each runner claims under
@@ -124,7 +131,7 @@ def start_now(rt: Runtime) -> list[int]:
     if not rt.config.start_immediately:
         return []
     try:
-        return spawn(rt)
+        return spawn(rt, max_new=max_new)
     except OSError as e:  # the tick starts them a minute later; the caller's work is done
         log.warning("start_now_failed", error=str(e), actor=rt.actor)
         return []

@@ -32,7 +32,6 @@ so a run every minute repeats nothing. Counters per run and in total live in the
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any, cast
 
@@ -250,8 +249,7 @@ def _gate_side(
     each green task goes through `advance`, which takes the lease and checks again."""
     cfg, c = rt.config, report["counters"]
     green: list[tuple[Task, Any, list[Any]]] = []
-    snapshot = getattr(rt.forge, "snapshot", None)
-    with snapshot() if snapshot is not None else contextlib.nullcontext():
+    with rt.forge.snapshot():
         for stage in cfg.stages.values():
             if stage.terminal:
                 continue
