@@ -9,7 +9,7 @@
   7. tell the tracker, flush the outbox
   8. release the lease
 
-The stage is written nowhere else: Store.commit_transition is the CAS.
+The stage is written nowhere else: engine/transition.py builds and commits every move.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from orch import faults, log
-from orch.config import Config, Transition
-from orch.engine import effects, tracker_check
+from orch.config import Transition
+from orch.engine import effects, lease_names, tracker_check, transition
 from orch.engine.gates import GateResult, evaluate
-from orch.engine.runtime import Runtime, task_lease
+from orch.engine.runtime import Runtime
 from orch.errors import Busy, EffectFailed, NotReady, OrchError, PermanentFailure, RetryLater, UsageError
 from orch.store import Audit, Lease, Task
 
@@ -87,10 +87,10 @@ def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
     if expect is not None and expect not in cfg.stages:
         raise UsageError(f"--expect {expect!r}: no such stage (stages: {', '.join(cfg.stages)})")
     task = rt.task(key)
-    lease = task_lease(task)
+    lease = lease_names.task(task.key)
     # A dead owner's leases (the task's, its repository's merge lease) are cleared on any
     # entry, so a crash after the CAS leaves nothing behind even when the next gates are red.
-    for held in rt.store.dead_leases((lease, f"merge:{task.repo}")):
+    for held in rt.store.dead_leases((lease, lease_names.merge(task.repo))):
         dead = rt.store.clear_dead_lease(held.name, actor=rt.actor, now=rt.now(), audit_task=task.id)
         if dead is not None:
             _alert_reclaimed(rt, task, dead)
@@ -259,7 +259,7 @@ def _merge_line(rt: Runtime, task: Task) -> str | None:
 def _merge_lease(rt: Runtime, task: Task, tr: Transition) -> str | None:
     """Merges into one repository are serialized: rebase, CI re-check and merge under one lease."""
     if any(rt.config.effects[e].type in ("merge", "rebase") for e in tr.effects):
-        return f"merge:{task.repo}"
+        return lease_names.merge(task.repo)
     return None
 
 
@@ -284,55 +284,21 @@ def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateR
         _block(rt, fresh, f"{tr.name}: {e}")
         return AdvanceResult(task.key, "failed", fresh.stage, tr.target, str(e), gates)
     faults.point("before_cas")
-    cfg = rt.config
-    new_version = fresh.version + 1
-    escalate = None
-    if tr.retry and fresh.retries + 1 >= cfg.max_retries:
-        escalate = f"escalated after {fresh.retries + 1} retries (max_retries = {cfg.max_retries})"
-    agent = cfg.stages[tr.target].agent
-    note = _reject_note(rt, fresh) if tr.retry else None
-    text = f"{fresh.key} {fresh.stage} -> {tr.target}: {fresh.title}"
-    if escalate:
-        text = f"{fresh.key} ESCALATED at {tr.target}: {escalate}. A person must look, then `orch unblock`."
-    won = rt.store.commit_transition(
-        task_id=fresh.id,
-        expected_stage=fresh.stage,
-        expected_version=fresh.version,
-        new_stage=tr.target,
-        retry=tr.retry,
-        now=rt.now(),
-        audit=Audit(
-            fresh.id,
-            rt.actor,
-            "stage_changed",
-            {
-                "transition": tr.name,
-                "version": new_version,
-                "effects": ran,
-                "escalated": bool(escalate),
-            },
-            fresh.stage,
-            tr.target,
-        ),
-        job={"agent": agent, "note": note} if agent else None,
-        notification=(f"task:{fresh.key}:v{new_version}", text),
-        escalate=escalate,
-        finishes=_finishes(cfg, fresh.stage, tr.target),
-    )
-    if not won:
+    change = transition.forward(rt, fresh, tr, ran)
+    if not transition.commit(rt, change):
         rt.store.audit(Audit(fresh.id, rt.actor, "cas_lost", {"transition": tr.name}), now=rt.now())
         return AdvanceResult(
             task.key, "busy", fresh.stage, tr.target, "lost the compare-and-swap", gates, ran
         )
     faults.point("after_cas")
-    moved = fresh._replace(stage=tr.target, version=new_version, retries=fresh.retries + int(tr.retry))
+    moved = fresh._replace(stage=tr.target, version=change.version, retries=fresh.retries + int(tr.retry))
     try:
         rt.tracker.stage_changed(moved, tr.target)
-        if cfg.is_terminal(tr.target):
+        if rt.config.is_terminal(tr.target):
             rt.forge.remove_worktree(moved)
     except OrchError as e:  # the stage moved; a follow-up failing is reported, not undone
         rt.store.audit(Audit(fresh.id, rt.actor, "follow_up_failed", {"error": str(e)}), now=rt.now())
-    return AdvanceResult(task.key, "advanced", fresh.stage, tr.target, text, gates, ran)
+    return AdvanceResult(task.key, "advanced", fresh.stage, tr.target, change.message.text, gates, ran)
 
 
 def _moved(rt: Runtime, task: Task) -> str | None:
@@ -344,50 +310,14 @@ def _moved(rt: Runtime, task: Task) -> str | None:
     return f"{task.key} moved to {now.stage} while its effects ran: nothing more was done"
 
 
-def _finishes(cfg: Config, old: str, new: str) -> bool:
-    """Does this move finish the task for the tasks that wait on it (its work is in main)?"""
-    done = (*cfg.finished_stages, "cancelled")
-    return new in done and old not in done
-
-
-def _reject_note(rt: Runtime, task: Task) -> str | None:
-    v = rt.store.latest_verdict(task.id, task.version)
-    if v is None or v.verdict != "reject":
-        return None
-    return f"Rejected by {v.actor}: {v.reason or 'no reason given'}"
-
-
 def _send_back(rt: Runtime, task: Task, tr: Transition, why: str, gates: list[GateResult]) -> AdvanceResult:
     """A failed effect (a rebase conflict, CI red after rebase) returns the task, with a note."""
-    assert tr.on_fail is not None
-    cfg = rt.config
-    agent = cfg.stages[tr.on_fail].agent
-    escalate = None
-    if task.retries + 1 >= cfg.max_retries:
-        escalate = f"escalated after {task.retries + 1} retries (max_retries = {cfg.max_retries}): {why}"
-    text = f"{task.key} {task.stage} -> {tr.on_fail}: {why}"
-    won = rt.store.commit_transition(
-        task_id=task.id,
-        expected_stage=task.stage,
-        expected_version=task.version,
-        new_stage=tr.on_fail,
-        retry=True,
-        now=rt.now(),
-        audit=Audit(
-            task.id,
-            rt.actor,
-            "stage_changed",
-            {"transition": f"{task.stage}->{tr.on_fail}", "effect_failed": why, "version": task.version + 1},
-            task.stage,
-            tr.on_fail,
-        ),
-        job={"agent": agent, "note": f"{tr.name} failed: {why}"} if agent else None,
-        notification=(f"task:{task.key}:v{task.version + 1}", text),
-        escalate=escalate,
-    )
-    if not won:
-        return AdvanceResult(task.key, "busy", task.stage, tr.on_fail, "lost the compare-and-swap", gates)
-    return AdvanceResult(task.key, "advanced", task.stage, tr.on_fail, text, gates)
+    change = transition.back(rt, task, tr, why)
+    if not transition.commit(rt, change):
+        return AdvanceResult(
+            task.key, "busy", task.stage, change.to_stage, "lost the compare-and-swap", gates
+        )
+    return AdvanceResult(task.key, "advanced", task.stage, change.to_stage, change.message.text, gates)
 
 
 def _block(rt: Runtime, task: Task, reason: str, *, alert: bool = False) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orch.engine import effects
-from orch.engine.runtime import Runtime, task_lease
+from orch.engine import effects, lease_names
+from orch.engine.runtime import Runtime
 from orch.errors import Busy
 from orch.identity import is_alive
 from orch.store import Audit
@@ -18,7 +18,7 @@ def show(rt: Runtime, key: str | None = None) -> list[dict[str, Any]]:
     too, as `effect:KEY:EFFECT`, because it is what blocks that task now.
     """
     if key is not None:
-        lease = rt.store.get_lease(task_lease(rt.task(key)))
+        lease = rt.store.get_lease(lease_names.task(rt.task(key).key))
         leases = [lease] if lease else []
     else:
         leases = rt.store.list_leases()
@@ -30,7 +30,8 @@ def show(rt: Runtime, key: str | None = None) -> list[dict[str, Any]]:
             "age_s": max(0.0, rt.now() - lease.acquired_at),
             "alive": is_alive(lease.owner),
         }
-        task = rt.store.get_task(lease.name.split(":", 1)[1]) if lease.name.startswith("task:") else None
+        owner_key = lease_names.task_key(lease.name)
+        task = rt.store.get_task(owner_key) if owner_key is not None else None
         row["effects"] = effects.running(rt, task) if task else []
         shown.update((task.id, e["effect"]) for e in row["effects"] if task)
         rows.append(row)
@@ -44,7 +45,7 @@ def show(rt: Runtime, key: str | None = None) -> list[dict[str, Any]]:
         task = rt.store.get_task_by_id(e.task_id)
         rows.append(
             {
-                "name": f"effect:{task.key if task else e.task_id}:{e.effect}",
+                "name": lease_names.orphan_effect(task.key if task else str(e.task_id), e.effect),
                 "owner": {**e.owner.as_dict(), "pid": proc["pid"], "start_time": proc["start_time"]},
                 "actor": "effect command",
                 "purpose": f"{e.transition}, its owner pid {e.owner.pid} is gone",
@@ -59,7 +60,7 @@ def show(rt: Runtime, key: str | None = None) -> list[dict[str, Any]]:
 
 def release(rt: Runtime, key: str, *, force: bool = False) -> str:
     task = rt.task(key)
-    name = task_lease(task)
+    name = lease_names.task(task.key)
     lease = rt.store.get_lease(name)
     if lease is None:
         return f"{key}: no lease held"

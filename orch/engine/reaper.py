@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from orch import log
-from orch.engine import effects, jobs
+from orch.engine import effects, jobs, lease_names
 from orch.engine.runtime import Runtime
 from orch.identity import is_alive
 from orch.store import Audit
@@ -70,7 +70,7 @@ def reap(rt: Runtime) -> ReapReport:
             continue  # it ended on its own meanwhile
         reaped.append(job.id)
         log.warning("reaped", task=task.key, job=job.id, agent=job.agent, actor=rt.actor, reason=why)
-        lease = f"task:{task.key}"
+        lease = lease_names.task(task.key)
         rt.store.release_lease(
             lease,
             owner=None,
@@ -87,7 +87,8 @@ def reap(rt: Runtime) -> ReapReport:
         if is_alive(held.owner):
             continue
         name = held.name
-        owner_task = rt.store.get_task(name.split(":", 1)[1]) if name.startswith("task:") else None
+        owner_key = lease_names.task_key(name)
+        owner_task = rt.store.get_task(owner_key) if owner_key is not None else None
         audit_task = owner_task.id if owner_task else None
         if rt.store.clear_dead_lease(name, actor=rt.actor, now=now, audit_task=audit_task) is not None:
             released.append(name)

@@ -37,9 +37,9 @@ from typing import Any, cast
 
 from orch import log
 from orch.engine import advance as advance_mod
-from orch.engine import deps, tasks, tracker_events
+from orch.engine import deps, lease_names, tasks, tracker_events
 from orch.engine.gates import evaluate_until_red
-from orch.engine.runtime import Runtime, task_lease
+from orch.engine.runtime import Runtime
 from orch.errors import RetryLater
 from orch.identity import is_alive
 from orch.ports import ExternalTracker
@@ -326,7 +326,7 @@ def _guard(
             return "tracker_unreadable"
         if tracked is not None and tracked[2] in ("blocked", "needs_input"):
             return "blocked"
-    lease = rt.store.get_lease(task_lease(task))
+    lease = rt.store.get_lease(lease_names.task(task.key))
     if lease is not None and is_alive(lease.owner):
         return "lease"
     if cfg.deps_enabled and task.waiting_on > 0:

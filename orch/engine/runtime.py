@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orch.config import Config
+from orch.engine import lease_names
 from orch.errors import UsageError
 from orch.identity import Owner
 from orch.ports import Forge, Notifier, Runner, Tracker
@@ -73,4 +74,5 @@ class Runtime:
 
 
 def task_lease(task: Task) -> str:
-    return f"task:{task.key}"
+    """Kept for callers outside the engine; the name is built in engine/lease_names.py."""
+    return lease_names.task(task.key)

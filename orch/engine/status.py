@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from orch.engine import effects
+from orch.engine import effects, lease_names
 from orch.engine.gates import evaluate
-from orch.engine.runtime import Runtime, task_lease
+from orch.engine.runtime import Runtime
 from orch.identity import is_alive
 from orch.store import Job, Lease, Task
 
@@ -144,7 +144,7 @@ def explain(rt: Runtime, key: str) -> dict[str, Any]:
                 "retry": tr.retry,
             }
         )
-    leases = [store.get_lease(task_lease(task)), store.get_lease(f"merge:{task.repo}")]
+    leases = [store.get_lease(lease_names.task(task.key)), store.get_lease(lease_names.merge(task.repo))]
     unfinished = [d for d in store.deps_of(task.id) if not _finished(rt, d)]
     job = store.active_job(task.id)
     last = store.jobs(task_id=task.id)[-1:] if not job else [job]

@@ -17,8 +17,8 @@ import time
 from typing import NamedTuple
 
 from orch.config import Config
-from orch.engine import effects
-from orch.engine.runtime import Runtime, task_lease
+from orch.engine import effects, lease_names, transition
+from orch.engine.runtime import Runtime
 from orch.errors import Busy, ConfigError, UsageError
 from orch.names import is_safe_name, safe_name
 from orch.store import Audit, Job, Task, Verdict
@@ -245,36 +245,18 @@ def cancel(rt: Runtime, key: str, reason: str | None, *, wait_s: float = 10.0) -
         task = rt.task(key)
         if rt.config.is_terminal(task.stage):
             raise UsageError(f"{key} is {task.stage} already")
-        won = rt.store.commit_transition(
-            task_id=task.id,
-            expected_stage=task.stage,
-            expected_version=task.version,
-            new_stage=cancelled.name,
-            retry=False,
-            now=rt.now(),
-            finishes=True,
-            audit=Audit(
-                task.id,
-                rt.actor,
-                "stage_changed",
-                {"transition": f"{task.stage}->cancelled", "reason": reason},
-                task.stage,
-                "cancelled",
-            ),
-            notification=(
-                f"task:{task.key}:v{task.version + 1}",
-                f"{task.key} cancelled: {reason or 'by ' + rt.actor}",
-            ),
-            unless_in_flight=effects.in_flight,
+        won = transition.commit(
+            rt, transition.cancel(rt, task, cancelled.name, reason), unless_in_flight=effects.in_flight
         )
         if won:
             moved = rt.task(key)
             stop_jobs(rt, moved, f"task cancelled by {rt.actor}")
+            lease = lease_names.task(moved.key)
             rt.store.release_lease(
-                task_lease(moved),
+                lease,
                 owner=None,
                 now=rt.now(),
-                audit=Audit(moved.id, rt.actor, "lease_released_by_cancel", {"lease": task_lease(moved)}),
+                audit=Audit(moved.id, rt.actor, "lease_released_by_cancel", {"lease": lease}),
             )
             rt.forge.remove_worktree(moved)
             return Cancelled(moved, effects.before_cancel(rt, task))

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from orch import log
-from orch.engine import deps, jobs, outbox, reaper, tasks
+from orch.engine import deps, jobs, lease_names, outbox, reaper, tasks
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError
 
 
 def _exclusive(rt: Runtime, part: str, fn: Callable[[], Any]) -> Any:
-    name = f"tick:{part}"
+    name = lease_names.tick(part)
     ok, _ = rt.store.acquire_lease(name, owner=rt.owner, actor=rt.actor, purpose="tick", now=rt.now())
     if not ok:
         return {"skipped": "another tick holds it"}

@@ -1,7 +1,19 @@
 """SQLite storage: the only package with SQL."""
 
 from orch.store.db import Store
-from orch.store.models import Audit, AuditRow, EffectRow, Job, Lease, Notification, Task, Verdict
+from orch.store.models import (
+    Audit,
+    AuditRow,
+    EffectRow,
+    Job,
+    Lease,
+    Message,
+    NextJob,
+    Notification,
+    StageChange,
+    Task,
+    Verdict,
+)
 
 __all__ = [
     "Audit",
@@ -9,7 +21,10 @@ __all__ = [
     "EffectRow",
     "Job",
     "Lease",
+    "Message",
+    "NextJob",
     "Notification",
+    "StageChange",
     "Store",
     "Task",
     "Verdict",

@@ -160,3 +160,38 @@ class Audit(NamedTuple):
 
     def detail_json(self) -> str:
         return json.dumps(self.detail, sort_keys=True, default=str)
+
+
+class NextJob(NamedTuple):
+    """The agent job a transition queues for the stage it enters (at the new version)."""
+
+    agent: str
+    note: str | None = None
+
+
+class Message(NamedTuple):
+    """An outbox message to queue; `key` names the change it reports (sent once, ever)."""
+
+    key: str
+    text: str
+
+
+class StageChange(NamedTuple):
+    """A stage move to commit by compare-and-swap, with the follow-ups that commit with it
+    (built by engine/transition.py, written by `Store.commit_transition`)."""
+
+    task_id: int
+    from_stage: str
+    to_stage: str
+    expected_version: int
+    retry: bool  # the move counts as a retry: retries + 1
+    audit: Audit
+    message: Message
+    job: NextJob | None = None  # not queued when the move escalates
+    escalation: str | None = None  # block the task as escalated, with this reason
+    finishes: bool = False  # the tasks waiting on this one are released
+
+    @property
+    def version(self) -> int:
+        """The task's version once the move is committed."""
+        return self.expected_version + 1
