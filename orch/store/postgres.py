@@ -1,0 +1,325 @@
+"""The PostgreSQL backend: one shared database for orch processes on several hosts (issue 13).
+
+Imported only when the store URL is a `postgresql://` one (psycopg costs start-up time
+that the SQLite path must not pay).
+
+**Connecting.** The URL names host, port, user and database; the password never comes from
+it (a URL with a password is refused, since the URL lives in orch.toml): it is passed in by
+the caller from an environment variable, or libpq finds it itself (`PGPASSWORD`,
+`~/.pgpass`). Error messages name the URL without any password. TCP keepalives are on by
+default (a peer that lost power is noticed within about 25 s), unless the URL sets them.
+
+**Transactions.** `write()` is one transaction that first takes a transaction-level
+advisory lock, the same key for every orch write: PostgreSQL's equivalent of SQLite's
+`BEGIN IMMEDIATE`, a single global write lock taken before any read that decides the
+write. The store's read-decide-write sequences (a claim counting running jobs against
+`max_concurrency`, a lease checked then taken, an inbox claim) are therefore exactly as
+serialised as on SQLite, across every host; readers never wait (MVCC). Under READ
+COMMITTED each statement's snapshot is taken after the lock is held, so a writer always
+sees every write committed before it. Waiting for the lock is bounded by `lock_timeout`
+(the store's busy timeout): past it the write raises `Busy` (exit 4) having changed
+nothing, as on SQLite. Finer locks (row locks and `FOR UPDATE SKIP LOCKED` for claims) can
+replace the global one statement by statement; each such change must keep the store
+contract suite green on both backends.
+
+**Durability.** Commits are durable with PostgreSQL's default `synchronous_commit = on`;
+a `durable=True` write sets it on for its own transaction, so it is durable even on a
+server configured with it off.
+
+**Schema.** The migrations of orch/store/schema.py, translated in one place
+(orch/store/postgres_dialect.py), applied in one transaction under the write lock. The
+table `orch_migrations` (one row per migration, `seq` = its position) replaces SQLite's
+`PRAGMA user_version`: a database whose highest `seq` is above what this orch knows, or
+with a migration name it does not know, is refused untouched (`SchemaTooNew`, exit 2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Any, ClassVar
+
+import psycopg
+import psycopg.errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.pq import TransactionStatus
+
+from orch.errors import Busy, ConfigError, SchemaTooNew, StoreError
+from orch.store import postgres_dialect as dialect
+from orch.store import schema
+
+SCHEMES = ("postgresql://", "postgres://")
+VERSION_TABLE = "orch_migrations"
+# pg_advisory_xact_lock(key1, key2): key1 is "orch" in ASCII; key2 1 is the store's write
+# lock. Other key2 values are free for other orch locks (e.g. session liveness).
+LOCK_SPACE = 0x6F726368
+WRITE_LOCK = 1
+# Unless the URL says otherwise: a silent peer is dropped after 10 + 3 * 5 s.
+KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
+CONNECT_TIMEOUT_S = 10
+
+
+def is_url(location: str) -> bool:
+    """Is `location` a PostgreSQL URL (rather than a SQLite path)?"""
+    return location.startswith(SCHEMES)
+
+
+def redacted(url: str) -> str:
+    """`url` as it may be shown: scheme, user, host, port and database; never a password."""
+    try:
+        p = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "postgresql://(unparseable URL)"
+    user = f"{p['user']}@" if p.get("user") else ""
+    port = f":{p['port']}" if p.get("port") else ""
+    return f"postgresql://{user}{p.get('host', '')}{port}/{p.get('dbname', '')}"
+
+
+def check_url(url: str) -> dict[str, Any]:
+    """The URL's connection parameters; ConfigError for a URL that is not usable as is."""
+    if not is_url(url):
+        raise ConfigError(f"store URL must start with postgresql://, got {redacted(url)}")
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise ConfigError("store URL cannot be parsed (it is not shown: it may hold a password)") from None
+    if params.get("password"):
+        raise ConfigError(
+            f"store URL {redacted(url)} contains a password: remove it from the URL and set it "
+            "in the environment instead (the variable [store] password_env names, or PGPASSWORD)"
+        )
+    return params
+
+
+class Row(tuple[Any, ...]):
+    """A row that answers `row["column"]`, `row[0]` and `dict(row)`, like sqlite3.Row."""
+
+    __slots__ = ()
+    _index: ClassVar[dict[str, int]] = {}
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            return tuple.__getitem__(self, self._index[key])
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+
+@lru_cache(maxsize=256)
+def _row_class(names: tuple[str, ...]) -> type[Row]:
+    return type("Row", (Row,), {"__slots__": (), "_index": {n: i for i, n in enumerate(names)}})
+
+
+def _row_factory(cursor: Any) -> Any:
+    desc = cursor.description
+    return _row_class(tuple(d.name for d in desc)) if desc else tuple
+
+
+class _Tx:
+    """The connection inside one write transaction, taking `?` placeholders."""
+
+    def __init__(self, conn: psycopg.Connection[Any]):
+        self._conn = conn
+
+    def execute(self, sql: str, parameters: Any = (), /) -> Any:
+        return self._conn.execute(dialect.query(sql), tuple(parameters))
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any:
+        cur = self._conn.cursor()
+        cur.executemany(dialect.query(sql), [tuple(p) for p in parameters])
+        return cur
+
+
+class _Migrator:
+    """What a migration step of schema.py calls (`db.execute(sql)`), in PostgreSQL's types."""
+
+    def __init__(self, conn: psycopg.Connection[Any]):
+        self._conn = conn
+
+    def execute(self, sql: str) -> None:
+        self._conn.execute(dialect.ddl(sql))
+
+
+class PostgresDatabase:
+    """One PostgreSQL database: open (and migrate) with `PostgresDatabase.open(url)`."""
+
+    def __init__(
+        self, conn: psycopg.Connection[Any], where: str, *, busy_timeout_ms: int, password: str | None = None
+    ):
+        self.conn = conn
+        self.where = where  # the URL without a password, for messages
+        self.busy_timeout_ms = busy_timeout_ms
+        self._password = password  # only to scrub it from messages
+
+    @classmethod
+    def open(
+        cls,
+        url: str,
+        *,
+        password: str | None = None,
+        busy_timeout_ms: int = 5000,
+        create: bool = True,
+        application_name: str = "orch",
+    ) -> PostgresDatabase:
+        """Connect to `url` and migrate. With `create=False` a database with no orch schema
+        is an error that says `orch init` (a reading command must not create the schema)."""
+        params = check_url(url)
+        where = redacted(url)
+        extra: dict[str, Any] = {k: v for k, v in KEEPALIVES.items() if k not in params}
+        if "connect_timeout" not in params:
+            extra["connect_timeout"] = CONNECT_TIMEOUT_S
+        if "application_name" not in params:
+            extra["application_name"] = application_name
+        if password:
+            extra["password"] = password
+        try:
+            conn = psycopg.connect(url, autocommit=True, row_factory=_row_factory, **extra)
+        except psycopg.Error as e:
+            raise StoreError(f"{where}: cannot connect: {_said(e, password)}") from None
+        db = cls(conn, where, busy_timeout_ms=busy_timeout_ms, password=password)
+        try:
+            db._prepare(create=create)
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- errors ----------------------------------------------------------------------
+
+    def _mapped(self, e: psycopg.Error) -> Exception:
+        """A driver error as orch's: Busy for a lock not granted in time, StoreError for
+        the database failing; a bug in orch's SQL (integrity, syntax) is raised as is."""
+        if isinstance(e, psycopg.errors.LockNotAvailable):
+            return Busy(
+                f"{self.where}: the store stayed locked for {self.busy_timeout_ms} ms; "
+                "nothing was changed, try again"
+            )
+        if isinstance(e, psycopg.errors.SerializationFailure | psycopg.errors.DeadlockDetected):
+            return Busy(f"{self.where}: a concurrent write conflicted; nothing was changed, try again")
+        if isinstance(e, psycopg.IntegrityError | psycopg.ProgrammingError) and not isinstance(
+            e, psycopg.errors.InsufficientPrivilege
+        ):
+            return e
+        return StoreError(f"{self.where}: {_said(e, self._password)}")
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except psycopg.Error as e:
+            mapped = self._mapped(e)
+            if mapped is e:
+                raise
+            raise mapped from None
+
+    # -- opening and migrating -------------------------------------------------------
+
+    def _version(self) -> tuple[int, list[str]]:
+        """(highest migration applied, names of all applied), (0, []) on a fresh database."""
+        found = self.conn.execute("SELECT to_regclass(%s)", (VERSION_TABLE,)).fetchone()
+        if found is None or found[0] is None:
+            return 0, []
+        rows = self.conn.execute(f"SELECT seq, name FROM {VERSION_TABLE} ORDER BY seq").fetchall()
+        return (int(rows[-1][0]) if rows else 0), [r[1] for r in rows]
+
+    def _prepare(self, *, create: bool) -> None:
+        with self._translated():
+            self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.busy_timeout_ms}ms",))
+            version, names = self._version()
+        self._refuse_newer(version, names)
+        if version == 0 and not create:
+            raise StoreError(
+                f"{self.where}: no orch database here: run `orch init` to create its tables "
+                "(or fix [store] url)"
+            )
+        if version < schema.LATEST:
+            self._migrate()
+
+    def _refuse_newer(self, version: int, names: list[str]) -> None:
+        if version > schema.LATEST:
+            raise SchemaTooNew(
+                f"{self.where}: database schema {version} was written by a newer orch "
+                f"(this one knows {schema.LATEST}); refusing to touch it"
+            )
+        unknown = set(names) - {name for name, _ in schema.MIGRATIONS}
+        if unknown:
+            raise SchemaTooNew(
+                f"{self.where}: has migrations this orch does not know: {', '.join(sorted(unknown))}"
+            )
+
+    def _migrate(self) -> None:
+        with self.write():
+            # Under the write lock: two processes opening one fresh database cannot both
+            # migrate it; the second sees the first's work here and stops.
+            version, names = self._version()
+            self._refuse_newer(version, names)
+            if version >= schema.LATEST:
+                return
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
+                "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at DOUBLE PRECISION NOT NULL)"
+            )
+            migrator = _Migrator(self.conn)
+            for seq, (name, step) in enumerate(schema.MIGRATIONS, start=1):
+                if seq <= version:
+                    continue
+                step(migrator)
+                self.conn.execute(
+                    f"INSERT INTO {VERSION_TABLE} (seq, name, applied_at) "
+                    "VALUES (%s, %s, extract(epoch from clock_timestamp()))",
+                    (seq, name),
+                )
+
+    # -- the primitives the noun modules use ---------------------------------------------
+
+    @contextmanager
+    def write(self, *, durable: bool = False) -> Iterator[_Tx]:
+        """One write transaction under the store's global write lock (see the module docstring)."""
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            raise StoreError("nested write transaction")  # a bug, not a state
+        with self._translated(), self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK))
+            if durable:
+                self.conn.execute("SET LOCAL synchronous_commit = on")
+            yield _Tx(self.conn)
+
+    def read(self, sql: str, params: Any = ()) -> list[Any]:
+        with self._translated():
+            return self.conn.execute(dialect.query(sql), tuple(params)).fetchall()
+
+    def one(self, sql: str, params: Any = ()) -> Any | None:
+        rows = self.read(sql, params)
+        return rows[0] if rows else None
+
+    def schema_version(self) -> int:
+        with self._translated():
+            return self._version()[0]
+
+    def integrity(self) -> str:
+        """`ok` when every table of the schema is there (PostgreSQL checks its own pages)."""
+        with self._translated():
+            missing = [
+                t
+                for t in _TABLES
+                if self.conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is None  # type: ignore[index]
+            ]
+        return "ok" if not missing else f"missing tables: {', '.join(missing)}"
+
+
+_TABLES = (
+    "tasks", "transitions", "leases", "effects", "jobs", "verdicts", "commit_statuses", "outbox",
+    "deps", "facts", "inbox", "tracker_states", "rate_windows", "holds", "merge_line",
+)  # fmt: skip
+
+
+def _said(e: BaseException, password: str | None) -> str:
+    """What the driver said, on one line, with the password scrubbed should it appear."""
+    said = " ".join(str(e).split()) or type(e).__name__
+    if password:
+        said = said.replace(password, "***")
+    return said
