@@ -2,9 +2,9 @@
 
 Every test in the first part runs against the local forge (a repository on disk, CI in
 the DB) and the Gitea forge (a fake Gitea on 127.0.0.1 whose repositories are real bare
-git repositories). A `Bench` hides the one thing that differs by design: how a commit gets
-to the forge (the local forge sees the worktree's branch at once; Gitea needs `publish`),
-how CI reports, and how someone else moves the default branch. Where the two forges are
+git repositories). A `Bench` hides what differs by design: how CI reports and how someone
+else moves the default branch. A commit reaches either forge through the port's
+`publish` (a no-op for the local forge, which sees the worktree's branch at once). Where the two forges are
 allowed to differ, the test says so next to the assertion. The second part tests what only
 the Gitea forge has: pull requests, `publish`, and the server's refusals.
 """
@@ -62,17 +62,15 @@ class Bench:
         )
 
     def commit(self, task: Task, files: Mapping[str, str], message: str = "work") -> str:
-        """Commit `files` in the task's worktree, as an agent would, and publish; the new sha."""
+        """Commit `files` in the task's worktree, as an agent would, and publish (as the job
+        runner does, through the port); the new sha."""
         wt = self.forge.ensure_worktree(task)
         for name, text in files.items():
             (wt / name).write_text(text)
         git("add", "-A", cwd=wt)
         git("commit", "-q", "-m", message, cwd=wt)
-        self.publish(task)
+        self.forge.publish(task)
         return git("rev-parse", "HEAD", cwd=wt).stdout.strip()
-
-    def publish(self, task: Task) -> None:
-        raise NotImplementedError
 
     def set_ci(self, task: Task, sha: str, state: str) -> None:
         raise NotImplementedError
@@ -108,9 +106,6 @@ class LocalBench(Bench):
         )
         self.forge = LocalForge(config=config, store=self.store, runner=ProcessRunner(), clock=time.time)
 
-    def publish(self, task: Task) -> None:
-        """Nothing to do: the worktree's branch is the forge's branch."""
-
     def set_ci(self, task: Task, sha: str, state: str) -> None:
         self.store.set_commit_status(
             repo="app", sha=sha, context=CI, state=state, description=None, now=time.time()
@@ -141,9 +136,6 @@ class GiteaBench(Bench):
             runner=ProcessRunner(),
         )
         self.forge = self.gitea_forge
-
-    def publish(self, task: Task) -> None:
-        self.gitea_forge.publish(task)
 
     def set_ci(self, task: Task, sha: str, state: str) -> None:
         self.server.add_status("acme", "app", sha, CI, state)
@@ -393,6 +385,31 @@ def test_remove_worktree_removes_it_and_keeps_the_branch(bench: Bench) -> None:
     assert forge.branch_head(task) == sha
     again = forge.ensure_worktree(task)
     assert again == wt and worktree_head(again) == sha
+
+
+def test_publish_makes_a_commit_visible_and_publishing_again_changes_nothing(bench: Bench) -> None:
+    forge = bench.forge
+    task = bench.task()
+    forge.ensure_worktree(task)
+    nothing = forge.publish(task)  # no commits beyond the default branch: nothing to review
+    assert nothing["pushed"] is False
+    assert forge.branch_ahead(task) is False
+
+    wt = forge.ensure_worktree(task)
+    (wt / "feature.txt").write_text("one\n")
+    git("add", "-A", cwd=wt)
+    git("commit", "-q", "-m", "work", cwd=wt)
+    sha = worktree_head(wt)
+    # Differs by design: the local forge reads the worktree's branch, Gitea the server's.
+    assert forge.branch_head(task) == (sha if bench.kind == "local" else None)
+    first = forge.publish(task)
+    assert first["pushed"] is (bench.kind == "gitea")  # the local forge never pushes
+    assert forge.branch_head(task) == sha
+    assert forge.branch_ahead(task) is True
+    again = forge.publish(task)
+    assert again["pushed"] is False
+    assert forge.branch_head(task) == sha
+    assert bench.default_head() != sha  # publishing never merges
 
 
 # -- Gitea only -------------------------------------------------------------------------------------

@@ -3,9 +3,12 @@
 The first part runs against the local tracker (the orch DB is the tracker, so telling it
 about a stage change does nothing at all) and the Plane tracker (a fake Plane on
 127.0.0.1 and a real SQLite store), through a `Bench` that says what "the tracker shows
-the task at this stage" means for each. The second part tests what only the Plane
-tracker has: the status mapping and its fallbacks, the states cache shared through the
-DB, and the request budget (a listing answers for every item; no request per item).
+the task at this stage" means for each. Then the external side: the runtime holds an
+`ExternalTracker` only when the tracker lives outside orch (the local tracker has none:
+the engine asks `rt.external is None`), and the Plane tracker answers every method of
+that port. The last part tests what only the Plane tracker has: the status mapping and
+its fallbacks, the states cache shared through the DB, and the request budget (a listing
+answers for every item; no request per item).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -33,7 +36,7 @@ from orch.adapters.tracker_plane import (
 )
 from orch.config import DEFAULTS, LOGICAL_STATES
 from orch.errors import IntegrationError, UsageError
-from orch.ports import Tracker
+from orch.ports import ExternalTracker, Item, Tracker
 from orch.store import Store, Task
 
 FAST = RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.02, max_wait=5.0, total_time=5.0)
@@ -609,6 +612,136 @@ def test_relations_are_the_blocking_item_ids(
     tracker = make_tracker(server, http, store, clock, [proj])
     assert tracker.relations(proj, c) == [a, b]
     assert tracker.relations(proj, a) == []
+
+
+# -- the external side: what the engine asks of a tracker that lives outside orch ------------------
+
+
+@pytest.mark.parametrize("kind", ["local", "plane"])
+def test_the_runtime_holds_an_external_tracker_only_when_it_lives_outside_orch(
+    kind: str, setup: Any, server: FakePlane, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if kind == "plane":
+        seeded = add_orch_project(server, "ENG")
+        monkeypatch.setenv("PLANE_API_KEY", server.api_key)
+        setup.update_config(
+            {
+                "tracker": {"kind": "plane"},
+                "plane": {
+                    "base_url": server.url,
+                    "workspace": server.workspace,
+                    "projects": {"ENG": {"id": seeded.id, "repo": "app"}},
+                },
+            }
+        )
+    rt = setup.runtime()
+    try:
+        if kind == "local":
+            assert isinstance(rt.tracker, LocalTracker) and rt.external is None
+        else:
+            assert isinstance(rt.tracker, PlaneTracker) and rt.external is rt.tracker
+            port = [m for m in vars(ExternalTracker) if not m.startswith("_")]
+            assert {"projects", "items", "in_place", "relations", "budget_left", "item_status"} <= set(port)
+            assert all(callable(getattr(rt.external, m)) for m in port)
+            assert [(p.key, p.id, p.repo) for p in rt.external.projects()] == [("ENG", seeded.id, "app")]
+        assert server.count == 0  # wiring asks the tracker nothing
+    finally:
+        rt.close()
+
+
+def test_items_are_records_with_their_logical_status_and_terminal_flag(
+    server: FakePlane, http: httpx.Client, store: Store, clock: Clock
+) -> None:
+    seeded = add_orch_project(server, "ENG", rename={"approved": "Ship it"})
+    proj = project(seeded, approved="Ship it")
+    ids = {
+        logical: server.add_work_item(seeded.id, f"at {logical}", state_id=sid)
+        for logical, sid in seeded.states.items()
+    }
+    tracker = make_tracker(server, http, store, clock, [proj], per_page=5)
+    items = tracker.items(proj)
+    assert all(isinstance(i, Item) for i in items)
+    by_id = {i.id: i for i in items}
+    for n, (logical, iid) in enumerate(ids.items()):
+        assert by_id[iid] == Item(
+            id=iid,
+            sequence=n + 1,
+            title=f"at {logical}",
+            status=logical,
+            terminal=logical in ("done", "cancelled"),
+            state_id=seeded.states[logical],
+        ), logical
+    # Every listed item came with its state expanded: pages only, no states request.
+    assert methods(server) == ["GET work-items"] * 3
+    assert tracker.budget_left() is None  # no budget configured
+
+    # An item without a state: the project's states are read (once), its status is unknown.
+    bare = server.add_work_item(seeded.id, "no state")
+    start = server.count
+    again = {i.id: i for i in tracker.items(proj)}
+    assert again[bare] == Item(bare, len(ids) + 1, "no state", None, False, None)
+    assert methods(server, start) == ["GET work-items"] * 3 + ["GET states"] * 3  # 14 states, 5 a page
+
+
+class Held(NamedTuple):
+    """A project as the engine may hold it: the port's three fields, none of Plane's settings."""
+
+    key: str
+    id: str
+    repo: str
+
+
+def test_a_project_the_engine_holds_is_resolved_to_the_configured_one(
+    server: FakePlane, http: httpx.Client, store: Store, clock: Clock
+) -> None:
+    seeded = add_orch_project(server, "ENG", rename={"approved": "Ship it"})
+    configured = project(seeded, approved="Ship it")
+    other = project(add_orch_project(server, "OPS"), key="OPS", repo="infra")
+    tracker: ExternalTracker = make_tracker(server, http, store, clock, [configured, other])
+    assert [p.key for p in tracker.projects()] == ["ENG", "OPS"]  # configuration order
+    held = Held(key="ENG", id=seeded.id, repo="app")  # the same project, not its settings
+    assert tracker.logical_of(held, name="Ship it", group="started") == "approved"
+    item = server.add_work_item(seeded.id, "x", state_id=seeded.states["approved"])
+    assert [i.status for i in tracker.items(held)] == ["approved"]
+    assert tracker.relations(held, item) == []
+    with pytest.raises(UsageError, match="not configured"):
+        tracker.items(Held(key="WEB", id="p-web", repo="web"))
+
+
+def test_in_place_says_whether_writing_the_stage_back_would_change_anything(
+    server: FakePlane, http: httpx.Client, store: Store, clock: Clock
+) -> None:
+    seeded = add_orch_project(server, "ENG")
+    proj = project(seeded)
+    iid = server.add_work_item(seeded.id, "x", state_id=seeded.states["in_progress"])
+    tracker = make_tracker(server, http, store, clock, [proj])
+    task = linked_task(store, tracker, proj, iid, 1)
+    [item] = tracker.items(proj)
+    assert tracker.in_place(proj, item, "development") is True  # In Progress already
+    assert tracker.in_place(proj, item, "review") is False  # Code Review: a write to do
+    assert tracker.in_place(proj, item, "qa") is True  # a stage that shows as nothing
+    start = server.count
+    assert tracker.in_place(proj, item, "review") is False
+    assert server.count == start  # the states are cached: no request to decide
+    tracker.stage_changed(task._replace(stage="review"), "review")
+    [moved] = tracker.items(proj)
+    assert tracker.in_place(proj, moved, "review") is True and moved.state_id == seeded.states["code_review"]
+
+
+def test_budget_left_counts_down_the_requests_of_the_run(
+    server: FakePlane, http: httpx.Client, store: Store, clock: Clock
+) -> None:
+    seeded = add_orch_project(server, "ENG")
+    proj = project(seeded)
+    first, *_ = [
+        server.add_work_item(seeded.id, f"i{n}", state_id=seeded.states["to_analyse"]) for n in range(3)
+    ]
+    tracker = make_tracker(server, http, store, clock, [proj], budget=5, per_page=2)
+    assert tracker.budget_left() == 5
+    tracker.items(proj)  # two pages
+    assert tracker.budget_left() == 3
+    assert tracker.relations(proj, first) == []
+    assert tracker.budget_left() == 2
 
 
 # -- Plane: the states cache ---------------------------------------------------------------------

@@ -159,6 +159,10 @@ class LocalForge:
             heads[name] = sha
         return heads
 
+    def publish(self, task: Task) -> dict[str, Any]:
+        """Nothing to do: the branch is in the repository the merge reads from."""
+        return {"pushed": False, "head": None, "why": "the local forge has nothing to publish"}
+
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         """Read every task branch's head once (one `git for-each-ref` per repository) for a

@@ -43,7 +43,9 @@ from orch.adapters.plane import TERMINAL_GROUPS, PlaneClient, State, WorkItem
 from orch.config import LOGICAL_STATES, PlaneProject
 from orch.errors import IntegrationError, RetryLater, UsageError
 from orch.names import safe_name
-from orch.store import Store, Task
+from orch.ports import Item, Project
+from orch.records import Task
+from orch.store import Store
 
 __all__ = [
     "DEFAULT_NAMES",
@@ -149,20 +151,33 @@ class PlaneTracker:
                 raise UsageError(f"Plane project {project.key}: unknown status keys {sorted(unknown)}")
         self.client = client
         self.store = store
-        self.projects = dict(projects)
+        self._projects = dict(projects)
         self.states_ttl_s = states_ttl_s
         self.clock = clock
         self.item_fresh_s = item_fresh_s
-        self._by_key = {p.key.upper(): p for p in self.projects.values()}
-        self._by_id = {p.id: p for p in self.projects.values()}
+        self._by_key = {p.key.upper(): p for p in self._projects.values()}
+        self._by_id = {p.id: p for p in self._projects.values()}
         self._memo: dict[str, _Cached] = {}  # project id -> states, as last read or fetched
         self._stale_until: dict[str, float] = {}  # project id -> no refresh before (after a failure)
         self._rechecked: set[str] = set()  # project ids refetched for a state id we did not know
 
     def __repr__(self) -> str:
-        return f"PlaneTracker(client={self.client!r}, projects={sorted(self.projects)})"
+        return f"PlaneTracker(client={self.client!r}, projects={sorted(self._projects)})"
 
     # -- projects and names ------------------------------------------------------------------
+
+    def projects(self) -> list[Project]:
+        """The configured projects, in configuration order."""
+        return list(self._projects.values())
+
+    def _plane(self, project: Project) -> PlaneProject:
+        """The configured project (with its state names) behind a project the engine holds."""
+        found = self._by_id.get(project.id)
+        if found is not None:
+            return found
+        if isinstance(project, PlaneProject):
+            return project  # settings of its own (a check of a project not configured yet)
+        raise UsageError(f"Plane project {project.key} ({project.id}) is not configured")
 
     def project_for(self, project_id: str) -> PlaneProject | None:
         """The configured project with this Plane UUID, or None."""
@@ -176,7 +191,7 @@ class PlaneTracker:
             return None
         return project
 
-    def task_key(self, project: PlaneProject, sequence_id: int) -> str:
+    def task_key(self, project: Project, sequence_id: int) -> str:
         """The orch task key of a work item: `ENG-12`."""
         return safe_name(f"{project.key}-{sequence_id}")
 
@@ -262,7 +277,7 @@ class PlaneTracker:
 
     def logical_of(
         self,
-        project: PlaneProject,
+        project: Project,
         state_id: str | None = None,
         name: str | None = None,
         group: str | None = None,
@@ -272,6 +287,7 @@ class PlaneTracker:
         `cancelled` is cancelled whatever the name; without a group nothing is guessed. A
         UUID listed under several names takes the terminal group among them (`group_of`),
         then the first of its names that is a logical key."""
+        project = self._plane(project)
         names: list[str] = [] if name is None else [name]
         if state_id and (name is None or group is None):
             found = self._states_by_id(project, state_id)
@@ -333,6 +349,41 @@ class PlaneTracker:
                 self._remember(item.id, item.project_id, item.state_id, at=started)
         return items
 
+    def items(self, project: Project) -> list[Item]:
+        """Every work item of the project with its logical status (`list_items`: one request
+        per page). The listing expands each item's state, its group inline: the project's
+        states are read (cached) only when an item came without it."""
+        conf = self._plane(project)
+        listed = self.list_items(conf)
+        groups: dict[str, str] = {}
+        for s in self.states(conf) if any(i.state is None for i in listed) else ():
+            # One UUID under several names (a badly configured project): a terminal group
+            # wins, as in the tracker's own resolution.
+            if groups.get(s.id) not in TERMINAL_GROUPS:
+                groups[s.id] = s.group
+        out = []
+        for item in listed:
+            seen = item.state  # the state Plane resolved for this item: its group cannot alias
+            group = seen.group if seen is not None else groups.get(item.state_id or "")
+            name = seen.name if seen is not None else None
+            out.append(
+                Item(
+                    id=item.id,
+                    sequence=item.sequence_id,
+                    title=item.name,
+                    status=self.logical_of(conf, state_id=item.state_id, name=name, group=group),
+                    terminal=group in TERMINAL_GROUPS,
+                    state_id=item.state_id,
+                )
+            )
+        return out
+
+    def in_place(self, project: Project, item: Item, stage: str) -> bool:
+        """True when the item is in the state `stage` shows as, or `stage` shows as none
+        (reads the project's states, cached; no request for the item)."""
+        target = self.state_for_stage(self._plane(project), stage)
+        return target is None or target.id == item.state_id
+
     def saw_state(self, item_id: str, state_id: str | None) -> None:
         """A webhook said where the item is. Deliveries can come late and out of order, so
         a contradiction only clears what the database believes (the next stage change then
@@ -341,9 +392,9 @@ class PlaneTracker:
         if known is not None and known.state_id is not None and known.state_id != state_id:
             self._remember(item_id, known.project_id or "", None)
 
-    def relations(self, project: PlaneProject, item_id: str) -> list[str]:
+    def relations(self, project: Project, item_id: str) -> list[str]:
         """The ids of the work items that block `item_id` (one request)."""
-        found = self.client.list_relations(project.id, item_id)
+        found = self.client.list_relations(self._plane(project).id, item_id)
         return [r.issue_id for r in found.get("blocked_by", [])]
 
     def item_status(self, task: Task) -> str | None:

@@ -23,7 +23,7 @@ from orch.store import Store
 
 if TYPE_CHECKING:
     from orch.adapters.process import ProcessRunner
-    from orch.ports import Forge, Notifier, Tracker
+    from orch.ports import ExternalTracker, Forge, Notifier, Tracker
 
 
 def actor_name(default: str = "cli") -> str:
@@ -52,7 +52,7 @@ def open_runtime(
     runner = ProcessRunner(hidden=cfg.secret_env_names())
     clock = time.time
     try:
-        tracker = _tracker(cfg, store, clock)
+        tracker, external = _tracker(cfg, store, clock)
         notifier = _notifier(cfg, store, clock)
     except BaseException:
         store.close()
@@ -62,6 +62,7 @@ def open_runtime(
         store=store,
         forge=lambda: _forge(cfg, store, runner, clock),
         tracker=tracker,
+        external=external,
         notifier=notifier,
         runner=runner,
         clock=clock,
@@ -76,11 +77,12 @@ def _http(timeout_s: float) -> Any:
     return httpx.Client(timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)), follow_redirects=False)
 
 
-def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> Tracker:
+def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> tuple[Tracker, ExternalTracker | None]:
+    """The tracker, and the same object again when it is an external one (else None)."""
     if cfg.tracker_kind == "local":
         from orch.adapters.console import LocalTracker
 
-        return LocalTracker()
+        return LocalTracker(), None
     from orch.adapters.plane import PlaneClient, SharedBudget
     from orch.adapters.tracker_plane import PlaneTracker
 
@@ -106,13 +108,14 @@ def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> Tracker:
         if i.plane_requests_per_minute
         else None,
     )
-    return PlaneTracker(
+    plane = PlaneTracker(
         client=client,
         store=store,
         projects=i.plane_projects,
         states_ttl_s=i.plane_states_ttl_s,
         clock=clock,
     )
+    return plane, plane
 
 
 def _notifier(cfg: Config, store: Store | None = None, clock: Callable[[], float] = time.time) -> Notifier:

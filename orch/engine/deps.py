@@ -9,6 +9,7 @@ every task in it and raises one alert per cycle. Kill-switch `deps.enabled`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from orch import log
@@ -163,12 +164,12 @@ def check_cycles(rt: Runtime) -> list[list[str]]:
     return found
 
 
-def ingest(rt: Runtime, *, progress: Any = None) -> dict[str, Any]:
+def ingest(rt: Runtime, *, progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Make the tracker's "blocked by" relations orch dependencies (one request per linked,
     unfinished task). A blocker with no task is reported and ignored; a cycle is refused
     and reported; one failing item never stops the run."""
-    tracker: Any = rt.tracker
-    if not hasattr(tracker, "relations"):
+    tracker = rt.external
+    if tracker is None:
         raise UsageError('the configured tracker has no relations to ingest ([tracker] kind = "local")')
     todo = [
         t
@@ -180,7 +181,7 @@ def ingest(rt: Runtime, *, progress: Any = None) -> dict[str, Any]:
         if progress is not None:
             progress("ingest", n, len(todo))
         project = tracker.project_of_task(task)
-        if project is None:
+        if project is None or task.tracker_ref is None:
             continue
         try:
             blockers = tracker.relations(project, task.tracker_ref)

@@ -142,34 +142,35 @@ def handle(rt: Runtime, source: str, body: bytes, headers: Mapping[str, str]) ->
         return _pull_request(rt, event)
     if isinstance(event, payloads.PlaneWorkItemEvent):
         return _plane(rt, event)
-    return f"ignored: {source} {getattr(event, 'event', '?')} event"
+    return f"ignored: {source} {event.event} event"  # Unknown: the only kind left
 
 
 def _plane(rt: Runtime, ev: payloads.PlaneWorkItemEvent) -> str:
     """A work item changed: only its state matters (Plane sends one webhook per field)."""
-    if rt.config.tracker_kind != "plane":
+    tracker = rt.external
+    if tracker is None:
         return "ignored: no Plane tracker is configured"
     from orch.engine import tracker_events
 
-    tracker = rt.tracker
-    project = tracker.project_for(ev.project_id or "")  # type: ignore[attr-defined]
+    project = tracker.project_for(ev.project_id or "")
     if project is None:
         return f"ignored: project {ev.project_id} is not configured"
     if ev.action in ("deleted", "delete"):
         logical: str | None = "cancelled"
     elif ev.action in ("created", "create") or ev.field == "state" or "state" in ev.changed:
         state = ev.state
-        logical = tracker.logical_of(  # type: ignore[attr-defined]
+        logical = tracker.logical_of(
             project,
             state_id=(state.id if state else ev.state_id),
             name=state.name if state else None,
             group=state.group if state else None,
         )
-        tracker.saw_state(ev.work_item_id, state.id if state else ev.state_id)  # type: ignore[attr-defined]
+        tracker.saw_state(ev.work_item_id, state.id if state else ev.state_id)
     else:
         return f"ignored: {ev.field or 'a field'} changed"
     return tracker_events.on_item_state(
         rt,
+        tracker=tracker,
         project=project,
         item_id=ev.work_item_id,
         sequence_id=ev.sequence_id,

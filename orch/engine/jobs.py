@@ -230,10 +230,9 @@ def _run(rt: Runtime, job: Job) -> JobReport:
         stall_timeout_s=agent.stall_timeout_s,
     )
     hook(rt, "after_run", worktree, hook_env, log, required=False)
-    publish = getattr(rt.forge, "publish", None)
-    if out.state == "succeeded" and publish is not None:
+    if out.state == "succeeded":
         try:
-            publish(task)  # a remote forge: push the branch, open the pull request
+            rt.forge.publish(task)  # a remote forge: push the branch, open the pull request
         except OrchError as e:
             return _after(rt, job, task, "failed", None, f"publishing the branch failed: {e}", None)
     head = rt.forge.branch_head(task)

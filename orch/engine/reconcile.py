@@ -33,20 +33,31 @@ so a run every minute repeats nothing. Counters per run and in total live in the
 from __future__ import annotations
 
 import time
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 from orch import log
+from orch.config import Transition
 from orch.engine import advance as advance_mod
 from orch.engine import deps, lease_names, tasks, tracker_events
-from orch.engine.gates import evaluate_until_red
+from orch.engine.gates import GateResult, evaluate_until_red
 from orch.engine.runtime import Runtime
 from orch.errors import RetryLater
 from orch.identity import is_alive
-from orch.ports import ExternalTracker
+from orch.ports import Item, Project
 from orch.store import Task
 
 WRITE_BACK_RESERVE = 10  # requests of a run's budget the listing leaves for write-backs
 GUARDS = ("human", "terminal", "escalated", "blocked", "tracker_unreadable", "lease", "deps")
+
+
+class Listed(NamedTuple):
+    """A tracker item as this run's listing showed it, and the project it was listed in."""
+
+    project: Project
+    item: Item
+
+
+Listing = dict[str, Listed]  # item id -> what the listing showed
 
 
 def _counters() -> dict[str, Any]:
@@ -84,35 +95,27 @@ def reconcile(rt: Runtime, *, dry_run: bool = False) -> dict[str, Any]:
     return report
 
 
-def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any] | None, set[str]]:
-    """item id -> (project, item, logical state, group), one listing per project; and the
-    projects whose listing failed (their tasks are skipped, conservatively)."""
-    if rt.config.tracker_kind == "local":
+def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[Listing | None, set[str]]:
+    """The items of every project, one listing per project (None with the local tracker);
+    and the projects whose listing failed (their tasks are skipped, conservatively)."""
+    tracker = rt.external
+    if tracker is None:
         return None, set()
-    tracker: Any = rt.tracker
-    out: dict[str, Any] = {}
+    out: Listing = {}
     failed: set[str] = set()
-    projects = list(rt.config.integrations.plane_projects.values())
+    projects = tracker.projects()
     # The request budget may not cover every project in one run: start where the last run
     # stopped, so that every project gets its turn (its tasks wait, conservatively).
     cursor = rt.store.fact("reconcile_cursor")
     start = int(cursor[0]) % len(projects) if cursor and projects else 0
     order = projects[start:] + projects[:start]
     for n, project in enumerate(order):
-        left = tracker.budget_left() if hasattr(tracker, "budget_left") else None
+        left = tracker.budget_left()
         try:
             if left is not None and left < WRITE_BACK_RESERVE and n > 0:
                 # Keep some of the run's budget for writing stages back to the tracker.
                 raise RetryLater(f"{left} requests left, kept for write-backs", delay=60)
-            items = tracker.list_items(project)
-            groups: dict[str, str] = {}
-            # The listing expands each item's state (its group inline): the project's
-            # states are fetched only when an item came without it.
-            for s in tracker.states(project) if any(i.state is None for i in items) else ():
-                # One UUID under several names (a badly configured project): a terminal
-                # group wins, as in the tracker's own resolution.
-                if groups.get(s.id) not in ("completed", "cancelled"):
-                    groups[s.id] = s.group
+            items = tracker.items(project)
         except RetryLater as e:  # the run's request budget is spent: the rest next time
             rest = order[n:]
             failed.update(p.key for p in rest)
@@ -127,30 +130,28 @@ def _tracker_listing(rt: Runtime, report: dict[str, Any]) -> tuple[dict[str, Any
             log.warning("reconcile_tracker_failed", project=project.key, error=str(e))
             continue
         for item in items:
-            seen = item.state  # the state Plane resolved for this item: its group cannot alias
-            group = seen.group if seen is not None else groups.get(item.state_id)
-            name = seen.name if seen is not None else None
-            logical = tracker.logical_of(project, state_id=item.state_id, name=name, group=group)
-            out[item.id] = (project, item, logical, group)
+            out[item.id] = Listed(project, item)
     else:
         if projects:
             rt.store.set_fact("reconcile_cursor", start, now=rt.now())
     return out, failed
 
 
-def _tracker_side(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
+def _tracker_side(rt: Runtime, listing: Listing, report: dict[str, Any]) -> None:
     _replay(rt, listing, report)
     _write_back(rt, listing, report)
 
 
-def _write_back(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
+def _write_back(rt: Runtime, listing: Listing, report: dict[str, Any]) -> None:
     """Show each linked task's stage in the tracker again: a write-back that failed (the
     budget was spent, Plane was down) is not lost. The listing just said where each item
     is, so an item in place costs no request; a person's pause (Blocked, Needs Input) is
     never overwritten."""
-    tracker: Any = rt.tracker
-    for item_id, (project, item, logical, group) in listing.items():
-        if group in ("completed", "cancelled") or logical in ("blocked", "needs_input"):
+    tracker = rt.external
+    assert tracker is not None  # a listing comes from it
+    for item_id, (project, item) in listing.items():
+        logical = item.status
+        if item.terminal or logical in ("blocked", "needs_input"):
             continue
         task = rt.store.task_for_ref(item_id)
         if task is None or task.blocked or rt.config.is_terminal(task.stage):
@@ -159,8 +160,7 @@ def _write_back(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) ->
         if stage is not None and stage.human and logical in ("approved", "rejected"):
             continue  # a person's verdict at a person's gate stays where they put it
         try:
-            target = tracker.state_for_stage(project, task.stage)
-            if target is None or target.id == item.state_id:
+            if tracker.in_place(project, item, task.stage):
                 continue  # in place: nothing to write
             rt.tracker.stage_changed(task, task.stage)
         except RetryLater:
@@ -171,16 +171,17 @@ def _write_back(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) ->
             report["errors"].append(f"write-back {task.key}: {e}")
 
 
-def _gone(rt: Runtime, listing: dict[str, Any], unreadable: set[str], report: dict[str, Any]) -> None:
+def _gone(rt: Runtime, listing: Listing, unreadable: set[str], report: dict[str, Any]) -> None:
     """Plane sends no webhook when an item is deleted or archived, and its listing drops
     such items (drafts and triage too): a live task whose item is missing from a listing
     that was read is asked about once (one GET). Only a 404, `archived_at` or a Cancelled
     state cancels it; an error answer never does (the next run asks again)."""
-    tracker = cast(ExternalTracker, rt.tracker)
+    tracker = rt.external
+    assert tracker is not None  # a listing comes from it
     for task in rt.store.list_tasks(limit=1_000_000):
         if task.tracker_ref is None or task.tracker_ref in listing or rt.config.is_terminal(task.stage):
             continue
-        project = rt.tracker.project_of_task(task)  # type: ignore[attr-defined]
+        project = tracker.project_of_task(task)
         if project is None or project.key in unreadable:
             continue  # not listed this run: absence says nothing
         try:
@@ -206,12 +207,13 @@ def _gone(rt: Runtime, listing: dict[str, Any], unreadable: set[str], report: di
         log.info("reconcile_item_gone", task=task.key, status=status)
 
 
-def _replay(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> None:
-    for item_id, (project, item, logical, group) in listing.items():
-        if group == "completed":
+def _replay(rt: Runtime, listing: Listing, report: dict[str, Any]) -> None:
+    tracker = rt.external
+    assert tracker is not None  # a listing comes from it
+    for item_id, (project, item) in listing.items():
+        logical = item.status
+        if item.terminal and logical != "cancelled":
             continue  # done in the tracker: never replayed (a Done aliasing Approved included)
-        if group == "cancelled":
-            logical = "cancelled"  # a lost Cancelled webhook: the task must stop all the same
         if logical not in ("to_analyse", "in_progress", "approved", "rejected", "cancelled"):
             continue
         if logical == "cancelled" and _settled(rt, item_id):
@@ -219,10 +221,11 @@ def _replay(rt: Runtime, listing: dict[str, Any], report: dict[str, Any]) -> Non
         try:
             result = tracker_events.on_item_state(
                 rt,
+                tracker=tracker,
                 project=project,
                 item_id=item_id,
-                sequence_id=item.sequence_id,
-                title=item.name,
+                sequence_id=item.sequence,
+                title=item.title,
                 logical=logical,
             )
         except Exception as e:
@@ -243,12 +246,12 @@ def _settled(rt: Runtime, item_id: str) -> bool:
 
 
 def _gate_side(
-    rt: Runtime, listing: dict[str, Any] | None, unreadable: set[str], report: dict[str, Any], dry_run: bool
+    rt: Runtime, listing: Listing | None, unreadable: set[str], report: dict[str, Any], dry_run: bool
 ) -> None:
     """Look first (guards and gates, read-only, against one forge snapshot), then move:
     each green task goes through `advance`, which takes the lease and checks again."""
     cfg, c = rt.config, report["counters"]
-    green: list[tuple[Task, Any, list[Any]]] = []
+    green: list[tuple[Task, Transition, list[GateResult]]] = []
     with rt.forge.snapshot():
         for stage in cfg.stages.values():
             if stage.terminal:
@@ -307,24 +310,27 @@ def _gate_side(
             c["deferred_lease"] += 1
 
 
-def _guard(
-    rt: Runtime, task: Task, human: bool, listing: dict[str, Any] | None, unreadable: set[str]
-) -> str | None:
+def _guard(rt: Runtime, task: Task, human: bool, listing: Listing | None, unreadable: set[str]) -> str | None:
     cfg = rt.config
     if human:
         return "human"
     tracked = listing.get(task.tracker_ref) if listing is not None and task.tracker_ref else None
-    if tracked is not None and tracked[3] in ("completed", "cancelled"):
+    if tracked is not None and tracked.item.terminal:
         return "terminal"
     if task.escalated:
         return "escalated"
     if task.blocked:
         return "blocked"
-    if cfg.reconcile_skip_blocked_enabled and task.tracker_ref and listing is not None:
-        project = rt.tracker.project_of_task(task)  # type: ignore[attr-defined]
+    if (
+        cfg.reconcile_skip_blocked_enabled
+        and task.tracker_ref
+        and rt.external is not None
+        and listing is not None
+    ):
+        project = rt.external.project_of_task(task)
         if project is None or project.key in unreadable:
             return "tracker_unreadable"
-        if tracked is not None and tracked[2] in ("blocked", "needs_input"):
+        if tracked is not None and tracked.item.status in ("blocked", "needs_input"):
             return "blocked"
     lease = rt.store.get_lease(lease_names.task(task.key))
     if lease is not None and is_alive(lease.owner):
@@ -334,7 +340,7 @@ def _guard(
     return None
 
 
-def _green(rt: Runtime, task: Task) -> tuple[Any, list[Any]] | None:
+def _green(rt: Runtime, task: Task) -> tuple[Transition, list[GateResult]] | None:
     """The first transition whose gates are green, read against the forge snapshot."""
     for tr in rt.config.transitions_from(task.stage):
         results = evaluate_until_red(rt, task, tr.gates)

@@ -8,13 +8,17 @@ from orch.config import Config
 from orch.engine import lease_names
 from orch.errors import UsageError
 from orch.identity import Owner
-from orch.ports import Forge, Notifier, Runner, Tracker
+from orch.ports import ExternalTracker, Forge, Notifier, Runner, Tracker
 from orch.store import Store, Task
 
 
 class Runtime:
     """The wiring of one process. `forge` is built on first use: a red gate that never
-    looks at git should not pay for the forge's imports."""
+    looks at git should not pay for the forge's imports.
+
+    `tracker` is told about stage changes; `external` is the same tracker when it lives
+    outside orch (Plane) and its items steer tasks, None with the local tracker: the
+    engine asks `external is None`, never which kind of tracker is configured."""
 
     def __init__(
         self,
@@ -23,6 +27,7 @@ class Runtime:
         store: Store,
         forge: Forge | Callable[[], Forge],
         tracker: Tracker,
+        external: ExternalTracker | None = None,
         notifier: Notifier,
         runner: Runner,
         clock: Callable[[], float],
@@ -33,6 +38,7 @@ class Runtime:
         self.store = store
         self._forge = forge
         self.tracker = tracker
+        self.external = external
         self.notifier = notifier
         self.runner = runner
         self.clock = clock

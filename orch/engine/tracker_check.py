@@ -17,14 +17,13 @@ irreversible effect and `[tracker] check_before_effects = false` cost nothing.
 
 from __future__ import annotations
 
-from typing import NamedTuple, cast
+from typing import NamedTuple
 
 from orch import log
 from orch.config import Transition
 from orch.engine import tasks
 from orch.engine.runtime import Runtime
 from orch.errors import IntegrationError, RetryLater
-from orch.ports import ExternalTracker
 from orch.store import Task
 
 
@@ -38,11 +37,11 @@ class Stop(NamedTuple):
 def before_effects(rt: Runtime, task: Task, tr: Transition) -> Stop | None:
     """None: go on. Else the transition stops before its first effect."""
     cfg = rt.config
-    if not cfg.tracker_check_before_effects or cfg.tracker_kind == "local" or task.tracker_ref is None:
+    tracker = rt.external
+    if not cfg.tracker_check_before_effects or tracker is None or task.tracker_ref is None:
         return None
     if not any(cfg.effects[e].irreversible for e in tr.effects):
         return None
-    tracker = cast(ExternalTracker, rt.tracker)
     try:
         status = tracker.item_status(task)
     except (IntegrationError, RetryLater) as e:

@@ -16,20 +16,20 @@ terminal states by their group, never by a name or a UUID alone.
 
 from __future__ import annotations
 
-from typing import Any
-
 from orch import log
 from orch.engine import advance as advance_mod
 from orch.engine import tasks
 from orch.engine.runtime import Runtime
 from orch.errors import OrchError, UsageError
+from orch.ports import ExternalTracker, Project
 from orch.store import Audit
 
 
 def on_item_state(
     rt: Runtime,
     *,
-    project: Any,
+    tracker: ExternalTracker,
+    project: Project,
     item_id: str,
     sequence_id: int | None,
     title: str | None,
@@ -38,7 +38,7 @@ def on_item_state(
     task = rt.store.task_for_ref(item_id)
     if logical in ("to_analyse", "in_progress"):
         if task is None:
-            return _create(rt, project, item_id, sequence_id, title, logical)
+            return _create(rt, tracker, project, item_id, sequence_id, title, logical)
         if task.blocked and not task.escalated:
             if tasks.blocked_by(rt, task) != "tracker":
                 # The tracker still shows what orch wrote before the block: that is no
@@ -73,14 +73,22 @@ def on_item_state(
     return f"ignored: {task.key} is {logical or 'in an unmapped state'} in the tracker"
 
 
-def _create(rt: Runtime, project: Any, item_id: str, seq: int | None, title: str | None, logical: str) -> str:
+def _create(
+    rt: Runtime,
+    tracker: ExternalTracker,
+    project: Project,
+    item_id: str,
+    seq: int | None,
+    title: str | None,
+    logical: str,
+) -> str:
     cfg = rt.config
     if seq is None:
         raise UsageError(f"work item {item_id} has no sequence id: cannot name its task")
     stage = cfg.initial_stage
     if logical == "in_progress" and "development" in cfg.stages:
         stage = "development"  # work starts without an analysis
-    key = rt.tracker.task_key(project, seq)  # type: ignore[attr-defined]
+    key = tracker.task_key(project, seq)
     agent = cfg.stages[stage].agent
     task, created = rt.store.ensure_task_for_ref(
         ref=item_id,
