@@ -2,118 +2,124 @@
 
 `orch advance` runs from cron, CI steps and hooks; importing typer (and its bundled
 click) costs ~40 ms, more than everything else the command does. So `main()` first
-offers argv to `run()`: if it is exactly one of the forms below, it is handled here with
-the same library call and the same rendering as the typer command; anything else
-(`--help`, an option this parser does not know, a typo) returns None and typer takes
-over, so typer stays the one definition of the interface and its error messages.
+offers argv to `run()`: if `parse()` recognises exactly one of the forms below, the
+command's one body in orch.cli.machine runs (the same function the typer command
+calls); anything else (`--help`, an option this parser does not know, a repeated flag,
+a typo) parses to None and typer takes over, so typer stays the one definition of the
+interface and of its error messages.
 
-    orch [-c PATH | --config PATH] advance KEY [--expect STAGE] [--json]
-    orch [-c PATH | --config PATH] tick [--json]
-    orch [-c PATH | --config PATH] job run (--next | ID) [--json]
+    orch [-c PATH | --config PATH | --config=PATH] advance KEY [--expect STAGE] [--json]
+    orch [-c PATH | --config PATH | --config=PATH] tick [--json] [--no-spawn]
+    orch [-c PATH | --config PATH | --config=PATH] job run (--next | ID) [--json]
 
-A test runs each form both ways and compares exit codes and output.
+Options may come in any order, before or after the positional argument, as click
+allows. tests/test_cli_parity.py checks `parse(argv)` against typer's own parsing, form
+by form and on seeded random argv, and runs each form both ways as real processes
+(`ORCH_TEST_NO_FAST_PATH=1` sends everything to typer) comparing output, exit code and
+the resulting state.
 """
 
 from __future__ import annotations
 
-import sys
+import os
+from typing import Any, NamedTuple
+
+# The commands, each with its flags and its options that take a value, named as the
+# typer command's parameters (and orch.cli.machine's keyword arguments).
+_FLAGS: dict[tuple[str, ...], dict[str, str]] = {
+    ("advance",): {"--json": "json_"},
+    ("tick",): {"--json": "json_", "--no-spawn": "no_spawn"},
+    ("job", "run"): {"--json": "json_", "--next": "next_"},
+}
+_VALUES: dict[tuple[str, ...], dict[str, str]] = {("advance",): {"--expect": "expect"}}
+_POSITIONAL: dict[tuple[str, ...], str] = {("advance",): "key", ("job", "run"): "job_id"}
+_FUNCTIONS = {("advance",): "advance", ("tick",): "tick", ("job", "run"): "job_run"}
+
+# Set by the tests that run each form through typer as well.
+DISABLE_VARIABLE = "ORCH_TEST_NO_FAST_PATH"
 
 
-def _parse_advance(args: list[str]) -> dict[str, object] | None:
-    out: dict[str, object] = {"key": None, "expect": None, "json": False}
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a == "--json":
-            out["json"] = True
-        elif a == "--expect" and i + 1 < len(args) and not args[i + 1].startswith("-"):
-            out["expect"] = args[i + 1]
-            i += 1
-        elif a.startswith("--expect=") and len(a) > len("--expect="):
-            out["expect"] = a[len("--expect=") :]
-        elif not a.startswith("-") and out["key"] is None:
-            out["key"] = a
-        else:
-            return None
-        i += 1
-    return out if out["key"] else None
+class Call(NamedTuple):
+    """A recognised form: the command path, the root's --config and the command's parameters."""
+
+    command: tuple[str, ...]
+    config: str | None
+    params: dict[str, Any]
 
 
-def _flags(args: list[str], allowed: set[str]) -> set[str] | None:
-    return set(args) if set(args) <= allowed and len(set(args)) == len(args) else None
-
-
-def run(argv: list[str]) -> int | None:
-    """Handle argv if it is a fast-path form; None means "let typer do it"."""
+def parse(argv: list[str]) -> Call | None:
+    """argv as a fast-path form, or None for "let typer parse it"."""
     config = None
     args = list(argv)
     if args[:1] in (["-c"], ["--config"]) and len(args) >= 2:
         config, args = args[1], args[2:]
     elif args and args[0].startswith("--config="):
         config, args = args[0][len("--config=") :], args[1:]
-    if not args:
+    command = next((c for c in _FUNCTIONS if tuple(args[: len(c)]) == c), None)
+    if command is None:
         return None
-    if args[0] == "advance":
-        parsed = _parse_advance(args[1:])
-        if parsed is None:
-            return None
-        return _advance(config, str(parsed["key"]), parsed["expect"], bool(parsed["json"]))  # type: ignore[arg-type]
-    if args[0] == "tick":
-        flags = _flags(args[1:], {"--json"})
-        if flags is None:
-            return None
-        return _tick(config, "--json" in flags)
-    if args[:2] == ["job", "run"]:
-        rest = args[2:]
-        job_id: int | None = None
-        if "--next" in rest:
-            rest = [a for a in rest if a != "--next"]
-        elif rest and rest[0].isdigit():
-            job_id, rest = int(rest[0]), rest[1:]
+    params = _parse_command(command, args[len(command) :])
+    return None if params is None else Call(command, config, params)
+
+
+def _parse_command(command: tuple[str, ...], args: list[str]) -> dict[str, Any] | None:
+    flags, values, positional = _FLAGS[command], _VALUES.get(command, {}), _POSITIONAL.get(command)
+    params: dict[str, Any] = {name: False for name in flags.values()}
+    params.update({name: None for name in values.values()})
+    if positional:
+        params[positional] = None
+    seen: set[str] = set()
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, _, inline = a.partition("=")
+        if a in flags and a not in seen:
+            params[flags[a]] = True
+        elif name in values and name not in seen:
+            if inline or "=" in a:
+                value = inline
+            elif i + 1 < len(args) and not args[i + 1].startswith("-"):
+                value, i = args[i + 1], i + 1
+            else:
+                return None
+            if not value:
+                return None
+            params[values[name]] = value
+        elif positional and not a.startswith("-") and params[positional] is None:
+            params[positional] = _positional(command, a)
+            if params[positional] is None:
+                return None
         else:
             return None
-        flags = _flags(rest, {"--json"})
-        if flags is None:
-            return None
-        return _job(config, job_id, "--json" in flags)
-    return None
+        seen.add(name)
+        i += 1
+    if command == ("advance",) and params["key"] is None:
+        return None
+    return params
 
 
-def _advance(config: str | None, key: str, expect: str | None, as_json: bool) -> int:
-    from orch.app import open_runtime
-    from orch.cli.render import advance_result
-    from orch.engine.advance import advance
+def _positional(command: tuple[str, ...], value: str) -> Any:
+    if command != ("job", "run"):
+        return value
+    # What click's INT accepts, restricted to plain ASCII digits; anything else is typer's.
+    return int(value) if value.isascii() and value.isdigit() else None
 
-    rt = open_runtime(config_path=config, create=False)
+
+def run(argv: list[str]) -> int | None:
+    """Run argv if it is a fast-path form; None means "let typer do it"."""
+    if os.environ.get(DISABLE_VARIABLE):
+        return None
+    call = parse(argv)
+    if call is None:
+        return None
+    from orch import log
+
     try:
-        result = advance(rt, key, expect=expect)
-    finally:
-        rt.close()
-    sys.stdout.flush()
-    return advance_result(result, as_json=as_json)
+        # What typer's root callback does first: a bad ORCH_LOG_* value is its usage error.
+        log.configure()
+    except ValueError:
+        return None
+    from orch.cli import machine
 
-
-def _tick(config: str | None, as_json: bool) -> int:
-    from orch.app import open_runtime
-    from orch.cli.render import tick_report
-    from orch.engine.tick import tick
-
-    rt = open_runtime(config_path=config, actor="tick", create=True)
-    try:
-        report = tick(rt)
-    finally:
-        rt.close()
-    return tick_report(report, as_json=as_json)
-
-
-def _job(config: str | None, job_id: int | None, as_json: bool) -> int:
-    from orch.app import open_runtime
-    from orch.cli.render import job_report
-    from orch.engine.jobs import run_one
-
-    rt = open_runtime(config_path=config, actor="runner", create=False)
-    try:
-        report = run_one(rt, job_id)
-    finally:
-        rt.close()
-    return job_report(report, as_json=as_json)
+    result: int = getattr(machine, _FUNCTIONS[call.command])(call.config, **call.params)
+    return result

@@ -20,22 +20,10 @@ def advance(
 
     Example: orch advance ORCH-12 --expect development
     """
-    from orch.engine.advance import advance as do_advance
+    from orch.cli import machine
+    from orch.cli.commands import _state
 
-    result = do_advance(runtime(), key, expect=expect)
-    if json_:
-        emit_json(result.as_dict())
-    else:
-        from orch.cli.render import safe_text
-
-        if result.outcome == "advanced":
-            typer.echo(safe_text(f"{key}: {result.stage} -> {result.to_stage}"))
-        else:
-            typer.echo(
-                safe_text(f"{key}: {result.outcome} at {result.stage}: {result.message}"),
-                err=result.exit_code != 0,
-            )
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(machine.advance(_state["config"], key=key, expect=expect, json_=json_))
 
 
 def _ts(t: float) -> str:

@@ -7,7 +7,6 @@ import typer
 from orch.cli.commands import app, emit_json, runtime
 from orch.cli.complete import KEY
 from orch.cli.relay import event_app
-from orch.cli.render import tick_report
 
 JSON = typer.Option(False, "--json", help="Print JSON.")
 
@@ -23,12 +22,10 @@ def tick(
 
     Example: * * * * * cd /srv/app && orch tick >> .orch/tick.log 2>&1
     """
-    from orch.cli.render import terminal_progress
-    from orch.engine.tick import tick as do_tick
+    from orch.cli import machine
+    from orch.cli.commands import _state
 
-    with terminal_progress() as progress:
-        report = do_tick(runtime(actor="tick", create=True), spawn=not no_spawn, progress=progress)
-    raise typer.Exit(tick_report(report, as_json=json_))
+    raise typer.Exit(machine.tick(_state["config"], json_=json_, no_spawn=no_spawn))
 
 
 @app.command("reap")
@@ -106,14 +103,10 @@ def job_run(
 
     Example: orch job run 42
     """
-    from orch.cli.render import job_report
-    from orch.engine import jobs
+    from orch.cli import machine
+    from orch.cli.commands import _state
 
-    if (job_id is None) == (not next_):
-        from orch.errors import UsageError
-
-        raise UsageError("give a job id or --next (not both)")
-    raise typer.Exit(job_report(jobs.run_one(runtime(actor="runner"), job_id), as_json=json_))
+    raise typer.Exit(machine.job_run(_state["config"], job_id=job_id, next_=next_, json_=json_))
 
 
 deps_app = typer.Typer(
