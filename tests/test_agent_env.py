@@ -120,3 +120,42 @@ def test_an_unexpected_error_at_the_start_ends_the_job_failed_not_running(setup:
     assert "IsADirectoryError" in (ended.reason or "")
     retry = [j for j in rt.store.jobs(task_id=task.id) if j.id != job.id]
     assert len(retry) == 1 and retry[0].state == "queued"  # retried like any failure
+
+
+def test_every_workspace_hook_gets_the_task_variables_and_the_job_hooks_the_jobs_too(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One hook runner (orch/command_env.py): the forge's hooks and the job's see the same
+    task variables; before_run and after_run also the job's own, never the agent's pass_env."""
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", SECRETS["TELEGRAM_BOT_TOKEN"])
+    trail = setup.root / "hooks.env"
+    dump = f"env | grep '^ORCH_' | sed \"s/^/$ORCH_HOOK:/\" >> {trail}"
+    setup.update_config(
+        {
+            "workspace": {h: dump for h in ("after_create", "before_run", "after_run", "before_remove")},
+            "agents": {"analyst": {"command": "true", "pass_env": ["TELEGRAM_BOT_TOKEN"]}},
+        }
+    )
+    rt = setup.runtime()
+    task = tasks.add(rt, "hooks see the task")
+    (report,) = jobs.work(rt, max_jobs=1)
+    assert report.state == "succeeded", report
+    tasks.cancel(rt, task.key, "done looking")
+    lines = trail.read_text().splitlines()
+    worktree = str(rt.forge.worktree_path(task))
+    for hook in ("after_create", "before_run", "after_run", "before_remove"):
+        seen = {ln.split(":", 1)[1] for ln in lines if ln.startswith(hook + ":")}
+        for var in (
+            f"ORCH_TASK_KEY={task.key}",
+            "ORCH_TASK_TITLE=hooks see the task",
+            f"ORCH_TASK_REPO={task.repo}",
+            f"ORCH_STAGE={'cancelled' if hook == 'before_remove' else 'analysis'}",
+            "ORCH_RETRIES=0",
+            f"ORCH_BRANCH={rt.forge.branch(task)}",
+            f"ORCH_WORKTREE={worktree}",
+            f"ORCH_HOOK={hook}",
+        ):
+            assert var in seen, (hook, var, sorted(seen))
+        job_vars = {v.split("=", 1)[0] for v in seen} & {"ORCH_JOB_ID", "ORCH_AGENT", "ORCH_HOME"}
+        assert job_vars == ({"ORCH_JOB_ID", "ORCH_AGENT", "ORCH_HOME"} if "_run" in hook else set()), hook
+    assert SECRETS["TELEGRAM_BOT_TOKEN"] not in trail.read_text()

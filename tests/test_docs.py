@@ -193,10 +193,11 @@ def test_testing_doc_lists_every_fault_point() -> None:
 
 
 def test_agents_doc_lists_every_agent_variable() -> None:
-    """Every ORCH_* variable that engine/env.py and engine/jobs.py give an agent."""
-    src = "".join((ROOT / "orch" / "engine" / n).read_text(encoding="utf-8") for n in ("env.py", "jobs.py"))
+    """Every ORCH_* variable that command_env.py, engine/env.py and engine/jobs.py give an agent."""
+    files = ("command_env.py", "engine/env.py", "engine/jobs.py")
+    src = "".join((ROOT / "orch" / n).read_text(encoding="utf-8") for n in files)
     names = set(re.findall(r"\b(ORCH_[A-Z_]+)\b", src))
-    assert names, "found no ORCH_* variables in engine/env.py and engine/jobs.py"
+    assert names, f"found no ORCH_* variables in {files}"
     text = _doc("agents.md")
     missing = sorted(n for n in names if f"`{n}`" not in text)
     assert not missing, f"agent variables missing from docs/agents.md: {missing}"

@@ -28,7 +28,7 @@ from typing import Any, Literal, NamedTuple
 from orch import log
 from orch.adapters.git import GitError, git
 from orch.adapters.gitea import GiteaClient, MergeConflict, PullRequest
-from orch.adapters.workspace import run_hook
+from orch.command_env import run_hook
 from orch.errors import BranchBehind, Busy, EffectFailed, NotReady, RetryLater, UsageError
 from orch.names import inside, safe_name
 from orch.ports import Runner
@@ -229,16 +229,17 @@ class GiteaForge:
         return self.log_dir / f"hooks-{safe_name(task.key)}.log"
 
     def _hook(self, name: str, task: Task, path: Path) -> bool:
-        return run_hook(
+        out = run_hook(
             self.runner,
             self.hooks.get(name),
             name=name,
             task=task,
             branch=self.branch(task),
-            path=path,
+            cwd=path,
             log_path=self._hook_log(task),
             timeout_s=self.hook_timeout_s,
         )
+        return out is None or out.state == "succeeded"
 
     # -- publishing --------------------------------------------------------------------------
 

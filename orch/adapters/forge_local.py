@@ -18,7 +18,7 @@ from typing import Any
 
 from orch import log
 from orch.adapters.git import GitError, clear_stale_locks, git, in_progress
-from orch.adapters.workspace import run_hook
+from orch.command_env import run_hook
 from orch.config import Config, Repo
 from orch.errors import BranchBehind, EffectFailed, UsageError
 from orch.names import inside, safe_name
@@ -117,16 +117,17 @@ class LocalForge:
         return self.config.log_dir / f"hooks-{safe_name(task.key)}.log"
 
     def _hook(self, name: str, task: Task, path: Path) -> bool:
-        return run_hook(
+        out = run_hook(
             self.runner,
             self.config.hooks.get(name),
             name=name,
             task=task,
             branch=self.branch(task),
-            path=path,
+            cwd=path,
             log_path=self._hook_log(task),
             timeout_s=self.config.hook_timeout_s,
         )
+        return out is None or out.state == "succeeded"
 
     def remove_worktree(self, task: Task) -> None:
         repo = self.config.repos.get(task.repo)

@@ -18,7 +18,7 @@ from typing import Any
 
 from orch import faults, log
 from orch.config import Effect, Transition
-from orch.engine.env import task_env
+from orch.engine import env
 from orch.engine.runtime import Runtime
 from orch.errors import (
     BranchBehind,
@@ -259,13 +259,8 @@ def _do(rt: Runtime, task: Task, tkey: str, eff: Effect) -> dict[str, Any]:
             task.id, tkey, eff.name, owner=rt.owner, pid=pid, pgid=pid, start=process_start_time(pid)
         )
 
-    out = rt.runner.run(
-        eff.command,
-        cwd=rt.config.base_dir,
-        env=task_env(rt, task, pass_env=eff.pass_env),
-        log_path=log,
-        timeout_s=eff.timeout_s,
-        on_start=started,
+    out = env.run(
+        rt, task, eff.command, log_path=log, timeout_s=eff.timeout_s, pass_env=eff.pass_env, on_start=started
     )
     if out.state != "succeeded":
         raise EffectFailed(f"effect {eff.name} {out.reason} (log: {log})")
@@ -312,13 +307,7 @@ def _probe(rt: Runtime, task: Task, eff: Effect) -> tuple[bool | None, str]:
         return False, "a rebase is run again"  # reversible and idempotent
     if eff.probe:
         log = rt.config.log_dir / f"probe-{task.key}-{eff.name}.log"
-        out = rt.runner.run(
-            eff.probe,
-            cwd=rt.config.base_dir,
-            env=task_env(rt, task, pass_env=eff.pass_env),
-            log_path=log,
-            timeout_s=eff.timeout_s,
-        )
+        out = env.run(rt, task, eff.probe, log_path=log, timeout_s=eff.timeout_s, pass_env=eff.pass_env)
         if out.exit_code in (0, 1):
             return out.exit_code == 0, f"its probe answered {'done' if out.exit_code == 0 else 'not done'}"
         answer = f"its probe could not tell ({out.reason}; log {log})"

@@ -107,17 +107,11 @@ def _ci(rt: Runtime, task: Task, gate: Gate) -> GateResult:
 
 
 def _command(rt: Runtime, task: Task, gate: Gate) -> GateResult:
-    from orch.engine.env import task_env
+    from orch.engine import env
 
     assert gate.command is not None
     log = rt.config.log_dir / f"gate-{task.key}-{gate.name}.log"
-    out = rt.runner.run(
-        gate.command,
-        cwd=rt.config.base_dir,
-        env=task_env(rt, task, pass_env=gate.pass_env),
-        log_path=log,
-        timeout_s=gate.timeout_s,
-    )
+    out = env.run(rt, task, gate.command, log_path=log, timeout_s=gate.timeout_s, pass_env=gate.pass_env)
     ev = {"exit_code": out.exit_code, "log": str(log)}
     if out.exit_code == 0:
         return GateResult(gate.name, True, "command passed", ev)

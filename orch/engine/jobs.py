@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import NamedTuple
 
-from orch import log
+from orch import command_env, log
 from orch.config import render_template
 from orch.engine import advance as advance_mod
 from orch.engine import outbox, tasks
@@ -200,20 +200,16 @@ def _run(rt: Runtime, job: Job) -> JobReport:
         prompt = jobdir / "prompt.md"
         prompt.write_text(render_prompt(agent.prompt, values, agent.name), encoding="utf-8")
         verdict_file = jobdir / "verdict"
-        env = task_env(
-            rt,
-            task,
-            pass_env=agent.pass_env,
-            ORCH_WORKTREE=str(worktree),
-            ORCH_PROMPT_FILE=str(prompt),
-            ORCH_VERDICT_FILE=str(verdict_file),
-            ORCH_JOB_ID=str(job.id),
-            ORCH_ATTEMPT=str(job.attempt),
-            ORCH_AGENT=agent.name,
-            ORCH_NOTE=job.note or "",
-        )
-        hook_env = {k: v for k, v in env.items() if k not in agent.pass_env}  # the agent's, not the hooks'
-        hook(rt, "before_run", worktree, hook_env, log, required=True)
+        job_vars = {
+            "ORCH_PROMPT_FILE": str(prompt),
+            "ORCH_VERDICT_FILE": str(verdict_file),
+            "ORCH_JOB_ID": str(job.id),
+            "ORCH_ATTEMPT": str(job.attempt),
+            "ORCH_AGENT": agent.name,
+            "ORCH_NOTE": job.note or "",
+        }
+        env = task_env(rt, task, pass_env=agent.pass_env, extra={"ORCH_WORKTREE": str(worktree), **job_vars})
+        hook(rt, "before_run", task, worktree, log, job_vars, agent.pass_env, required=True)
     except OrchError as e:
         return _after(rt, job, task, "failed", None, str(e), None)
 
@@ -229,7 +225,7 @@ def _run(rt: Runtime, job: Job) -> JobReport:
         on_start=started,
         stall_timeout_s=agent.stall_timeout_s,
     )
-    hook(rt, "after_run", worktree, hook_env, log, required=False)
+    hook(rt, "after_run", task, worktree, log, job_vars, agent.pass_env, required=False)
     if out.state == "succeeded":
         try:
             rt.forge.publish(task)  # a remote forge: push the branch, open the pull request
@@ -242,15 +238,32 @@ def _run(rt: Runtime, job: Job) -> JobReport:
     return report
 
 
-def hook(rt: Runtime, name: str, cwd: Path, env: dict[str, str], log: Path, *, required: bool) -> None:
-    """Run a workspace hook; a required one that fails raises, the others are only logged."""
-    command = rt.config.hooks.get(name)
-    if not command:
-        return
-    out = rt.runner.run(
-        command, cwd=cwd, env={**env, "ORCH_HOOK": name}, log_path=log, timeout_s=rt.config.hook_timeout_s
+def hook(
+    rt: Runtime,
+    name: str,
+    task: Task,
+    cwd: Path,
+    log: Path,
+    job_vars: dict[str, str],
+    pass_env: tuple[str, ...],
+    *,
+    required: bool,
+) -> None:
+    """Run a workspace hook around the agent, into the job's log, with the job's variables
+    but not the agent's `pass_env`; a required one that fails raises, the others are only logged."""
+    out = command_env.run_hook(
+        rt.runner,
+        rt.config.hooks.get(name),
+        name=name,
+        task=task,
+        branch=rt.forge.branch(task),
+        cwd=cwd,
+        log_path=log,
+        timeout_s=rt.config.hook_timeout_s,
+        extra={"ORCH_HOME": str(rt.config.state_dir), **job_vars},
+        withhold=pass_env,
     )
-    if out.state != "succeeded" and required:
+    if out is not None and out.state != "succeeded" and required:
         raise OrchError(f"workspace hook {name} {out.reason}")
 
 
