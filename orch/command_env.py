@@ -21,7 +21,7 @@ from pathlib import Path
 
 from orch.names import env_text
 from orch.ports import Outcome, Runner
-from orch.store import Task
+from orch.records import Task
 
 
 def variables(task: Task, *, branch: str, **extra: str) -> dict[str, str]:
