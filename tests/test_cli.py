@@ -134,7 +134,7 @@ def test_init_writes_config_and_database(tmp_path: Path) -> None:
 
 
 def test_config_show_redacts_secrets() -> None:
-    from orch.cli.setup import redact
+    from orch.cli.config import redact
 
     data = {"plane": {"token_env": "PLANE_API_KEY", "api_key": "s3cret", "webhook_secret": "x"}}
     assert redact(data) == {

@@ -14,7 +14,7 @@ import pytest
 from conftest import run_orch
 
 from orch import config as config_mod
-from orch.cli.setup import redact
+from orch.cli.config import redact
 from orch.config import render_template
 from orch.errors import ConfigError
 

@@ -58,7 +58,7 @@ def test_safe_text_neutralises_controls_and_surrogates() -> None:
 def test_queue_rendering_with_a_lone_surrogate_prints_literally() -> None:
     from rich.console import Console
 
-    from orch.cli.status import render_queue
+    from orch.cli.views import render_queue
 
     view = {
         "healthy": False,

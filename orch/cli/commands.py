@@ -1,17 +1,48 @@
-"""The typer app: the one definition of orch's command-line interface.
+"""The typer app: the root of orch's command-line interface, and where each command
+group is mounted.
 
-Only typer is imported at module level; rich, sqlite_utils and the adapters are
-imported inside the commands that use them (start-up runs every minute from cron).
+Each module below owns one command group (a typer sub-app, named or merged into the
+root) and imports none of the others nor this one; they share orch.cli.context (the
+root's --config, the runtime), orch.cli.options (--json, the task key) and
+orch.cli.render. Only typer is imported at module level anywhere here; rich,
+sqlite_utils and the adapters are imported inside the commands that use them (start-up
+runs every minute from cron).
+
+    setup     init, doctor, demo              task      task add|list|show
+    config    config show|check               person    approve, reject, block, unblock,
+    pipeline  advance, history                          retry, cancel
+    timer     tick, work, reap, reconcile     job       job run
+    views     status, queue, explain          logs      logs
+    lease     lease show|release              deps      deps declare|remove|show|ingest
+    effect    effect list|settle              gate      gate report ci
+    event     event gitea|plane|push          inbox     inbox list|retry|drop
+    relay     relay serve                     install   install systemd|cron|git-hook|ci
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
 import typer
 
-from orch.cli.render import emit_json
+from orch.cli import (
+    config,
+    deps,
+    effect,
+    event,
+    gate,
+    inbox,
+    install,
+    job,
+    lease,
+    logs,
+    person,
+    pipeline,
+    relay,
+    setup,
+    task,
+    timer,
+    views,
+)
+from orch.cli.context import set_config_path
 
 app = typer.Typer(
     name="orch",
@@ -26,7 +57,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-_state: dict[str, Any] = {"config": None}
+# The order of `orch --help`: setting up, the task's path, the machines, then the views.
+for group in (setup, config, task, person, pipeline, timer, job, deps, effect, gate, event, relay, inbox):
+    app.add_typer(group.app)
+for group in (views, logs, lease, install):
+    app.add_typer(group.app)
 
 
 def _version(value: bool) -> None:
@@ -70,7 +105,7 @@ def _root(
         help="Append decision logs here instead of stderr (its directory is created).",
     ),
 ) -> None:
-    _state["config"] = config
+    set_config_path(config)
     from orch import log
 
     try:
@@ -79,28 +114,4 @@ def _root(
         raise typer.BadParameter(str(e)) from None
 
 
-def runtime(actor: str | None = None, *, create: bool = False) -> Any:
-    """This command's runtime; closed (and its outbox flushed) when the process exits.
-
-    Reading commands never create the database: on a missing one they fail naming the
-    path and `orch init` (an unmounted volume must not fork the state in two). Only the
-    writes that can come first (`init`, `task add`, `tick`, `event`, `relay serve`)
-    pass `create=True`."""
-    import atexit
-
-    from orch.app import open_runtime
-
-    rt = open_runtime(config_path=_state["config"], actor=actor, create=create)
-    atexit.register(rt.close)
-    return rt
-
-
-def fail(message: str, code: int) -> None:
-    sys.stderr.write(f"orch: {message}\n")
-    raise typer.Exit(code)
-
-
-# Register the command modules (they only import typer at module level).
-from orch.cli import install, logs, pipeline, queue, relay, setup, status, tasks  # noqa: E402, F401
-
-__all__ = ["app", "emit_json", "fail", "runtime"]
+__all__ = ["app"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import typer
-
 
 def _runtime() -> Any:
     from orch.app import open_runtime
@@ -42,7 +40,3 @@ def stages(incomplete: str = "") -> list[str]:
     except Exception:
         return []
     return [s for s in names if s.startswith(incomplete)]
-
-
-# The task-key argument of every command that takes one, with its completion.
-KEY = typer.Argument(..., help="Task key.", autocompletion=task_keys)

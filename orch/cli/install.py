@@ -6,18 +6,18 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from orch.cli.commands import _state, app
+from orch.cli.context import config_path
 
 if TYPE_CHECKING:
     from orch.config import Config
 
-install_app = typer.Typer(
+app = typer.Typer(
+    name="install",
     help="Print the recipes that run orch on a host, filled in for this config: systemd units, a "
     "crontab line, a git hook, a CI workflow. orch never writes them in place itself.\n\n"
     "Example: orch -c /srv/orch/orch.toml install systemd --print --user orch",
     no_args_is_help=True,
 )
-app.add_typer(install_app, name="install")
 
 PRINT = typer.Option(False, "--print", help="Print the recipe (the only mode).")
 REPO = typer.Option(None, "--repo", help="Configured repository (default: the only one).")
@@ -33,7 +33,7 @@ def _context(print_: bool) -> tuple[Config, tuple[str, ...]]:
         from orch.errors import UsageError
 
         raise UsageError("say --print: orch prints the recipe and never installs it itself")
-    return config_mod.load(_state["config"]), install.find_orch(sys.argv[0], executable=sys.executable)
+    return config_mod.load(config_path()), install.find_orch(sys.argv[0], executable=sys.executable)
 
 
 def _warn_no_state(cfg: Any) -> None:
@@ -41,7 +41,7 @@ def _warn_no_state(cfg: Any) -> None:
         typer.echo(f"note: {cfg.state_dir} does not exist yet; `orch init` creates it", err=True)
 
 
-@install_app.command("systemd")
+@app.command("systemd")
 def install_systemd(
     print_: bool = PRINT,
     user: str = typer.Option(None, "--user", help="The user the units run as (User=)."),
@@ -58,7 +58,7 @@ def install_systemd(
     typer.echo(install.systemd(cfg, orch=orch, user=user, prefix=unit_prefix), nl=False)
 
 
-@install_app.command("cron")
+@app.command("cron")
 def install_cron(print_: bool = PRINT) -> None:
     """Print a crontab line that runs `orch tick` every minute under flock, logging to the state dir.
 
@@ -71,7 +71,7 @@ def install_cron(print_: bool = PRINT) -> None:
     typer.echo(install.cron(cfg, orch=orch), nl=False)
 
 
-@install_app.command("git-hook")
+@app.command("git-hook")
 def install_git_hook(print_: bool = PRINT, repo: str = REPO) -> None:
     """Print a post-receive hook that runs `orch event push` for every branch a push moved.
 
@@ -83,7 +83,7 @@ def install_git_hook(print_: bool = PRINT, repo: str = REPO) -> None:
     typer.echo(install.git_hook(cfg, orch=orch, repo=repo), nl=False)
 
 
-@install_app.command("ci")
+@app.command("ci")
 def install_ci(print_: bool = PRINT, repo: str = REPO) -> None:
     """Print a Gitea Actions workflow: test orch/<KEY> branches, `orch gate report ci`, advance.
 

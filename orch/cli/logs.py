@@ -8,8 +8,11 @@ from pathlib import Path
 
 import typer
 
-from orch.cli.commands import app, emit_json, runtime
-from orch.cli.complete import KEY
+from orch.cli.context import runtime
+from orch.cli.options import JSON, KEY
+from orch.cli.render import emit_json
+
+app = typer.Typer()
 
 
 def _copy(path: Path, offset: int) -> int:
@@ -33,9 +36,11 @@ def logs(
         False, "--follow", "-f", help="Keep printing the running job's log until it ends."
     ),
     last: bool = typer.Option(False, "--last", help="Only the latest job's log."),
-    json_: bool = typer.Option(False, "--json", help="Print the jobs and their log paths as JSON."),
+    json_: bool = JSON,
 ) -> None:
     """Print the logs of a task's agent jobs, oldest first, each under a header line.
+
+    With --json, the jobs and their log paths.
 
     Runners started by `orch tick` / `orch work` write their own start-up errors to
     .orch/logs/runners.log; an agent's output is in its job's log, shown here.

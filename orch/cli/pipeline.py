@@ -1,13 +1,14 @@
-"""Pipeline commands: advance, work, history, lease."""
+"""Moving a task along the pipeline and reading its trail: `orch advance`, `orch history`."""
 
 from __future__ import annotations
 
 import typer
 
-from orch.cli.commands import app, emit_json, runtime
-from orch.cli.complete import KEY
+from orch.cli.context import config_path, runtime
+from orch.cli.options import JSON, KEY
+from orch.cli.render import emit_json
 
-JSON = typer.Option(False, "--json", help="Print JSON.")
+app = typer.Typer()
 
 
 @app.command("advance")
@@ -21,9 +22,8 @@ def advance(
     Example: orch advance ORCH-12 --expect development
     """
     from orch.cli import machine
-    from orch.cli.commands import _state
 
-    raise typer.Exit(machine.advance(_state["config"], key=key, expect=expect, json_=json_))
+    raise typer.Exit(machine.advance(config_path(), key=key, expect=expect, json_=json_))
 
 
 def _ts(t: float) -> str:
@@ -55,46 +55,3 @@ def history(key: str = KEY, json_: bool = JSON) -> None:
         detail = plain(r.detail)
         table.add_row(_ts(r.at), cell(r.actor), cell(r.event), cell(move), cell(detail[:120]))
     Console().print(table)
-
-
-lease_app = typer.Typer(help="Show and release leases.\n\nExample: orch lease show", no_args_is_help=True)
-app.add_typer(lease_app, name="lease")
-
-
-@lease_app.command("show")
-def lease_show(
-    key: str = typer.Argument(None, help="Task key (default: every lease)."), json_: bool = JSON
-) -> None:
-    """Show leases with their owner, age and whether the owner is alive.
-
-    Example: orch lease show ORCH-12
-    """
-    from orch.engine import leases
-
-    rows = leases.show(runtime(), key)
-    if json_:
-        emit_json(rows)
-        return
-    if not rows:
-        typer.echo("no leases held")
-    for r in rows:
-        typer.echo(
-            f"{r['name']}: {r['actor']} on {r['owner']['host']} pid {r['owner']['pid']}, "
-            f"{r['age_s']:.0f}s, {'alive' if r['alive'] else 'DEAD'} ({r['purpose']})"
-        )
-        for e in r.get("effects", []):
-            typer.echo(f"  effect {e['effect']} running, pid {e['pid']}")
-
-
-@lease_app.command("release")
-def lease_release(
-    key: str = KEY,
-    force: bool = typer.Option(False, "--force", help="Release even if the owner is alive."),
-) -> None:
-    """Release a task's transition lease (a live owner's needs --force); audited.
-
-    Example: orch lease release ORCH-12 --force
-    """
-    from orch.engine import leases
-
-    typer.echo(leases.release(runtime(), key, force=force))

@@ -53,6 +53,14 @@ def emit_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def print_findings(findings: list[dict[str, str]]) -> None:
+    """Findings of `orch config check` and `orch doctor`: errors on stderr, the rest on stdout."""
+    for f in findings:
+        problem = f"{safe_text(f['key'])}: {safe_text(f['problem'])}"
+        text = f"{f['level']}: {problem}\n    fix: {safe_text(f['fix'])}"
+        print(text, file=sys.stderr if f["level"] == "error" else sys.stdout, flush=True)
+
+
 def advance_result(result: Any, *, as_json: bool) -> int:
     """Print an AdvanceResult; returns its exit code."""
     if as_json:

@@ -1,4 +1,4 @@
-"""Setting up: init, config show, demo."""
+"""Setting up: `orch init`, `orch doctor`, `orch demo`."""
 
 from __future__ import annotations
 
@@ -7,33 +7,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from orch.cli.commands import _state, app, emit_json
+from orch.cli.context import config_path
+from orch.cli.options import JSON
+from orch.cli.render import emit_json, print_findings
 
 if TYPE_CHECKING:
     from orch.app import demo as demo_mod
 
-config_app = typer.Typer(help="Inspect the configuration.\n\nExample: orch config show", no_args_is_help=True)
-app.add_typer(config_app, name="config")
-
-_SECRET_WORDS = ("token", "secret", "passw", "api_key", "apikey", "credential")
-
-
-def redact(value: object, key: str = "") -> object:
-    """Hide anything that looks like a secret, whatever its case: a value under a secret-
-    sounding key (keys ending in _env only name a variable), and the credentials inside a
-    URL (`user:password@`, `/bot<token>`, `?token=`)."""
-    if isinstance(value, dict):
-        return {k: redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v, key) for v in value]
-    k = key.lower()
-    if any(w in k for w in _SECRET_WORDS) and not k.endswith(("_env", "pass_env")) and value:
-        return "***"
-    if isinstance(value, str) and "://" in value:
-        from orch.adapters.http import redact as redact_url
-
-        return redact_url(value)
-    return value
+app = typer.Typer()
 
 
 @app.command("init")
@@ -54,7 +35,7 @@ def init(
     from orch.app import starter as starter_mod
     from orch.errors import UsageError
 
-    target = Path(_state["config"] or "orch.toml")
+    target = Path(config_path() or "orch.toml")
     if target.exists() and not force:
         raise UsageError(f"{target} exists; pass --force to overwrite it")
     facts = starter_mod.inspect_repo(repo)
@@ -84,78 +65,8 @@ def init(
     typer.echo('      orch config check; orch task add "..."; orch status (README.md walks through it)')
 
 
-@config_app.command("show")
-def config_show(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Print the effective configuration (file + ORCH_* overrides), secrets redacted.
-
-    Example: ORCH_TRANSITION_LEASE_ENABLED=false orch config show --json
-    """
-    from orch import config as config_mod
-
-    cfg = config_mod.load(_state["config"])
-    data = {
-        "source": str(cfg.source) if cfg.source else None,
-        "state_dir": str(cfg.state_dir),
-        "db_path": str(cfg.db_path),
-        "config": redact(cfg.raw or {}),
-    }
-    if json_:
-        emit_json(data)
-        return
-    import tomli_w
-
-    typer.echo(f"# source: {data['source'] or 'embedded defaults'}\n# database: {data['db_path']}")
-    typer.echo(tomli_w.dumps(redact(cfg.raw or {})))  # type: ignore[arg-type]
-
-
-def _print_findings(findings: list[dict[str, str]]) -> None:
-    from orch.cli.render import safe_text
-
-    for f in findings:
-        typer.echo(
-            f"{f['level']}: {safe_text(f['key'])}: {safe_text(f['problem'])}\n    fix: {safe_text(f['fix'])}",
-            err=f["level"] == "error",
-        )
-
-
-@config_app.command("check")
-def config_check(
-    online: bool = typer.Option(False, "--online", help="Also make one cheap call to each integration."),
-    json_: bool = typer.Option(False, "--json", help="Print JSON."),
-) -> None:
-    """Validate the configuration and what it points at; each finding names the key and the fix.
-
-    Exit 2 when an error is found.
-
-    Example: orch config check --json
-    """
-    from orch import config as config_mod
-    from orch.app import checks
-    from orch.errors import ConfigError
-
-    cfg: config_mod.Config | None = None
-    try:
-        loaded = config_mod.load(_state["config"])
-    except ConfigError as e:
-        # A configuration that does not load is reported like any finding, all of its
-        # problems at once, on stdout with --json.
-        findings = checks.load_findings(e)
-    else:
-        cfg = loaded
-        findings = checks.config_check(loaded)
-        if online:
-            findings += checks.online_checks(loaded)
-    if json_:
-        emit_json({"ok": not any(f["level"] == "error" for f in findings), "findings": findings})
-    else:
-        _print_findings(findings)
-        if not findings and cfg is not None:
-            typer.echo(f"ok: {cfg.source or 'embedded defaults'}")
-    raise typer.Exit(2 if any(f["level"] == "error" for f in findings) else 0)
-
-
 @app.command("doctor")
-def doctor(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+def doctor(json_: bool = JSON) -> None:
     """config check, database integrity, stale leases, dead runners, the last tick.
 
     Exit 1 when an error is found.
@@ -165,11 +76,11 @@ def doctor(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
     from orch import config as config_mod
     from orch.app import checks
 
-    report = checks.doctor(config_mod.load(_state["config"]))
+    report = checks.doctor(config_mod.load(config_path()))
     if json_:
         emit_json(report)
     else:
-        _print_findings(report["findings"])
+        print_findings(report["findings"])
         typer.echo(
             "ok"
             if report["ok"] and not report["findings"]
@@ -181,7 +92,7 @@ def doctor(json_: bool = typer.Option(False, "--json", help="Print JSON.")) -> N
 @app.command("demo")
 def demo(
     keep: Path = typer.Option(None, "--keep", help="Build the demo in DIR and leave it there."),
-    json_: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    json_: bool = JSON,
 ) -> None:
     """Run three tasks through the whole pipeline in a throwaway repository, offline.
 

@@ -1,4 +1,5 @@
-"""Operator views: queue, explain, doctor."""
+"""The operator's views: `orch status` (one glance), `orch queue` (every job, lease and
+block), `orch explain KEY` (one task's next gates)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from typing import Any
 
 import typer
 
-from orch.cli.commands import app, emit_json, runtime
-from orch.cli.complete import KEY
+from orch.cli.context import runtime
+from orch.cli.options import JSON, KEY
+from orch.cli.render import emit_json
 
-JSON = typer.Option(False, "--json", help="Print JSON (shape documented in docs/cli.md).")
+app = typer.Typer()
 
 
 def _age(s: float | None) -> str:
@@ -124,6 +126,59 @@ def render_queue(view: dict[str, Any]) -> Any:
     return Group(*parts)
 
 
+@app.command("status")
+def status_cmd(json_: bool = JSON) -> None:
+    """One glance: what runs, what waits on a person, what is broken.
+
+    Exit 0 when healthy, 1 when something is broken (a dead runner, a stale tick, an
+    escalated task). `orch queue` has the full picture, `orch explain KEY` one task's.
+
+    Example: orch status
+    """
+    from orch.engine import status
+
+    view = status.overview(runtime())
+    if json_:
+        emit_json(view)
+        raise typer.Exit(0 if view["healthy"] else 1)
+    from rich.console import Console
+
+    from orch.cli.render import cell
+
+    console = Console(highlight=False)
+    ok = "[green]ok[/green]" if view["healthy"] else "[bold red]needs a look[/bold red]"
+    tick = view["last_tick"]
+    last = f"last tick {_age(tick['ago_s'])} ago" if tick else "[red]no tick yet[/red]"
+    stages = ", ".join(f"{n} {s}" for s, n in view["stages"].items()) or "no tasks"
+    console.print(f"orch: {ok}   {last}   tasks: {stages}")
+    running = view["running"]
+    console.print(
+        f"\n[bold]Running[/bold] {len(running)}/{view['max_concurrency']}"
+        f"   queued {view['queued']}   waiting on dependencies {view['waiting_on_deps']}"
+    )
+    for j in running:
+        alive = "[green]alive[/green]" if j["alive"] else "[bold red]DEAD[/bold red]"
+        what = f"  {j['agent']}  job {j['id']}  {_age(j['age_s'])}  runner {alive}"
+        console.print("  ", cell(j["task"]), what, sep="")
+    people = view["people"]
+    more = f" (and {view['people_more']} more)" if view["people_more"] else ""
+    console.print(f"\n[bold]Waiting on a person[/bold] {len(people)}{more}")
+    for p in people:
+        line = ("  ", cell(p["task"]), f"  at {p['stage']}: ", cell(p["needs"], "cyan"), "  ")
+        console.print(*line, cell(p["why"], "dim"), sep="")
+    broken = view["broken"]
+    console.print(f"\n[bold]Broken[/bold] {len(broken)}" + ("" if broken else "  [green]nothing[/green]"))
+    for b in broken:
+        console.print("  [red]![/red] ", cell(b), sep="")
+    failed = view["failed_last_hour"]
+    if failed:
+        console.print(f"\n[bold]Failed jobs, last hour[/bold] {len(failed)}")
+        for f in failed:
+            what = f"  {f['agent']}  job {f['job']}  [red]{f['state']}[/red]  "
+            console.print("  ", cell(f["task"]), what, cell(f["reason"]), sep="")
+    raise typer.Exit(0 if view["healthy"] else 1)
+
+
 @app.command("queue")
 def queue(
     json_: bool = JSON,
@@ -227,56 +282,3 @@ def explain(key: str = KEY, json_: bool = JSON) -> None:
         + "; ".join(f"{r['event']}" + (f" -> {r['to']}" if r["to"] else "") for r in view["recent"])
     )
     console.print(Text.assemble(("next:", "bold"), " ", safe_text(view["next"])))
-
-
-@app.command("status")
-def status_cmd(json_: bool = JSON) -> None:
-    """One glance: what runs, what waits on a person, what is broken.
-
-    Exit 0 when healthy, 1 when something is broken (a dead runner, a stale tick, an
-    escalated task). `orch queue` has the full picture, `orch explain KEY` one task's.
-
-    Example: orch status
-    """
-    from orch.engine import status
-
-    view = status.overview(runtime())
-    if json_:
-        emit_json(view)
-        raise typer.Exit(0 if view["healthy"] else 1)
-    from rich.console import Console
-
-    from orch.cli.render import cell
-
-    console = Console(highlight=False)
-    ok = "[green]ok[/green]" if view["healthy"] else "[bold red]needs a look[/bold red]"
-    tick = view["last_tick"]
-    last = f"last tick {_age(tick['ago_s'])} ago" if tick else "[red]no tick yet[/red]"
-    stages = ", ".join(f"{n} {s}" for s, n in view["stages"].items()) or "no tasks"
-    console.print(f"orch: {ok}   {last}   tasks: {stages}")
-    running = view["running"]
-    console.print(
-        f"\n[bold]Running[/bold] {len(running)}/{view['max_concurrency']}"
-        f"   queued {view['queued']}   waiting on dependencies {view['waiting_on_deps']}"
-    )
-    for j in running:
-        alive = "[green]alive[/green]" if j["alive"] else "[bold red]DEAD[/bold red]"
-        what = f"  {j['agent']}  job {j['id']}  {_age(j['age_s'])}  runner {alive}"
-        console.print("  ", cell(j["task"]), what, sep="")
-    people = view["people"]
-    more = f" (and {view['people_more']} more)" if view["people_more"] else ""
-    console.print(f"\n[bold]Waiting on a person[/bold] {len(people)}{more}")
-    for p in people:
-        line = ("  ", cell(p["task"]), f"  at {p['stage']}: ", cell(p["needs"], "cyan"), "  ")
-        console.print(*line, cell(p["why"], "dim"), sep="")
-    broken = view["broken"]
-    console.print(f"\n[bold]Broken[/bold] {len(broken)}" + ("" if broken else "  [green]nothing[/green]"))
-    for b in broken:
-        console.print("  [red]![/red] ", cell(b), sep="")
-    failed = view["failed_last_hour"]
-    if failed:
-        console.print(f"\n[bold]Failed jobs, last hour[/bold] {len(failed)}")
-        for f in failed:
-            what = f"  {f['agent']}  job {f['job']}  [red]{f['state']}[/red]  "
-            console.print("  ", cell(f["task"]), what, cell(f["reason"]), sep="")
-    raise typer.Exit(0 if view["healthy"] else 1)
