@@ -25,7 +25,6 @@ from orch.engine import inbox, tasks
 from orch.errors import ConfigError, StoreError
 from orch.identity import me, of_pid
 from orch.relay import payloads
-from orch.store import Store
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GITEA_SECRET = "gitea-only-secret"
@@ -256,7 +255,7 @@ def test_task_add_writes_task_and_first_job_together(rt, monkeypatch: pytest.Mon
     def io_error(*a, **k):  # type: ignore[no-untyped-def]
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(Store, "_enqueue", staticmethod(io_error))
+    monkeypatch.setattr("orch.store.tasks.enqueue_in", io_error)  # the job insert inside add_task
     with pytest.raises(StoreError, match="disk I/O error"):
         tasks.add(rt, "half made?")
     assert rt.store.list_tasks() == []  # no task without its job

@@ -1,0 +1,220 @@
+"""Agent jobs: queued, claimed within the concurrency limits, run, finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orch.identity import Owner
+from orch.store import rows
+from orch.store.audit import write_audit
+from orch.store.backend import Database, Tx
+from orch.store.models import Audit, Job
+
+TERMINAL_JOB_STATES = ("succeeded", "failed", "timed_out", "stalled", "cancelled", "reaped")
+
+
+def enqueue_in(
+    c: Tx,
+    *,
+    task_id: int,
+    agent: str,
+    stage: str,
+    task_version: int,
+    now: float,
+    attempt: int = 1,
+    not_before: float = 0.0,
+    note: str | None = None,
+) -> int | None:
+    """Queue a job inside `c`; None when this attempt of this visit is queued already."""
+    # ready mirrors the task's waiting_on at insert; release_dependents keeps it true.
+    # (The WHERE before ON CONFLICT is what keeps SQLite's parser from reading the upsert
+    # as a join constraint.)
+    got = c.execute(
+        "INSERT INTO jobs (task_id, agent, stage, task_version, attempt, state, queued_at, "
+        "not_before, note, ready) SELECT ?, ?, ?, ?, ?, 'queued', ?, ?, ?, "
+        "CASE WHEN waiting_on = 0 THEN 1 ELSE 0 END FROM tasks WHERE id = ? "
+        "ON CONFLICT DO NOTHING RETURNING id",
+        (task_id, agent, stage, task_version, attempt, now, not_before, note, task_id),
+    ).fetchall()
+    return int(got[0][0]) if got else None
+
+
+class JobStore:
+    db: Database
+
+    def enqueue_job(
+        self,
+        *,
+        task_id: int,
+        agent: str,
+        stage: str,
+        task_version: int,
+        now: float,
+        attempt: int = 1,
+        not_before: float = 0.0,
+        note: str | None = None,
+        audit: Audit | None = None,
+    ) -> Job | None:
+        """Queue a job; None if that visit already has this attempt (idempotent)."""
+        with self.db.write() as c:
+            job_id = enqueue_in(
+                c,
+                task_id=task_id,
+                agent=agent,
+                stage=stage,
+                task_version=task_version,
+                now=now,
+                attempt=attempt,
+                not_before=not_before,
+                note=note,
+            )
+            if job_id is None:
+                return None
+            if audit is not None:
+                write_audit(c, audit, now)
+            r = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return rows.job(r)
+
+    def claim_job(
+        self,
+        *,
+        owner: Owner,
+        now: float,
+        log_dir: Path,
+        max_running: int,
+        agent_limits: dict[str, int] | None = None,
+        deps_enabled: bool = True,
+        job_id: int | None = None,
+        timeouts: dict[str, float] | None = None,
+    ) -> Job | None:
+        """Claim one queued job in one write transaction: the next by priority then age, or `job_id`.
+
+        Refuses when `max_running` jobs run already or the job's agent is at its own limit.
+        A job whose task waits on a dependency (ready = 0) is never chosen and holds no slot.
+        """
+        with self.db.write() as c:
+            running = c.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
+            if running >= max_running:
+                return None
+            full = [
+                agent
+                for agent, limit in (agent_limits or {}).items()
+                if limit
+                and c.execute(
+                    "SELECT count(*) FROM jobs WHERE state = 'running' AND agent = ?", (agent,)
+                ).fetchone()[0]
+                >= limit
+            ]
+            sql = "SELECT id, agent FROM jobs WHERE state = 'queued' AND not_before <= ?"
+            params: list[Any] = [now]
+            if deps_enabled:
+                sql += " AND ready = 1"
+            if job_id is not None:
+                sql += " AND id = ?"
+                params.append(job_id)
+            if full:
+                sql += f" AND agent NOT IN ({','.join('?' * len(full))})"
+                params.extend(full)
+            r = c.execute(sql + " ORDER BY priority DESC, id LIMIT 1", params).fetchone()
+            if r is None:
+                return None
+            timeout = (timeouts or {}).get(r["agent"])
+            c.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, owner_host = ?, owner_boot = ?, "
+                "owner_pid = ?, owner_start = ?, log_path = ?, deadline = ? "
+                "WHERE id = ? AND state = 'queued'",
+                (
+                    now,
+                    owner.host,
+                    owner.boot_id,
+                    owner.pid,
+                    owner.start_time,
+                    str(log_dir / f"job-{r['id']}.log"),
+                    now + timeout if timeout else None,
+                    r["id"],
+                ),
+            )
+            row = c.execute("SELECT * FROM jobs WHERE id = ?", (r["id"],)).fetchone()
+            write_audit(
+                c,
+                Audit(
+                    row["task_id"],
+                    owner.label(),
+                    "job_claimed",
+                    {"job": row["id"], "agent": row["agent"], "attempt": row["attempt"]},
+                ),
+                now,
+            )
+        return rows.job(row)
+
+    def claimable_count(self, *, now: float, deps_enabled: bool = True) -> int:
+        sql = "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND not_before <= ?"
+        sql += " AND ready = 1" if deps_enabled else ""
+        r = self.db.one(sql + " LIMIT 1000)", (now,))
+        return int(r[0]) if r else 0
+
+    def running_count(self) -> int:
+        r = self.db.one("SELECT count(*) FROM jobs WHERE state = 'running'")
+        return int(r[0]) if r else 0
+
+    def finish_job(
+        self,
+        job_id: int,
+        *,
+        state: str,
+        exit_code: int | None,
+        reason: str,
+        now: float,
+        head_sha: str | None,
+        audit: Audit,
+        owner: Owner | None = None,
+    ) -> bool:
+        """End a running job; only if it is still running (under `owner`, when given)."""
+        assert state in TERMINAL_JOB_STATES
+        with self.db.write() as c:
+            sql = (
+                "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, ended_at = ?, head_sha = ? "
+                "WHERE id = ? AND state IN ('running', 'queued')"
+            )
+            params: list[Any] = [state, exit_code, reason, now, head_sha, job_id]
+            if owner is not None:
+                sql += " AND owner_pid = ? AND owner_start = ? AND owner_boot = ?"
+                params += [owner.pid, owner.start_time, owner.boot_id]
+            if c.execute(sql, params).rowcount != 1:
+                return False
+            write_audit(c, audit, now)
+        return True
+
+    def set_job_process(self, job_id: int, *, pgid: int, pgid_start: str | None) -> None:
+        with self.db.write() as c:
+            c.execute("UPDATE jobs SET pgid = ?, pgid_start = ? WHERE id = ?", (pgid, pgid_start, job_id))
+
+    def get_job(self, job_id: int) -> Job | None:
+        r = self.db.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return rows.job(r) if r else None
+
+    def latest_job(self, task_id: int, agent: str, task_version: int) -> Job | None:
+        r = self.db.one(
+            "SELECT * FROM jobs WHERE task_id = ? AND agent = ? AND task_version = ? "
+            "ORDER BY attempt DESC LIMIT 1",
+            (task_id, agent, task_version),
+        )
+        return rows.job(r) if r else None
+
+    def jobs(self, *, task_id: int | None = None, states: tuple[str, ...] | None = None) -> list[Job]:
+        sql, params = "SELECT * FROM jobs WHERE 1=1", list[Any]()
+        if task_id is not None:
+            sql += " AND task_id = ?"
+            params.append(task_id)
+        if states:
+            sql += f" AND state IN ({','.join('?' * len(states))})"
+            params.extend(states)
+        return [rows.job(r) for r in self.db.read(sql + " ORDER BY id", params)]
+
+    def active_job(self, task_id: int) -> Job | None:
+        r = self.db.one(
+            "SELECT * FROM jobs WHERE task_id = ? AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
+            (task_id,),
+        )
+        return rows.job(r) if r else None

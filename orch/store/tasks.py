@@ -1,0 +1,254 @@
+"""Tasks, and the one write of a stage: `commit_transition`'s compare-and-swap."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+from orch.store import rows
+from orch.store.audit import write_audit
+from orch.store.backend import Database
+from orch.store.deps import release_dependents
+from orch.store.jobs import enqueue_in
+from orch.store.models import Audit, EffectRow, Task
+from orch.store.outbox import notify_in
+
+
+class TaskStore:
+    db: Database
+
+    def add_task(
+        self,
+        *,
+        title: str,
+        repo: str,
+        stage: str,
+        now: float,
+        key: str | None,
+        key_prefix: str,
+        actor: str,
+        agent: str | None = None,
+    ) -> Task:
+        """Insert a task; with no key, the key is `<prefix>-<id>`. A taken key is a UsageError.
+
+        With `agent`, the task's first job is queued in the same transaction: a failure
+        between the two can never leave a task that no actor would ever give a job."""
+        from orch.errors import UsageError
+
+        with self.db.write() as c:
+            placeholder = key or f"pending-{random.getrandbits(64):x}"
+            got = c.execute(
+                "INSERT INTO tasks (key, title, repo, stage, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING RETURNING id",
+                (placeholder, title, repo, stage, now, now),
+            ).fetchall()
+            if not got:
+                raise UsageError(f"task {key} exists already")
+            task_id = int(got[0][0])
+            if key is None:
+                key = f"{key_prefix}-{task_id}"
+                cur = c.execute(
+                    "UPDATE tasks SET key = ? WHERE id = ? "
+                    "AND NOT EXISTS (SELECT 1 FROM tasks WHERE key = ?)",
+                    (key, task_id, key),
+                )
+                if cur.rowcount != 1:
+                    raise UsageError(f"task {key} exists already (pass --key)")
+            write_audit(
+                c,
+                Audit(task_id, actor, "created", {"title": title, "repo": repo}, None, stage),
+                now,
+            )
+            if agent:
+                enqueue_in(c, task_id=task_id, agent=agent, stage=stage, task_version=1, now=now)
+            row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return rows.task(row)
+
+    def get_task(self, key: str) -> Task | None:
+        r = self.db.one("SELECT * FROM tasks WHERE key = ?", (key,))
+        return rows.task(r) if r else None
+
+    def get_task_by_id(self, task_id: int) -> Task | None:
+        r = self.db.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
+        return rows.task(r) if r else None
+
+    def list_tasks(self, *, stage: str | None = None, limit: int = 1000) -> list[Task]:
+        if stage:
+            found = self.db.read("SELECT * FROM tasks WHERE stage = ? ORDER BY id LIMIT ?", (stage, limit))
+        else:
+            found = self.db.read("SELECT * FROM tasks ORDER BY id LIMIT ?", (limit,))
+        return [rows.task(r) for r in found]
+
+    def quiet_tasks(self, stages: tuple[str, ...], *, older_than: float, limit: int = 10_000) -> list[Task]:
+        """Tasks at these stages untouched since `older_than`, with no queued or running job:
+        the reconciler's candidates, oldest first (indexed by stage, updated_at)."""
+        if not stages:
+            return []
+        found = self.db.read(
+            f"SELECT * FROM tasks WHERE stage IN ({','.join('?' * len(stages))}) AND updated_at <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = tasks.id "
+            "AND j.state IN ('queued', 'running')) ORDER BY updated_at LIMIT ?",
+            (*stages, older_than, limit),
+        )
+        return [rows.task(r) for r in found]
+
+    def quiet_count(self, stage: str, *, older_than: float) -> int:
+        """How many tasks `quiet_tasks` would return for one stage, without loading them."""
+        r = self.db.one(
+            "SELECT count(*) FROM tasks WHERE stage = ? AND updated_at <= ? "
+            "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.task_id = tasks.id "
+            "AND j.state IN ('queued', 'running'))",
+            (stage, older_than),
+        )
+        return int(r[0]) if r else 0
+
+    def set_blocked(
+        self,
+        task_id: int,
+        *,
+        blocked: bool,
+        reason: str | None,
+        now: float,
+        audit: Audit,
+        notify: tuple[str, str] | None = None,
+        escalated: bool | None = None,
+        reset_retries: bool = False,
+    ) -> bool:
+        """Block or unblock; False if the task already was in that state."""
+        with self.db.write() as c:
+            sets = "blocked = ?, block_reason = ?, updated_at = ?"
+            params: list[Any] = [int(blocked), reason, now]
+            if reset_retries:
+                sets += ", retries = 0"
+            if escalated is not None:
+                sets += ", escalated = ?"
+                params.append(int(escalated))
+            cur = c.execute(
+                f"UPDATE tasks SET {sets} WHERE id = ? AND blocked = ?",
+                (*params, task_id, int(not blocked)),
+            )
+            if cur.rowcount != 1:
+                return False
+            write_audit(c, audit, now)
+            if notify:
+                notify_in(c, notify[0], task_id, notify[1], now)
+        return True
+
+    def commit_transition(
+        self,
+        *,
+        task_id: int,
+        expected_stage: str,
+        expected_version: int,
+        new_stage: str,
+        retry: bool,
+        now: float,
+        audit: Audit,
+        job: dict[str, Any] | None = None,
+        notification: tuple[str, str] | None = None,
+        escalate: str | None = None,
+        finishes: bool = False,
+        unless_in_flight: Callable[[EffectRow], bool] | None = None,
+    ) -> bool:
+        """The only write of a stage: compare-and-swap, with its follow-ups in one transaction.
+
+        The follow-ups (the next agent job, the outbox message, the audit row, releasing
+        the tasks that waited on this one when `finishes`) commit with the CAS or not at
+        all, so a crash after the CAS loses none of them. With `unless_in_flight` (a
+        cancel), nothing is written while one of the task's effects past its point of no
+        return is in flight by that test: checked in the same transaction, so an effect
+        either reached that point first (and the cancel waits) or never does.
+        """
+        with self.db.write() as c:
+            if unless_in_flight is not None:
+                acting = c.execute(
+                    "SELECT * FROM effects WHERE task_id = ? AND acting = 1 AND state != 'done'", (task_id,)
+                ).fetchall()
+                if any(unless_in_flight(rows.effect(r)) for r in acting):
+                    return False
+            cur = c.execute(
+                "UPDATE tasks SET stage = ?, version = version + 1, retries = retries + ?, "
+                "updated_at = ? WHERE id = ? AND stage = ? AND version = ?",
+                (new_stage, int(retry), now, task_id, expected_stage, expected_version),
+            )
+            if cur.rowcount != 1:
+                return False
+            write_audit(c, audit, now)
+            if escalate:
+                c.execute(
+                    "UPDATE tasks SET blocked = 1, escalated = 1, block_reason = ? WHERE id = ?",
+                    (escalate, task_id),
+                )
+            elif job:
+                enqueue_in(
+                    c,
+                    task_id=task_id,
+                    agent=job["agent"],
+                    stage=new_stage,
+                    task_version=expected_version + 1,
+                    now=now,
+                    note=job.get("note"),
+                )
+            if notification:
+                notify_in(c, notification[0], task_id, notification[1], now)
+            if finishes:
+                release_dependents(c, task_id, now, audit.actor)
+        return True
+
+    def task_for_ref(self, ref: str) -> Task | None:
+        r = self.db.one("SELECT * FROM tasks WHERE tracker_ref = ?", (ref,))
+        return rows.task(r) if r else None
+
+    def ensure_task_for_ref(
+        self,
+        *,
+        ref: str,
+        key: str,
+        title: str,
+        repo: str,
+        stage: str,
+        now: float,
+        actor: str,
+        agent: str | None,
+    ) -> tuple[Task, bool]:
+        """The task of a tracker item, created at most once: the unique tracker_ref decides
+        between a webhook and the reconciler racing from two processes. The first job is
+        queued in the same transaction, so it too exists once. Returns (task, created)."""
+        with self.db.write() as c:
+            got = c.execute(
+                "INSERT INTO tasks (key, title, repo, stage, tracker_ref, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                (key, title, repo, stage, ref, now, now),
+            ).fetchall()
+            if not got:
+                row = c.execute("SELECT * FROM tasks WHERE tracker_ref = ?", (ref,)).fetchone()
+                if row is None:  # the key is taken by another item: a configuration problem
+                    from orch.errors import UsageError
+
+                    raise UsageError(f"task key {key} is taken by another tracker item")
+                return rows.task(row), False
+            task_id = int(got[0][0])
+            write_audit(
+                c,
+                Audit(task_id, actor, "created", {"title": title, "repo": repo, "ref": ref}, None, stage),
+                now,
+            )
+            if agent:
+                enqueue_in(c, task_id=task_id, agent=agent, stage=stage, task_version=1, now=now)
+            row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        return rows.task(row), True
+
+    def counts(self) -> dict[str, Any]:
+        """The numbers the queue view shows, in one read each."""
+        jobs = {r[0]: r[1] for r in self.db.read("SELECT state, count(*) FROM jobs GROUP BY state")}
+        stages = {r[0]: r[1] for r in self.db.read("SELECT stage, count(*) FROM tasks GROUP BY stage")}
+        r = self.db.one("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        blocked = self.db.one("SELECT count(*), sum(escalated) FROM tasks WHERE blocked = 1")
+        return {
+            "jobs": jobs,
+            "stages": stages,
+            "outbox_pending": int(r[0]) if r else 0,
+            "blocked": int(blocked[0]) if blocked else 0,
+            "escalated": int(blocked[1] or 0) if blocked else 0,
+        }
