@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orch.engine import inbox
-from orch.relay import payloads
-from orch.relay.signature import find_signature, sign_hmac_sha256, verify_hmac_sha256
+from orch.webhooks import payloads
+from orch.webhooks.signature import find_signature, sign_hmac_sha256, verify_hmac_sha256
 
 FUZZ = settings(
     max_examples=120,

@@ -24,7 +24,7 @@ from orch.app.relay import Relay
 from orch.engine import inbox, tasks
 from orch.errors import ConfigError, StoreError
 from orch.identity import me, of_pid
-from orch.relay import payloads
+from orch.webhooks import payloads
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 GITEA_SECRET = "gitea-only-secret"

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from orch.relay.payloads import (
+from orch.webhooks.payloads import (
     GiteaPullRequest,
     GiteaPush,
     GiteaStatus,
@@ -327,6 +327,6 @@ def test_ids_of_the_wrong_type_are_malformed() -> None:
 
 
 def test_relay_modules_do_not_import_httpx() -> None:
-    code = "import sys, orch.relay.payloads, orch.relay.signature; print('httpx' in sys.modules)"
+    code = "import sys, orch.webhooks.payloads, orch.webhooks.signature; print('httpx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from orch.relay import signature
-from orch.relay.signature import find_signature, sign_hmac_sha256, verify_hmac_sha256
+from orch.webhooks import signature
+from orch.webhooks.signature import find_signature, sign_hmac_sha256, verify_hmac_sha256
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 HEADER_FILES = sorted(FIXTURES.rglob("*.headers.json"))

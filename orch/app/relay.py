@@ -55,8 +55,8 @@ from orch.config import Config
 from orch.engine import inbox, jobs, leases, status
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError, OrchError
-from orch.relay.payloads import MalformedPayload
-from orch.relay.signature import find_signature, verify_hmac_sha256
+from orch.webhooks.payloads import MalformedPayload
+from orch.webhooks.signature import find_signature, verify_hmac_sha256
 
 SOURCES = ("plane", "gitea")
 MAX_HEAD = 16 * 1024  # request line + headers

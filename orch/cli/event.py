@@ -32,7 +32,7 @@ def _inject(source: str, body: Path, headers: Path | None, json_: bool) -> None:
         raise UsageError(f"cannot read the event: {e}") from None
     if not isinstance(hdrs, dict):
         raise UsageError(f"{headers}: expected a JSON object of headers")
-    from orch.relay.payloads import MalformedPayload
+    from orch.webhooks.payloads import MalformedPayload
 
     rt = runtime(actor=f"event:{source}", create=True)
     try:

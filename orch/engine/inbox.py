@@ -21,8 +21,8 @@ from orch.engine import events
 from orch.engine.runtime import Runtime
 from orch.errors import OrchError, PermanentFailure, RetryLater
 from orch.identity import Owner, is_alive
-from orch.relay import payloads
 from orch.store import Task
+from orch.webhooks import payloads
 
 # Headers kept with a delivery: what the parsers read. Never a signature, never a secret.
 KEEP_HEADERS = (
