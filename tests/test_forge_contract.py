@@ -699,7 +699,7 @@ def test_warning_is_not_green_for_the_gate_nor_for_a_status_webhook(
     # One rule: only success (or skipped) is green. Gitea's own branch protection agrees.
     import json
 
-    from orch.engine import advance, inbox, jobs, tasks
+    from orch.engine import advance, deliveries, jobs, tasks
 
     with gitea_runtime(setup, tmp_path, monkeypatch) as (rt, server):
         task = tasks.add(rt, "Warned")
@@ -712,6 +712,6 @@ def test_warning_is_not_green_for_the_gate_nor_for_a_status_webhook(
         assert result.outcome == "not_ready" and "ci is warning" in result.message
         repo = {"full_name": "acme/app"}
         body = {"sha": head, "state": "warning", "context": "ci/lint", "repository": repo}
-        inbox.handle(rt, "gitea", json.dumps(body).encode(), {"X-Gitea-Event": "status"})
+        deliveries.handle(rt, "gitea", json.dumps(body).encode(), {"X-Gitea-Event": "status"})
         assert ("ci/lint", "failure") in [(c, s) for c, s, _ in rt.store.commit_statuses("app", head)]
         assert rt.task(task.key).stage == "development"
