@@ -57,6 +57,24 @@ def test_dependency_is_released_when_the_other_task_is_merged(setup: Setup) -> N
     rt.close()
 
 
+def test_cancelling_a_finished_task_does_not_release_its_dependents_twice(setup: Setup) -> None:
+    """A task cancelled at monitoring had released its dependents when it reached deploy."""
+    setup.update_config({"gates": {"monitor_healthy": {"command": "exit 1"}}})  # a stays at monitoring
+    rt = setup.runtime()
+    a = tasks.add(rt, "merged, then cancelled at monitoring")
+    c = tasks.add(rt, "still unfinished")
+    b = tasks.add(rt, "waits on both")
+    deps.declare(rt, b.key, a.key)
+    deps.declare(rt, b.key, c.key)
+    assert rt.task(b.key).waiting_on == 2
+    setup.open_merge_window()
+    drive_to(rt, a.key, "monitoring")
+    assert rt.task(b.key).waiting_on == 1
+    tasks.cancel(rt, a.key, "deploy abandoned")
+    assert rt.task(b.key).waiting_on == 1, "c is not finished: b must still wait"
+    rt.close()
+
+
 def test_cycle_is_refused_with_the_cycle_printed(setup: Setup) -> None:
     rt = setup.runtime()
     a, b, c = (tasks.add(rt, t).key for t in "abc")

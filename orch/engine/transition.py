@@ -105,7 +105,9 @@ def cancel(rt: Runtime, task: Task, stage: str, reason: str | None) -> StageChan
         message=Message(
             message_key(task.key, task.version + 1), f"{task.key} cancelled: {reason or 'by ' + rt.actor}"
         ),
-        finishes=True,
+        # A task cancelled after its merge (at deploy, at monitoring) released its
+        # dependents then: releasing them again would free one still waiting on another.
+        finishes=finishes(rt.config, task.stage, stage),
     )
 
 
