@@ -23,9 +23,9 @@ import pytest
 from fakes.plane_workflow import ORCH_WORKFLOW, SeededProject, add_orch_project
 from fakes.servers import FakePlane
 
-from orch.adapters.console import LocalTracker
 from orch.adapters.http import RetryPolicy
 from orch.adapters.plane import PlaneClient, State
+from orch.adapters.tracker_local import LocalTracker
 from orch.adapters.tracker_plane import (
     DEFAULT_NAMES,
     FALLBACKS,

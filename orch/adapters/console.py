@@ -1,4 +1,4 @@
-"""The console notifier (default) and the local tracker (the orch DB is the tracker)."""
+"""The console notifier, the default: messages go to stderr, one inert line each."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import time
 from typing import TextIO
 
 from orch.names import inert_text
-from orch.store import Task
 
 
 class ConsoleNotifier:
@@ -21,13 +20,3 @@ class ConsoleNotifier:
         stamp = time.strftime("%H:%M:%S")
         # A message carries tracker text: one inert line, no escape sequence reaches the terminal.
         print(f"[orch {stamp}] {inert_text(text)}", file=stream, flush=True)
-
-
-class LocalTracker:
-    """Tasks and their states live in the DB; people act through the CLI."""
-
-    def stage_changed(self, task: Task, stage: str) -> None:
-        return None
-
-    def effect_started(self, task: Task, effect: str) -> None:
-        return None

@@ -80,7 +80,7 @@ def _http(timeout_s: float) -> Any:
 def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> tuple[Tracker, ExternalTracker | None]:
     """The tracker, and the same object again when it is an external one (else None)."""
     if cfg.tracker_kind == "local":
-        from orch.adapters.console import LocalTracker
+        from orch.adapters.tracker_local import LocalTracker
 
         return LocalTracker(), None
     from orch.adapters.plane import PlaneClient, SharedBudget
