@@ -89,7 +89,7 @@ def _orch_worker(toml: str, keys: list[str], barrier: Any, out: Any) -> None:
     run = Run()
     try:
         from orch import config
-        from orch.app import open_runtime
+        from orch.app.wiring import open_runtime
         from orch.engine.advance import advance
         from orch.errors import Busy
 
@@ -220,7 +220,7 @@ def write_toml(path: Path, *, stages: int, lease: bool) -> None:
 
 def make_orch_db(run_dir: Path, template_db: Path, *, stages: int, lease: bool, keys: list[str]) -> Path:
     from orch import config
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
     from orch.engine import tasks
 
     run_dir.mkdir(parents=True)

@@ -107,7 +107,7 @@ def setup(root: Path) -> tuple[Path, Path]:
     data["repos"]["app"]["ci"] = f"test -f {marker}"
     cfg_path.write_text(tomli_w.dumps(data))
     from orch import config
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
 
     open_runtime(config.load(cfg_path)).close()  # what `orch init` does: create the database
     return cfg_path, marker
@@ -120,7 +120,7 @@ def add_and_develop(cfg: Path, db: Path, keys: list[str]) -> None:
     verdict, advance, then `jobs.start_now`): a subprocess per person's action would
     only add the bench's own start-up time between waves."""
     from orch import config
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
     from orch.engine import advance, jobs, tasks
 
     rt = open_runtime(config.load(cfg), actor="person:bench")
@@ -172,8 +172,8 @@ def status_delivery(sha: str, n: int, secret: bytes) -> tuple[bytes, dict[str, s
 
 def part_webhook_to_start(cfg_path: Path, db: Path, n: int) -> tuple[list[float], list[float]]:
     from orch import config
-    from orch.app import open_runtime
     from orch.app.relay import Relay
+    from orch.app.wiring import open_runtime
 
     cfg = config.load(cfg_path)
     secret = os.environ[SECRET_ENV].encode()

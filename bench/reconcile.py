@@ -72,7 +72,8 @@ from orch import config as config_mod
 from orch import log
 from orch.adapters import forge_local
 from orch.adapters.plane import PlaneClient
-from orch.app import demo, open_runtime
+from orch.app import demo
+from orch.app.wiring import open_runtime
 from orch.engine import advance as advance_mod
 from orch.engine import deps, tracker_events
 from orch.engine import reconcile as reconcile_mod

@@ -212,8 +212,8 @@ def run(
 ) -> dict[str, Any]:
     """One run over a fresh database. `after` (ack-only runs): what drains the backlog."""
     from orch import config
-    from orch.app import open_runtime
     from orch.app.relay import Relay
+    from orch.app.wiring import open_runtime
     from orch.engine import inbox
 
     cfg = config.load(setup(root), environ={})

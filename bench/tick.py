@@ -322,7 +322,7 @@ def in_process(toml: Path, runs: int) -> tuple[dict[str, list[float]], dict[str,
 
     Returns the ms of every part per run, and how many times each part ran in one tick."""
     from orch import config
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
     from orch.engine import tick as tick_mod
 
     cfg = config.load(toml)

@@ -13,7 +13,8 @@ import pg
 import pytest
 
 from orch import config as config_mod
-from orch.app import demo, open_runtime
+from orch.app import demo
+from orch.app.wiring import open_runtime
 from orch.engine import advance, jobs, tasks
 from orch.engine.runtime import Runtime
 

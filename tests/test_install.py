@@ -197,7 +197,7 @@ def test_cron_line_has_five_time_fields_and_runs_tick_under_flock(setup: Setup) 
     need("flock")
     import shutil
 
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
 
     shutil.rmtree(setup.config().state_dir)  # as before `orch init`
     out = setup.orch("install", "cron", "--print")
@@ -294,7 +294,7 @@ gates = ["branch_pushed"]
 """
         )
         from orch import config as config_mod
-        from orch.app import open_runtime
+        from orch.app.wiring import open_runtime
 
         open_runtime(config_mod.load(self.config_path)).close()  # as `orch init` does
         out = self.orch("install", "git-hook", "--print")

@@ -104,7 +104,7 @@ def test_many_tasks_with_a_dependency_dag_driven_by_ticks(tmp_path: Path) -> Non
     edges: list[tuple[str, str]] = []
     # Bulk-add through the library: 200 processes would only measure Python start-up.
     from orch import config as config_mod
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
     from orch.engine import deps, tasks
 
     rt = open_runtime(config_mod.load(cfg, environ={}), actor="test")

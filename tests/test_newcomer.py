@@ -34,7 +34,7 @@ def repo(tmp_path: Path) -> Path:
 def _toml(path: Path, text: str) -> None:
     """Write orch.toml and create its database, as `orch init` would."""
     from orch import config
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
 
     path.write_text(text)
     open_runtime(config.load(path, environ={})).close()

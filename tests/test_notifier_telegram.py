@@ -21,7 +21,7 @@ from orch import log
 from orch.adapters.http import RetryPolicy
 from orch.adapters.notifier_telegram import TelegramNotifier
 from orch.adapters.telegram import TelegramClient
-from orch.app import open_runtime
+from orch.app.wiring import open_runtime
 from orch.engine import outbox
 from orch.engine.runtime import Runtime
 from orch.errors import IntegrationError, OrchError, RetryLater, UsageError

@@ -10,7 +10,7 @@ import pytest
 from conftest import Setup
 from fakes.servers import FakeTelegram
 
-from orch.app import open_runtime
+from orch.app.wiring import open_runtime
 from orch.engine import outbox
 from orch.store.db import CLAIM_S
 

@@ -359,7 +359,7 @@ def _telegram_chat(tg: Any, chat_id: str) -> list[dict[str, str]]:
 
 def online_checks(cfg: Config) -> list[dict[str, str]]:
     """One cheap call to each configured integration; secrets are never printed."""
-    from orch import app
+    from orch.app import wiring
 
     out: list[dict[str, str]] = []
     i = cfg.integrations
@@ -368,10 +368,10 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
 
         try:
             client = PlaneClient(
-                client=app._http(i.plane_timeout_s),
+                client=wiring.http_client(i.plane_timeout_s),
                 base_url=i.plane_base_url,
                 workspace=i.plane_workspace,
-                api_key=app.secret(i.plane_api_key_env, "[plane] api_key_env"),
+                api_key=wiring.secret(i.plane_api_key_env, "[plane] api_key_env"),
                 per_page=1,
             )
             for project in i.plane_projects.values():
@@ -395,9 +395,9 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
 
         try:
             gitea = GiteaClient(
-                client=app._http(i.gitea_timeout_s),
+                client=wiring.http_client(i.gitea_timeout_s),
                 base_url=i.gitea_base_url,
-                token=app.secret(i.gitea_token_env, "[gitea] token_env"),
+                token=wiring.secret(i.gitea_token_env, "[gitea] token_env"),
             )
             out += _gitea_floor(gitea)
             for repo in cfg.repos.values():
@@ -416,9 +416,9 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
 
         try:
             tg = TelegramClient(
-                client=app._http(i.telegram_timeout_s),
+                client=wiring.http_client(i.telegram_timeout_s),
                 base_url=i.telegram_base_url,
-                token=app.secret(i.telegram_token_env, "[telegram] token_env"),
+                token=wiring.secret(i.telegram_token_env, "[telegram] token_env"),
             )
             out.append(_finding("info", "[telegram]", f"bot {tg.get_me()} answers", "nothing to do"))
             out += _telegram_chat(tg, i.telegram_chat_id)
@@ -441,7 +441,7 @@ def doctor(cfg: Config) -> dict[str, Any]:
     findings = config_check(cfg)
     view: dict[str, Any] = {}
     if cfg.db_path.exists():
-        from orch.app import open_runtime
+        from orch.app.wiring import open_runtime
         from orch.engine import status
         from orch.errors import StoreError
 

@@ -18,7 +18,7 @@ import tomli_w
 
 from orch import config as config_mod
 from orch.adapters.git import git, init_repo
-from orch.app import open_runtime
+from orch.app.wiring import open_runtime
 from orch.engine import advance, jobs, tasks
 from orch.engine.runtime import Runtime
 from orch.errors import UsageError

@@ -50,7 +50,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from orch import log
-from orch.app import open_runtime
+from orch.app.wiring import open_runtime
 from orch.config import Config
 from orch.engine import inbox, jobs, leases, status
 from orch.engine.runtime import Runtime

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def _runtime() -> Any:
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
 
     return open_runtime(config_path=os.environ.get("ORCH_CONFIG") or None, create=False)
 

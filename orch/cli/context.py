@@ -29,7 +29,7 @@ def runtime(actor: str | None = None, *, create: bool = False) -> Any:
     pass `create=True`."""
     import atexit
 
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
 
     rt = open_runtime(config_path=_root["config"], actor=actor, create=create)
     atexit.register(rt.close)

@@ -17,7 +17,7 @@ import sys
 
 def advance(config: str | None, *, key: str, expect: str | None, json_: bool) -> int:
     """`orch advance KEY [--expect STAGE] [--json]`."""
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
     from orch.cli.render import advance_result
     from orch.engine.advance import advance as do_advance
 
@@ -32,7 +32,7 @@ def advance(config: str | None, *, key: str, expect: str | None, json_: bool) ->
 
 def tick(config: str | None, *, json_: bool, no_spawn: bool) -> int:
     """`orch tick [--json] [--no-spawn]`; a progress bar only when stderr is a terminal."""
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
     from orch.cli.render import terminal_progress, tick_report
     from orch.engine.tick import tick as do_tick
 
@@ -51,7 +51,7 @@ def job_run(config: str | None, *, job_id: int | None, next_: bool, json_: bool)
         from orch.errors import UsageError
 
         raise UsageError("give a job id or --next (not both)")
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
     from orch.cli.render import job_report
     from orch.engine.jobs import run_one
 

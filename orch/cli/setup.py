@@ -50,7 +50,7 @@ def init(
         tmp.unlink()
         raise
     tmp.replace(target)
-    from orch.app import open_runtime
+    from orch.app.wiring import open_runtime
 
     cfg = config_mod.load(target)
     open_runtime(cfg).close()

@@ -41,7 +41,7 @@ def work(
 
     Example: orch work --inline --max 1
     """
-    from orch.app import actor_name
+    from orch.app.wiring import actor_name
     from orch.engine import jobs
 
     rt = runtime(actor=actor_name("work"))
