@@ -25,15 +25,9 @@ from fakes.servers import FakePlane
 
 from orch.adapters.http import RetryPolicy
 from orch.adapters.plane import PlaneClient, State
+from orch.adapters.plane_statuses import DEFAULT_NAMES, FALLBACKS, STAGE_STATUS
 from orch.adapters.tracker_local import LocalTracker
-from orch.adapters.tracker_plane import (
-    DEFAULT_NAMES,
-    FALLBACKS,
-    REFRESH_RETRY_S,
-    STAGE_STATUS,
-    PlaneProject,
-    PlaneTracker,
-)
+from orch.adapters.tracker_plane import REFRESH_RETRY_S, PlaneProject, PlaneTracker
 from orch.config import DEFAULTS, LOGICAL_STATES
 from orch.errors import IntegrationError, UsageError
 from orch.ports import ExternalTracker, Item, Tracker

@@ -1,17 +1,9 @@
-"""The Plane tracker: orch's logical statuses mapped onto each Plane project's states.
+"""The Plane tracker: orch's tasks mirrored on the work items of Plane projects.
 
-orch speaks of logical statuses (`code_review`, `done`, ...); a Plane project has states
-with names, UUIDs and a group. Each project maps a logical key to a state NAME (its
-`states` table in orch.toml, else `DEFAULT_NAMES`); a key the project lacks falls back
-within the project (`FALLBACKS`: a project without "Code Review" shows review as "In
-Progress"), and `done` / `cancelled` without a matching name are found by group. The
-group decides what is terminal, in both directions: a `completed` state is `done` whatever
-it is called, and a terminal state is never chosen for a non-terminal key (a Done state
-someone named "Approved" must not read as a verdict, nor receive one).
-
-A badly configured project can list one state UUID under two names (a Done aliased onto
-Approved): the cache keeps every (id, name), and an id alone resolves to the terminal
-group among its names (`group_of`), so such an item is never read as a verdict.
+orch speaks of logical statuses (`code_review`, `done`, ...), a Plane project of states
+with names, UUIDs and a group. The tables that relate them (names per project, fallbacks,
+terminal by group) are in `plane_statuses`; `state_for` and `logical_of` apply them to
+a project's states.
 
 Plane allows 60 requests a minute per API key, and every orch run is a short process, so
 the states of a project are cached in the DB (`Store.cache_states`) for `states_ttl_s`
@@ -36,10 +28,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
 from orch import log
 from orch.adapters.plane import TERMINAL_GROUPS, PlaneClient, State, WorkItem
+from orch.adapters.plane_statuses import (
+    DEFAULT_NAMES,
+    FALLBACKS,
+    GROUP_OF,
+    STAGE_STATUS,
+    by_name,
+    group_of,
+)
 from orch.config import LOGICAL_STATES, PlaneProject
 from orch.errors import IntegrationError, RetryLater, UsageError
 from orch.names import safe_name
@@ -47,66 +47,7 @@ from orch.ports import Item, Project
 from orch.records import Task
 from orch.store import Store
 
-__all__ = [
-    "DEFAULT_NAMES",
-    "FALLBACKS",
-    "GROUP_OF",
-    "STAGE_STATUS",
-    "PlaneProject",
-    "PlaneTracker",
-]
-
-DEFAULT_NAMES: Final[dict[str, str]] = {
-    "backlog": "Backlog",
-    "to_analyse": "To Analyse",
-    "analysis": "Analysis",
-    "in_progress": "In Progress",
-    "code_review": "Code Review",
-    "approved": "Approved",
-    "rejected": "Rejected",
-    "blocked": "Blocked",
-    "needs_input": "Needs Input",
-    "awaiting_deploy": "Awaiting Deploy",
-    "deploying": "Deploying",
-    "monitoring": "Monitoring",
-    "done": "Done",
-    "cancelled": "Cancelled",
-}
-"""The state name each logical key has in a project that does not rename it."""
-
-FALLBACKS: Final[dict[str, str | None]] = {
-    "backlog": None,
-    "to_analyse": "backlog",
-    "analysis": "in_progress",
-    "in_progress": None,
-    "code_review": "in_progress",
-    # Verdicts and pauses are things people say; showing them as anything else would lie.
-    "approved": None,
-    "rejected": None,
-    "blocked": None,
-    "needs_input": None,
-    "awaiting_deploy": "in_progress",
-    "deploying": "in_progress",
-    "monitoring": "in_progress",
-    "done": None,  # by group instead: GROUP_OF
-    "cancelled": None,
-}
-"""The key to use, in the same project, when a project has no state for a key."""
-
-GROUP_OF: Final[dict[str, str]] = {"done": "completed", "cancelled": "cancelled"}
-"""The terminal keys: their state must be in this group, and is found by it when no name matches."""
-
-STAGE_STATUS: Final[dict[str, str]] = {
-    "analysis": "analysis",
-    "development": "in_progress",
-    "review": "code_review",
-    "merge": "code_review",
-    "deploy": "awaiting_deploy",
-    "monitoring": "monitoring",
-    "done": "done",
-    "cancelled": "cancelled",
-}
-"""What a task's stage shows as in the tracker; a stage not listed moves nothing."""
+__all__ = ["PlaneProject", "PlaneTracker"]
 
 REFRESH_RETRY_S = 60.0  # after a failed states refresh, serve the stale copy this long before trying again
 ITEM_FACT = "plane:item:"  # + item id: the state orch last wrote to (or saw of) a work item
@@ -261,7 +202,7 @@ class PlaneTracker:
         tried: set[str] = set()
         while key is not None and key not in tried:
             tried.add(key)
-            found = _by_name(states, self.name_of(project, key), GROUP_OF.get(key))
+            found = by_name(states, self.name_of(project, key), GROUP_OF.get(key))
             if found is None and key in GROUP_OF:
                 in_group = [s for s in states if s.group == GROUP_OF[key]]
                 found = min(in_group, key=lambda s: (s.name, s.id)) if in_group else None
@@ -471,28 +412,3 @@ class PlaneTracker:
             return
         self._remember(item.id, item.project_id, item.state_id)
         log.info("plane_state_set", task=task.key, status=logical, state=target.name)
-
-
-def group_of(aliases: list[State]) -> str:
-    """The group of a state UUID listed under several names (a badly configured project):
-    a terminal group wins, so a Done aliasing Approved is never read as a verdict and orch
-    never acts on an item that may be finished."""
-    groups = [s.group for s in aliases]
-    for terminal in ("cancelled", "completed"):
-        if terminal in groups:
-            return terminal
-    return groups[0]
-
-
-def _by_name(states: list[State], name: str, group: str | None) -> State | None:
-    """The state called `name` (exactly, else ignoring case) whose group fits: `group` for a
-    terminal key, any non-terminal group otherwise."""
-
-    def fits(s: State) -> bool:
-        return s.group == group if group is not None else s.group not in TERMINAL_GROUPS
-
-    exact = [s for s in states if s.name == name and fits(s)]
-    if exact:
-        return exact[0]
-    folded = name.strip().casefold()
-    return next((s for s in states if s.name.strip().casefold() == folded and fits(s)), None)
