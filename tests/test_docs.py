@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 
 # Config fields that depend on where the file lives (or are not compared at all).
-_LOCATION_FIELDS = {"raw", "source", "base_dir", "state_dir", "db_path", "workspace_root", "repos"}
+_LOCATION_FIELDS = {"raw", "source", "base_dir", "state_dir", "store.db_path", "workspace.root", "repos"}
 
 
 def _fields(cls: type) -> list[str]:
@@ -76,10 +77,30 @@ def test_example_builds_the_same_config_as_the_embedded_defaults() -> None:
     data = _example()
     from_file = config_mod.build(data, source=EXAMPLE, environ={})
     embedded = config_mod.build({}, environ={})
-    compared = [name for name in _fields(config_mod.Config) if name not in _LOCATION_FIELDS]
-    assert {"stages", "transitions", "gates", "effects", "agents", "max_retries"} <= set(compared)
+    compared = [name for name in _config_paths() if name not in _LOCATION_FIELDS]
+    assert {"pipeline.stages", "pipeline.transitions", "gates", "effects", "agents"} <= set(compared)
+    assert {"pipeline.max_retries", "relay.port", "plane.per_page"} <= set(compared)
     for name in compared:
-        assert getattr(from_file, name) == getattr(embedded, name), f"Config.{name} differs"
+        assert _attr(from_file, name) == _attr(embedded, name), f"Config.{name} differs"
+
+
+def _config_paths() -> list[str]:
+    """Config's fields, a section's as "section.field" (cfg.relay.port: "relay.port")."""
+    paths: list[str] = []
+    hints = typing.get_type_hints(config_mod.Config)
+    for name in _fields(config_mod.Config):
+        kind = hints[name]
+        if isinstance(kind, type) and hasattr(kind, "_fields"):
+            paths += [f"{name}.{field}" for field in _fields(kind)]
+        else:
+            paths.append(name)
+    return paths
+
+
+def _attr(cfg: Any, path: str) -> Any:
+    for part in path.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def test_example_values_equal_defaults_exactly() -> None:
