@@ -115,7 +115,7 @@ def _orch_worker(toml: str, keys: list[str], barrier: Any, out: Any) -> None:
                     outcome = "busy_cas" if "compare-and-swap" in r.message else "busy_lease"
                 run.outcomes[outcome] += 1
                 # not_ready/failed cannot happen on this chain: drop the task, _check_done reports it
-                done = cfg.is_terminal((r.to_stage if r.outcome == "advanced" else None) or r.stage)
+                done = cfg.pipeline.is_terminal((r.to_stage if r.outcome == "advanced" else None) or r.stage)
                 if done or outcome in ("not_ready", "failed"):
                     remaining.remove(key)
         run.end = time.monotonic()
@@ -228,8 +228,11 @@ def make_orch_db(run_dir: Path, template_db: Path, *, stages: int, lease: bool, 
     write_toml(toml, stages=stages, lease=lease)
     shutil.copy(template_db, run_dir / "orch.db")
     cfg = config.load(toml)
-    if cfg.lease_enabled is not lease or cfg.initial_stage != "s0":
-        sys.exit(f"{toml}: config did not load as written (lease {cfg.lease_enabled}, {cfg.initial_stage})")
+    if cfg.transition_lease.enabled is not lease or cfg.pipeline.initial != "s0":
+        sys.exit(
+            f"{toml}: config did not load as written "
+            f"(lease {cfg.transition_lease.enabled}, {cfg.pipeline.initial})"
+        )
     rt = open_runtime(cfg, actor="bench:setup")
     for key in keys:
         tasks.add(rt, f"bench task {key}", key=key)

@@ -593,9 +593,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg_path, budget_path = write_config(root, fake, projects)
         cfg = config_mod.load(cfg_path)
         t0 = time.perf_counter()
-        n_tasks, n_jobs = seed_db(cfg.db_path, rows, time.time())
+        n_tasks, n_jobs = seed_db(cfg.store.db_path, rows, time.time())
         t_db = time.perf_counter() - t0
-        per_page = cfg.integrations.plane_per_page
+        per_page = cfg.plane.per_page
         pages = n_projects * math.ceil(ITEMS / per_page)
         approvals = n_projects * sum(k.count for k in MIX if k.state == "approved")
         # The reconciler writes each linked task's stage back once: the approved ones (now in
@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(
             f"{n_projects} projects x {ITEMS} work items = {n_projects * ITEMS:,} items; "
-            f"per_page {per_page}, states_ttl_s {cfg.integrations.plane_states_ttl_s:g}, grace_s 0"
+            f"per_page {per_page}, states_ttl_s {cfg.plane.states_ttl_s:g}, grace_s 0"
             + (", requests_per_run 0 (no budget: one run lists every project)" if HAS_BUDGET else "")
         )
         print("mix per project: " + ", ".join(f"{k.label} {k.count} ({k.stage or '-'})" for k in MIX))
@@ -633,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(tmp / "pycache")
         # Bytecode for orch and what it imports, in the private prefix: the runs measure no compiling.
-        orch_dir = Path(config_mod.__file__).parent
+        orch_dir = Path(config_mod.__file__).parent.parent  # orch/config/__init__.py -> orch/
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(orch_dir)], env=env, check=True)
         subprocess.run([sys.executable, "-c", WARM_IMPORTS], env=env, check=True)
         cmd = [str(script), "-c", str(cfg_path), "reconcile", "--json"]
@@ -645,10 +645,10 @@ def main(argv: list[str] | None = None) -> int:
         moved = approve_one_per_project(fake, projects, rows)
         sim = ticks(budget_path, fake, parts, list(projects))
         drift = still_approved(fake, projects, moved)
-        run_budget = config_mod.load(budget_path).integrations.plane_requests_per_run if HAS_BUDGET else 0
+        run_budget = config_mod.load(budget_path).plane.requests_per_run if HAS_BUDGET else 0
         parts.undo()
 
-        print(f"after the runs and ticks: {db_stages(cfg.db_path)}")
+        print(f"after the runs and ticks: {db_stages(cfg.store.db_path)}")
         print()
         requests_table(runs, replays)
         bad = sum(b for _, _, b in replays.values())

@@ -242,7 +242,7 @@ def run(
         t_acked = max(r["end"] for r in parts)
         result["load_end"] = os.getloadavg()[0]
         if drain:
-            t_drained, states = wait_drained(cfg.db_path, drain_timeout)
+            t_drained, states = wait_drained(cfg.store.db_path, drain_timeout)
             result["drain"] = (
                 f"all done {t_drained - t_acked:.2f} s after the last ack "
                 f"({t_drained - t0:.2f} s after the first delivery)"
@@ -257,7 +257,7 @@ def run(
     for r in parts:
         for code, n in r["statuses"].items():
             statuses[code] = statuses.get(code, 0) + n
-    conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True)
+    conn = sqlite3.connect(f"file:{cfg.store.db_path}?mode=ro", uri=True)
     try:
         rows = int(conn.execute("SELECT count(*) FROM inbox").fetchone()[0])
     finally:
@@ -269,7 +269,7 @@ def run(
         reconnects=sum(r["reconnects"] for r in parts),
         wall_s=t_acked - t0,
         rows=rows,
-        states=inbox_states(cfg.db_path),
+        states=inbox_states(cfg.store.db_path),
     )
     backlog = result["states"].get("pending", 0)
     if after == "drain":
@@ -290,7 +290,7 @@ def run(
         relay = Relay(cfg, host="127.0.0.1", port=0).start()
         t = time.monotonic()
         try:
-            t_end, states = wait_drained(cfg.db_path, restart_timeout)
+            t_end, states = wait_drained(cfg.store.db_path, restart_timeout)
         finally:
             relay.close()
         done = states.get("done", 0)
@@ -303,7 +303,7 @@ def run(
                 else f"{restart_timeout:.0f} s, {left:,} still pending (NOT drained)"
             )
         )
-    result["states_after"] = inbox_states(cfg.db_path)
+    result["states_after"] = inbox_states(cfg.store.db_path)
     return result
 
 

@@ -103,7 +103,7 @@ def fill(toml: Path, n_tasks: int, rng: random.Random) -> None:
     from orch.store import Store
 
     cfg = config.load(toml)
-    store = Store.open(cfg.db_path)
+    store = Store.open(cfg.store.db_path)
     if n_tasks == 0:
         store.close()
         return

@@ -18,9 +18,12 @@ def _write(path: Path, text: str) -> Path:
 def test_embedded_defaults_when_nothing_is_configured(tmp_path: Path) -> None:
     cfg = config_mod.load(cwd=tmp_path, environ={})
     assert cfg.source is None
-    assert cfg.db_path == tmp_path.resolve() / ".orch" / "orch.db"
-    assert [t.name for t in cfg.transitions_from("review")] == ["review->development", "review->merge"]
-    assert cfg.lease_enabled
+    assert cfg.store.db_path == tmp_path.resolve() / ".orch" / "orch.db"
+    assert [t.name for t in cfg.pipeline.transitions_from("review")] == [
+        "review->development",
+        "review->merge",
+    ]
+    assert cfg.transition_lease.enabled
 
 
 def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,13 +35,13 @@ def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     explicit = _write(tmp_path / "x.toml", "[tracker]\nkey_prefix = 'EXPLICIT'\n")
     monkeypatch.setenv("ORCH_HOME", str(home))
     monkeypatch.setenv("ORCH_CONFIG", str(env_file))
-    assert config_mod.load(explicit, cwd=tmp_path).key_prefix == "EXPLICIT"
-    assert config_mod.load(cwd=tmp_path).key_prefix == "ENV"
+    assert config_mod.load(explicit, cwd=tmp_path).tracker.key_prefix == "EXPLICIT"
+    assert config_mod.load(cwd=tmp_path).tracker.key_prefix == "ENV"
     monkeypatch.delenv("ORCH_CONFIG")
-    assert config_mod.load(cwd=tmp_path).key_prefix == "HERE"
+    assert config_mod.load(cwd=tmp_path).tracker.key_prefix == "HERE"
     here.unlink()
     cfg = config_mod.load(cwd=tmp_path)
-    assert cfg.key_prefix == "HOME"
+    assert cfg.tracker.key_prefix == "HOME"
     assert cfg.state_dir == home.resolve()
 
 
@@ -49,7 +52,11 @@ def test_env_overrides_with_types(tmp_path: Path) -> None:
         "ORCH_PIPELINE_MAX_RETRIES": "7",
     }
     cfg = config_mod.load(cwd=tmp_path, environ=env)
-    assert (cfg.lease_enabled, cfg.busy_timeout_ms, cfg.max_retries) == (False, 250, 7)
+    assert (cfg.transition_lease.enabled, cfg.store.busy_timeout_ms, cfg.pipeline.max_retries) == (
+        False,
+        250,
+        7,
+    )
     with pytest.raises(ConfigError, match="ORCH_TRANSITION_LEASE_ENABLED: expected true or false"):
         config_mod.load(cwd=tmp_path, environ={"ORCH_TRANSITION_LEASE_ENABLED": "maybe"})
 

@@ -71,13 +71,16 @@ def test_bad_config_is_refused_at_load_naming_the_key(tmp_path: Path, text: str,
 def test_a_gated_cycle_and_a_chain_without_gates_are_fine(tmp_path: Path) -> None:
     # review <-> development is a cycle, but each way has a gate.
     default = config_mod.load(cwd=tmp_path, environ={})
-    moves = {(t.source, t.target) for t in default.transitions}
+    moves = {(t.source, t.target) for t in default.pipeline.transitions}
     assert {("review", "development"), ("development", "review")} <= moves
     text = "[pipeline]\ninitial = 'a'\n[pipeline.stages.a]\n[pipeline.stages.b]\n"
     text += "[[pipeline.transitions]]\nfrom = 'a'\nto = 'b'\n"
     text += "[[pipeline.transitions]]\nfrom = 'b'\nto = 'done'\n"
     chain = config_mod.load(_write(tmp_path / "orch.toml", text), environ={})
-    assert [(t.source, t.target, t.gates) for t in chain.transitions] == [("a", "b", ()), ("b", "done", ())]
+    assert [(t.source, t.target, t.gates) for t in chain.pipeline.transitions] == [
+        ("a", "b", ()),
+        ("b", "done", ()),
+    ]
 
 
 def test_env_variables_that_match_no_key_are_errors(tmp_path: Path) -> None:
@@ -98,14 +101,14 @@ def test_env_variables_that_match_no_key_are_errors(tmp_path: Path) -> None:
         "ORCH_TRANSITION_LEASE_ENABLED": "false",
         "ORCH_TEST_SEED": "7",
     }
-    assert config_mod.load(cwd=tmp_path, environ=ok).lease_enabled is False
+    assert config_mod.load(cwd=tmp_path, environ=ok).transition_lease.enabled is False
     named = _write(tmp_path / "orch.toml", "[gitea]\ntoken_env = 'ORCH_MY_GITEA'\n")
     config_mod.load(named, environ={"ORCH_MY_GITEA": "x"})
 
 
 def test_a_fractional_number_from_the_environment_is_taken_like_the_file_value(tmp_path: Path) -> None:
     cfg = config_mod.load(cwd=tmp_path, environ={"ORCH_PLANE_STATES_TTL_S": "0.5"})
-    assert cfg.integrations.plane_states_ttl_s == 0.5
+    assert cfg.plane.states_ttl_s == 0.5
     with pytest.raises(ConfigError) as e:
         config_mod.load(cwd=tmp_path, environ={"ORCH_PLANE_PER_PAGE": "0.5"})
     assert "[plane] per_page: expected a whole number" in str(e.value)
@@ -117,8 +120,8 @@ def test_a_fractional_number_from_the_environment_is_taken_like_the_file_value(t
 def test_naming_one_stage_merges_into_the_default_stages(tmp_path: Path) -> None:
     path = _write(tmp_path / "orch.toml", '[pipeline.stages.review]\nagent = "reviewer"\nhuman = true\n')
     cfg = config_mod.load(path, environ={})
-    assert list(cfg.stages) == list(config_mod.DEFAULTS["pipeline"]["stages"])
-    assert cfg.stages["review"].human and cfg.stages["analysis"].agent == "analyst"
+    assert list(cfg.pipeline.stages) == list(config_mod.DEFAULTS["pipeline"]["stages"])
+    assert cfg.pipeline.stages["review"].human and cfg.pipeline.stages["analysis"].agent == "analyst"
 
 
 def test_a_dollar_that_starts_no_name_is_literal_in_a_prompt(tmp_path: Path) -> None:

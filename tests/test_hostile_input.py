@@ -301,7 +301,7 @@ def test_a_damaged_database_is_one_line_naming_the_file(
     for i in range(30):  # enough pages that a third of the file cuts through tables
         tasks.add(rt, f"task {i} " + "x" * 400)
     rt.close()
-    db = setup.config().db_path
+    db = setup.config().store.db_path
     _damage(db, how)
     env = {"ORCH_GITEA_WEBHOOK_SECRET": "s"}
     for cmd in commands:
@@ -372,7 +372,7 @@ def test_an_escaped_secret_key_is_removed_at_any_level(rt) -> None:  # type: ign
         b'"hooks": [{"SECRET": "deep-hunter2"}]}}'
     )
     inbox.put(rt, "gitea", body, {"X-Gitea-Event": "push"})
-    db = rt.config.db_path
+    db = rt.config.store.db_path
     stored = db.read_bytes() + Path(f"{db}-wal").read_bytes()
     assert b"top-hunter2" not in stored and b"deep-hunter2" not in stored
     assert inbox.drain(rt)["done"] == 1
@@ -464,7 +464,7 @@ def test_a_delivery_claimed_by_a_killed_process_is_done_seconds_after_restart(
     good = POISONED_PUSH.replace(b"\\ud800", b"acme/app")
     item, _ = inbox.put(rt, "gitea", good, {"X-Gitea-Event": "push"})
     rt.close()
-    db = setup.config().db_path
+    db = setup.config().store.db_path
     code = (
         "import os, signal, time\n"
         "from orch.identity import me\nfrom orch.store import Store\n"

@@ -319,13 +319,11 @@ def test_disable_notification_is_configurable(tmp_path: Path) -> None:
         "telegram": {"chat_id": CHAT, "disable_notification": True},
     }
     cfg = config_mod.build(raw, cwd=tmp_path, environ={"TELEGRAM_BOT_TOKEN": "1:x"})
-    assert cfg.integrations.telegram_disable_notification is True
+    assert cfg.telegram.disable_notification is True
     env = {"TELEGRAM_BOT_TOKEN": "1:x", "ORCH_TELEGRAM_DISABLE_NOTIFICATION": "false"}
-    assert (
-        config_mod.build(raw, cwd=tmp_path, environ=env).integrations.telegram_disable_notification is False
-    )
+    assert config_mod.build(raw, cwd=tmp_path, environ=env).telegram.disable_notification is False
     default = config_mod.build({}, cwd=tmp_path, environ={})
-    assert default.integrations.telegram_disable_notification is False
+    assert default.telegram.disable_notification is False
 
 
 def test_a_migrated_group_is_followed_and_the_operator_told_once_per_process(

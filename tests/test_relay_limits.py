@@ -84,7 +84,7 @@ def deliver(port: int, body: bytes) -> tuple[int, dict]:
 
 
 def wait_state(setup: Setup, item: int, deadline: float) -> str:
-    store = Store.open(setup.config().db_path, create=False)
+    store = Store.open(setup.config().store.db_path, create=False)
     try:
         while time.monotonic() < deadline:
             row = next(r for r in store.inbox_rows(limit=100) if r["id"] == item)

@@ -47,7 +47,7 @@ class LocalForge:
         return f"orch/{safe_name(task.key)}"
 
     def worktree_path(self, task: Task) -> Path:
-        root = self.config.workspace_root
+        root = self.config.workspace.root
         path = root / safe_name(task.repo) / safe_name(task.key)
         if not inside(path, root):
             raise UsageError(f"worktree {path} would lie outside {root}")
@@ -87,7 +87,7 @@ class LocalForge:
     def _clear_locks(self, repo: Repo) -> None:
         """Remove lock files a killed git left in the repository (never one a live git
         may hold: then a git command that needs it fails, and we try later)."""
-        removed = clear_stale_locks(self._gitdir(repo), [self.config.workspace_root])
+        removed = clear_stale_locks(self._gitdir(repo), [self.config.workspace.root])
         if removed:
             log.warning("stale_git_locks_removed", repo=repo.name, locks=[str(p) for p in removed])
 
@@ -119,13 +119,13 @@ class LocalForge:
     def _hook(self, name: str, task: Task, path: Path) -> bool:
         out = run_hook(
             self.runner,
-            self.config.hooks.get(name),
+            self.config.workspace.hooks.get(name),
             name=name,
             task=task,
             branch=self.branch(task),
             cwd=path,
             log_path=self._hook_log(task),
-            timeout_s=self.config.hook_timeout_s,
+            timeout_s=self.config.workspace.hook_timeout_s,
         )
         return out is None or out.state == "succeeded"
 

@@ -123,7 +123,7 @@ def relay_address_problem(host: str, port: int) -> str | None:
 
 def config_check(cfg: Config) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
-    problem = relay_address_problem(cfg.relay_host, cfg.relay_port)
+    problem = relay_address_problem(cfg.relay.host, cfg.relay.port)
     if problem:
         out.append(_finding("error", "[relay] host", problem, "set host to an address of this machine"))
     if not cfg.repos:
@@ -166,14 +166,14 @@ def config_check(cfg: Config) -> list[dict[str, str]]:
         if repo.ci:
             out += _check_command(cfg, f"{key} ci", repo.ci, repo.path)
     for agent in cfg.agents.values():
-        used = any(s.agent == agent.name for s in cfg.stages.values())
+        used = any(s.agent == agent.name for s in cfg.pipeline.stages.values())
         if used:
             out += _check_command(cfg, f"[agents.{agent.name}] command", agent.command, cfg.base_dir)
-    used_gates = {g for t in cfg.transitions for g in t.gates}
+    used_gates = {g for t in cfg.pipeline.transitions for g in t.gates}
     for gate in cfg.gates.values():
         if gate.command and gate.name in used_gates:
             out += _check_command(cfg, f"[gates.{gate.name}] command", gate.command, cfg.base_dir)
-    used_effects = {e for t in cfg.transitions for e in t.effects}
+    used_effects = {e for t in cfg.pipeline.transitions for e in t.effects}
     for eff in cfg.effects.values():
         if eff.name not in used_effects:
             continue
@@ -188,11 +188,11 @@ def config_check(cfg: Config) -> list[dict[str, str]]:
                     'add probe = "<command that exits 0 if it happened, 1 if not>"',
                 )
             )
-    for hook, command in cfg.hooks.items():
+    for hook, command in cfg.workspace.hooks.items():
         out += _check_command(cfg, f"[workspace] {hook}", command, cfg.base_dir)
     for path, key in (
         (cfg.state_dir, "state directory ($ORCH_HOME)"),
-        (cfg.workspace_root, "[workspace] root"),
+        (cfg.workspace.root, "[workspace] root"),
     ):
         probe = path
         while not probe.exists() and probe != probe.parent:
@@ -201,14 +201,16 @@ def config_check(cfg: Config) -> list[dict[str, str]]:
             out.append(
                 _finding("error", key, f"{path} is not writable", f"make {probe} writable for this user")
             )
-    if cfg.db_path.exists():
+    if cfg.store.db_path.exists():
         try:
-            conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True)
+            conn = sqlite3.connect(f"file:{cfg.store.db_path}?mode=ro", uri=True)
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             conn.close()
         except sqlite3.Error as e:
             out.append(
-                _finding("error", "[store] path", f"{cfg.db_path}: {e}", "point path at an orch database")
+                _finding(
+                    "error", "[store] path", f"{cfg.store.db_path}: {e}", "point path at an orch database"
+                )
             )
         else:
             from orch.store.schema import LATEST
@@ -362,19 +364,18 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
     from orch.app import wiring
 
     out: list[dict[str, str]] = []
-    i = cfg.integrations
-    if cfg.tracker_kind == "plane":
+    if cfg.tracker.kind == "plane":
         from orch.adapters.plane import PlaneClient
 
         try:
             client = PlaneClient(
-                client=wiring.http_client(i.plane_timeout_s),
-                base_url=i.plane_base_url,
-                workspace=i.plane_workspace,
-                api_key=wiring.secret(i.plane_api_key_env, "[plane] api_key_env"),
+                client=wiring.http_client(cfg.plane.timeout_s),
+                base_url=cfg.plane.base_url,
+                workspace=cfg.plane.workspace,
+                api_key=wiring.secret(cfg.plane.api_key_env, "[plane] api_key_env"),
                 per_page=1,
             )
-            for project in i.plane_projects.values():
+            for project in cfg.plane.projects.values():
                 try:
                     client.list_states(project.id)
                     out.append(
@@ -390,14 +391,14 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
                 out += _plane_floors(client, project.key, project.id)
         except Exception as e:
             out.append(_integration_finding("[plane]", "Plane", e))
-    if cfg.forge_kind == "gitea":
+    if cfg.forge.kind == "gitea":
         from orch.adapters.gitea import GiteaClient
 
         try:
             gitea = GiteaClient(
-                client=wiring.http_client(i.gitea_timeout_s),
-                base_url=i.gitea_base_url,
-                token=wiring.secret(i.gitea_token_env, "[gitea] token_env"),
+                client=wiring.http_client(cfg.gitea.timeout_s),
+                base_url=cfg.gitea.base_url,
+                token=wiring.secret(cfg.gitea.token_env, "[gitea] token_env"),
             )
             out += _gitea_floor(gitea)
             for repo in cfg.repos.values():
@@ -411,17 +412,17 @@ def online_checks(cfg: Config) -> list[dict[str, str]]:
                     )
         except Exception as e:
             out.append(_integration_finding("[gitea]", "Gitea", e))
-    if cfg.notifier_kind == "telegram":
+    if cfg.notifier.kind == "telegram":
         from orch.adapters.telegram import TelegramClient
 
         try:
             tg = TelegramClient(
-                client=wiring.http_client(i.telegram_timeout_s),
-                base_url=i.telegram_base_url,
-                token=wiring.secret(i.telegram_token_env, "[telegram] token_env"),
+                client=wiring.http_client(cfg.telegram.timeout_s),
+                base_url=cfg.telegram.base_url,
+                token=wiring.secret(cfg.telegram.token_env, "[telegram] token_env"),
             )
             out.append(_finding("info", "[telegram]", f"bot {tg.get_me()} answers", "nothing to do"))
-            out += _telegram_chat(tg, i.telegram_chat_id)
+            out += _telegram_chat(tg, cfg.telegram.chat_id)
         except Exception as e:
             out.append(_integration_finding("[telegram] token_env", "Telegram", e))
     if not out:
@@ -440,7 +441,7 @@ def doctor(cfg: Config) -> dict[str, Any]:
     """config check + database integrity + what the queue view calls problems."""
     findings = config_check(cfg)
     view: dict[str, Any] = {}
-    if cfg.db_path.exists():
+    if cfg.store.db_path.exists():
         from orch.app.wiring import open_runtime
         from orch.engine import status
         from orch.errors import StoreError
@@ -473,7 +474,7 @@ def doctor(cfg: Config) -> dict[str, Any]:
             findings.append(_finding("warning", "queue", p, "see `orch queue`"))
     else:
         findings.append(
-            _finding("warning", "[store] path", f"{cfg.db_path} does not exist yet", "run `orch init`")
+            _finding("warning", "[store] path", f"{cfg.store.db_path} does not exist yet", "run `orch init`")
         )
     return {
         "ok": not any(f["level"] == "error" for f in findings),

@@ -231,7 +231,7 @@ def systemd_units(
         "[Install]",
         "WantedBy=timers.target",
     ]
-    secrets = ", ".join((cfg.gitea_secret_env, cfg.plane_secret_env, cfg.relay_token_env))
+    secrets = ", ".join((cfg.relay.gitea_secret_env, cfg.relay.plane_secret_env, cfg.relay.token_env))
     _plain_text(secrets)
     relay = [
         "# The webhook relay (`orch relay serve`), for a tracker or forge that sends webhooks:",
@@ -244,7 +244,7 @@ def systemd_units(
         "[Service]",
         "Type=simple",
         *service_common,
-        exec_start("relay", "serve", "--host", cfg.relay_host, "--port", str(cfg.relay_port)),
+        exec_start("relay", "serve", "--host", cfg.relay.host, "--port", str(cfg.relay.port)),
         "Restart=on-failure",
         "RestartSec=5s",
         "",

@@ -86,15 +86,15 @@ _REASONS = {
 def required_sources(cfg: Config) -> tuple[str, ...]:
     """The sources whose integration is configured: their webhooks are how orch hears of them."""
     out = []
-    if cfg.tracker_kind == "plane":
+    if cfg.tracker.kind == "plane":
         out.append("plane")
-    if cfg.forge_kind == "gitea":
+    if cfg.forge.kind == "gitea":
         out.append("gitea")
     return tuple(out)
 
 
 def _secret_var(cfg: Config, source: str) -> str:
-    return cfg.plane_secret_env if source == "plane" else cfg.gitea_secret_env
+    return cfg.relay.plane_secret_env if source == "plane" else cfg.relay.gitea_secret_env
 
 
 class _Reject(Exception):
@@ -125,14 +125,14 @@ class Relay:
             )
         if not self.secrets:
             raise ConfigError(
-                f"relay: no webhook secret is set: set {cfg.gitea_secret_env} and/or "
-                f"{cfg.plane_secret_env} ([relay] gitea_secret_env, plane_secret_env)"
+                f"relay: no webhook secret is set: set {cfg.relay.gitea_secret_env} and/or "
+                f"{cfg.relay.plane_secret_env} ([relay] gitea_secret_env, plane_secret_env)"
             )
-        self.header_timeout = max(cfg.relay_header_timeout_s, 0.05)
-        self.body_timeout = max(cfg.relay_body_timeout_s, 0.05)
-        self.max_connections = cfg.relay_max_connections
-        bind_host = host or cfg.relay_host
-        bind_port = cfg.relay_port if port is None else port
+        self.header_timeout = max(cfg.relay.header_timeout_s, 0.05)
+        self.body_timeout = max(cfg.relay.body_timeout_s, 0.05)
+        self.max_connections = cfg.relay.max_connections
+        bind_host = host or cfg.relay.host
+        bind_port = cfg.relay.port if port is None else port
         try:
             self.sock = socket.create_server((bind_host, bind_port), backlog=128, reuse_port=False)
         except (OSError, OverflowError, ValueError) as e:
@@ -165,7 +165,7 @@ class Relay:
         return f"http://{self.address[0]}:{self.address[1]}"
 
     def token(self) -> str | None:
-        return os.environ.get(self.cfg.relay_token_env) or None
+        return os.environ.get(self.cfg.relay.token_env) or None
 
     # -- running -------------------------------------------------------------------------
 
@@ -275,12 +275,14 @@ class Relay:
         except _Reject as r:
             await self._send(writer, r.code, {"error": r.error}, close=True)
             return False
-        if length > self.cfg.relay_max_body:
+        if length > self.cfg.relay.max_body_bytes:
             # Read (and drop) a moderately large body so the sender sees the 413 rather
             # than a reset; a huge one is cut off.
-            if length <= 8 * self.cfg.relay_max_body:
+            if length <= 8 * self.cfg.relay.max_body_bytes:
                 await asyncio.wait_for(_discard(reader, length), timeout=self.body_timeout)
-            await self._send(writer, 413, {"error": f"body over {self.cfg.relay_max_body} bytes"}, close=True)
+            await self._send(
+                writer, 413, {"error": f"body over {self.cfg.relay.max_body_bytes} bytes"}, close=True
+            )
             return False
         if length and headers.get("expect", "").lower() == "100-continue":  # curl, for bodies > 1 KiB
             writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")

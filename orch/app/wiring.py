@@ -48,7 +48,7 @@ def open_runtime(
     from orch.adapters.process import ProcessRunner
 
     cfg = cfg or config_mod.load(config_path)
-    store = Store.open(cfg.db_path, busy_timeout_ms=cfg.busy_timeout_ms, create=create)
+    store = Store.open(cfg.store.db_path, busy_timeout_ms=cfg.store.busy_timeout_ms, create=create)
     runner = ProcessRunner(hidden=cfg.secret_env_names())
     clock = time.time
     try:
@@ -79,100 +79,99 @@ def http_client(timeout_s: float) -> Any:
 
 def _tracker(cfg: Config, store: Store, clock: Callable[[], float]) -> tuple[Tracker, ExternalTracker | None]:
     """The tracker, and the same object again when it is an external one (else None)."""
-    if cfg.tracker_kind == "local":
+    if cfg.tracker.kind == "local":
         from orch.adapters.tracker_local import LocalTracker
 
         return LocalTracker(), None
     from orch.adapters.plane import PlaneClient, SharedBudget
     from orch.adapters.tracker_plane import PlaneTracker
 
-    i = cfg.integrations
-    api_key = secret(i.plane_api_key_env, "[plane] api_key_env")
+    api_key = secret(cfg.plane.api_key_env, "[plane] api_key_env")
     client = PlaneClient(
-        client=http_client(i.plane_timeout_s),
-        base_url=i.plane_base_url,
-        workspace=i.plane_workspace,
+        client=http_client(cfg.plane.timeout_s),
+        base_url=cfg.plane.base_url,
+        workspace=cfg.plane.workspace,
         api_key=api_key,
-        per_page=i.plane_per_page,
+        per_page=cfg.plane.per_page,
         # Plane allows 60 requests a minute per key: one run (one process, one tick) may
         # spend this many; the reconciler goes on from where it stopped on the next run.
-        budget=i.plane_requests_per_run or None,
+        budget=cfg.plane.requests_per_run or None,
         # ... and all processes together this many a minute, counted in the DB.
         shared=SharedBudget(
             store=store,
-            base_url=i.plane_base_url,
+            base_url=cfg.plane.base_url,
             api_key=api_key,
-            per_minute=i.plane_requests_per_minute,
+            per_minute=cfg.plane.requests_per_minute,
             clock=clock,
         )
-        if i.plane_requests_per_minute
+        if cfg.plane.requests_per_minute
         else None,
     )
     plane = PlaneTracker(
         client=client,
         store=store,
-        projects=i.plane_projects,
-        states_ttl_s=i.plane_states_ttl_s,
+        projects=cfg.plane.projects,
+        states_ttl_s=cfg.plane.states_ttl_s,
         clock=clock,
     )
     return plane, plane
 
 
 def _notifier(cfg: Config, store: Store | None = None, clock: Callable[[], float] = time.time) -> Notifier:
-    if cfg.notifier_kind == "console":
+    if cfg.notifier.kind == "console":
         from orch.adapters.console import ConsoleNotifier
 
         return ConsoleNotifier()
     from orch.adapters.notifier_telegram import TelegramNotifier
     from orch.adapters.telegram import TelegramClient
 
-    i = cfg.integrations
     client = TelegramClient(
-        client=http_client(i.telegram_timeout_s),
-        base_url=i.telegram_base_url,
-        token=secret(i.telegram_token_env, "[telegram] token_env"),
-        max_wait_s=i.telegram_max_wait_s,
+        client=http_client(cfg.telegram.timeout_s),
+        base_url=cfg.telegram.base_url,
+        token=secret(cfg.telegram.token_env, "[telegram] token_env"),
+        max_wait_s=cfg.telegram.max_wait_s,
     )
     return TelegramNotifier(
         client=client,
-        chat_id=i.telegram_chat_id,
-        thread_id=i.telegram_thread_id or None,
-        disable_notification=i.telegram_disable_notification,
+        chat_id=cfg.telegram.chat_id,
+        thread_id=cfg.telegram.thread_id or None,
+        disable_notification=cfg.telegram.disable_notification,
         store=store,
         clock=clock,
     )
 
 
 def _forge(cfg: Config, store: Store, runner: ProcessRunner, clock: Callable[[], float]) -> Forge:
-    if cfg.forge_kind == "local":
+    if cfg.forge.kind == "local":
         from orch.adapters.forge_local import LocalForge
 
         return LocalForge(config=cfg, store=store, runner=runner, clock=clock)
     from orch.adapters.forge_gitea import GiteaForge, GiteaRepo
     from orch.adapters.gitea import GiteaClient
 
-    i = cfg.integrations
     client = GiteaClient(
-        client=http_client(i.gitea_timeout_s),
-        base_url=i.gitea_base_url,
-        token=secret(i.gitea_token_env, "[gitea] token_env"),
+        client=http_client(cfg.gitea.timeout_s),
+        base_url=cfg.gitea.base_url,
+        token=secret(cfg.gitea.token_env, "[gitea] token_env"),
     )
     repos = {}
     for repo in cfg.repos.values():
         assert repo.forge_repo is not None  # config validation requires it with kind = "gitea"
         owner, name = repo.forge_repo.split("/", 1)
-        clone = str(repo.path) if repo.path.exists() else f"{i.gitea_base_url.rstrip('/')}/{owner}/{name}.git"
+        clone = (
+            str(repo.path) if repo.path.exists() else f"{cfg.gitea.base_url.rstrip('/')}/{owner}/{name}.git"
+        )
         repos[repo.name] = GiteaRepo(
             name=repo.name, owner=owner, repo=name, clone_url=clone, default_branch=repo.default_branch
         )
     return GiteaForge(
         client=client,
         repos=repos,
-        workspace_root=cfg.workspace_root,
-        mirror_root=i.gitea_mirror_root,
+        workspace_root=cfg.workspace.root,
+        mirror_root=cfg.gitea.mirror_root,
         runner=runner,
-        hooks=cfg.hooks,
-        hook_timeout_s=cfg.hook_timeout_s,
+        hooks=cfg.workspace.hooks,
+        hook_timeout_s=cfg.workspace.hook_timeout_s,
         log_dir=cfg.log_dir,
-        merge_style=i.gitea_merge_style,  # type: ignore[arg-type]
+        merge_style=cfg.gitea.merge_style,  # type: ignore[arg-type]
     )

@@ -24,7 +24,7 @@ def task_keys(incomplete: str = "") -> list[str]:
         return []
     try:
         tasks = rt.store.list_tasks(limit=100_000)
-        keys = [t.key for t in reversed(tasks) if not rt.config.is_terminal(t.stage)]
+        keys = [t.key for t in reversed(tasks) if not rt.config.pipeline.is_terminal(t.stage)]
     except Exception:
         return []
     finally:
@@ -36,7 +36,7 @@ def stages(incomplete: str = "") -> list[str]:
     try:
         from orch import config as config_mod
 
-        names = list(config_mod.load(os.environ.get("ORCH_CONFIG") or None).stages)
+        names = list(config_mod.load(os.environ.get("ORCH_CONFIG") or None).pipeline.stages)
     except Exception:
         return []
     return [s for s in names if s.startswith(incomplete)]

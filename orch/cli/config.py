@@ -45,7 +45,7 @@ def config_show(json_: bool = JSON) -> None:
     data = {
         "source": str(cfg.source) if cfg.source else None,
         "state_dir": str(cfg.state_dir),
-        "db_path": str(cfg.db_path),
+        "db_path": str(cfg.store.db_path),
         "config": redact(cfg.raw or {}),
     }
     if json_:

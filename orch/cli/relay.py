@@ -44,8 +44,8 @@ def _check_address(cfg: Config, host: str | None, port: int | None) -> None:
     from orch.app.checks import relay_address_problem
     from orch.errors import ConfigError
 
-    h = host if host is not None else cfg.relay_host
-    p = port if port is not None else cfg.relay_port
+    h = host if host is not None else cfg.relay.host
+    p = port if port is not None else cfg.relay.port
     problem = relay_address_problem(h, p)
     if problem:
         if "port" in problem.split(" ", 1)[0]:

@@ -58,7 +58,7 @@ def init(
     typer.echo(
         f"wrote {target}: repository {facts.name!r} at {facts.top}, default branch {facts.default_branch}"
     )
-    typer.echo(f"database at {cfg.db_path}")
+    typer.echo(f"database at {cfg.store.db_path}")
     if excluded:
         typer.echo(f"added {excluded} to {facts.exclude}")
     typer.echo("next: set [agents.developer] and [agents.reviewer] command in orch.toml, then")

@@ -55,10 +55,10 @@ def task_list(
     Example: orch task list --stage review --json
     """
     rt = runtime()
-    if stage is not None and stage not in rt.config.stages:
+    if stage is not None and stage not in rt.config.pipeline.stages:
         from orch.errors import UsageError
 
-        raise UsageError(f"no such stage {stage!r} (stages: {', '.join(rt.config.stages)})")
+        raise UsageError(f"no such stage {stage!r} (stages: {', '.join(rt.config.pipeline.stages)})")
     rows = rt.store.list_tasks(stage=stage)
     if json_:
         emit_json([t.as_dict() for t in rows])

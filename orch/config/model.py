@@ -60,11 +60,6 @@ class Config(NamedTuple):
     repos: dict[str, Repo]
     raw: dict[str, Any]  # the merged tables, for `orch config show`
 
-    def __getattr__(self, name: str) -> Any:  # TEMPORARY: see _flat.py
-        from orch.config._flat import flat
-
-        return flat(self, name)
-
     @property
     def log_dir(self) -> Path:
         return self.state_dir / "logs"

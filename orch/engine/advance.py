@@ -84,8 +84,8 @@ def advance(rt: Runtime, key: str, *, expect: str | None = None) -> AdvanceResul
 
 def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
     cfg = rt.config
-    if expect is not None and expect not in cfg.stages:
-        raise UsageError(f"--expect {expect!r}: no such stage (stages: {', '.join(cfg.stages)})")
+    if expect is not None and expect not in cfg.pipeline.stages:
+        raise UsageError(f"--expect {expect!r}: no such stage (stages: {', '.join(cfg.pipeline.stages)})")
     task = rt.task(key)
     lease = lease_names.task(task.key)
     # A dead owner's leases (the task's, its repository's merge lease) are cleared on any
@@ -97,7 +97,7 @@ def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
 
     if expect is not None and task.stage != expect:
         return AdvanceResult(key, "nothing", task.stage, message=f"task is at {task.stage}, not {expect}")
-    if cfg.is_terminal(task.stage):
+    if cfg.pipeline.is_terminal(task.stage):
         return AdvanceResult(key, "nothing", task.stage, message=f"task is {task.stage}")
     if task.blocked:
         why = "escalated" if task.escalated else "blocked"
@@ -119,7 +119,7 @@ def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
         "transition": chosen.name,
         "gates": {g.name: g.evidence or g.reason for g in results if g.passed},
     }
-    if cfg.lease_enabled:
+    if cfg.transition_lease.enabled:
         # The lease row's audit also says which transition was entered and on which
         # gates: one write where there were two (advance runs on every webhook).
         ok, holder = rt.store.acquire_lease(
@@ -145,9 +145,11 @@ def _advance(rt: Runtime, key: str, expect: str | None) -> AdvanceResult:
             _alert_reclaimed(rt, task, holder)
         faults.point("after_lease")
     try:
-        return _locked_step(rt, task, chosen, results, expect, None if cfg.lease_enabled else entered)
+        return _locked_step(
+            rt, task, chosen, results, expect, None if cfg.transition_lease.enabled else entered
+        )
     finally:
-        if cfg.lease_enabled:
+        if cfg.transition_lease.enabled:
             faults.point("before_release")
             # Not audited: the lease_acquired row and the CAS row tell the story; only a
             # release by hand, by the reaper or by a cancel is an event of its own.
@@ -172,7 +174,7 @@ def advance_chain(rt: Runtime, key: str, *, limit: int = 10) -> list[AdvanceResu
     results = [advance(rt, key)]
     while results[-1].outcome == "advanced" and len(results) < limit:
         stage = results[-1].to_stage
-        if stage is None or rt.config.stages[stage].agent is not None:
+        if stage is None or rt.config.pipeline.stages[stage].agent is not None:
             break
         results.append(advance(rt, key))
     return results
@@ -181,7 +183,7 @@ def advance_chain(rt: Runtime, key: str, *, limit: int = 10) -> list[AdvanceResu
 def _choose(rt: Runtime, task: Task) -> tuple[Transition | None, list[GateResult]]:
     """The first transition whose gates are all green, and every gate result seen."""
     seen: list[GateResult] = []
-    for tr in rt.config.transitions_from(task.stage):
+    for tr in rt.config.pipeline.transitions_from(task.stage):
         results = [evaluate(rt, task, rt.config.gates[g]) for g in tr.gates]
         seen.extend(results)
         if all(r.passed for r in results):
@@ -211,7 +213,7 @@ def _locked_step(
     if stop is not None:
         return AdvanceResult(task.key, stop.outcome, fresh.stage, tr.target, stop.message, gates)
     merge_lease = _merge_lease(rt, fresh, tr)
-    if merge_lease is not None and rt.config.merge_line_enabled:
+    if merge_lease is not None and rt.config.merge.line_enabled:
         waiting = _merge_line(rt, fresh)
         if waiting is not None:
             return AdvanceResult(task.key, "busy", fresh.stage, tr.target, waiting, gates)
@@ -247,7 +249,7 @@ def _merge_line(rt: Runtime, task: Task) -> str | None:
         stage=task.stage,
         version=task.version,
         now=rt.now(),
-        max_age_s=rt.config.max_running_s,
+        max_age_s=rt.config.reaper.max_running_s,
     )
     if holder is None:
         return None
@@ -294,7 +296,7 @@ def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateR
     moved = fresh._replace(stage=tr.target, version=change.version, retries=fresh.retries + int(tr.retry))
     try:
         rt.tracker.stage_changed(moved, tr.target)
-        if rt.config.is_terminal(tr.target):
+        if rt.config.pipeline.is_terminal(tr.target):
             rt.forge.remove_worktree(moved)
     except OrchError as e:  # the stage moved; a follow-up failing is reported, not undone
         rt.store.audit(Audit(fresh.id, rt.actor, "follow_up_failed", {"error": str(e)}), now=rt.now())

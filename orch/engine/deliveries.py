@@ -91,7 +91,9 @@ def task_for_sha(rt: Runtime, repo: str, sha: str) -> tuple[Task | None, str]:
     """The task whose branch head is `sha`; else the single task in development in that
     repo; ambiguous -> None (never guess). Shared with the reconciler."""
     live = [
-        t for t in rt.store.list_tasks(limit=100_000) if t.repo == repo and not rt.config.is_terminal(t.stage)
+        t
+        for t in rt.store.list_tasks(limit=100_000)
+        if t.repo == repo and not rt.config.pipeline.is_terminal(t.stage)
     ]
     with rt.forge.snapshot():  # one read of the heads per repository, not one per task
         exact = [t for t in live if rt.forge.branch_head(t) == sha]

@@ -19,7 +19,7 @@ from orch.store import Audit, Task
 
 
 def finished(rt: Runtime, task: Task) -> bool:
-    return task.stage in rt.config.finished_stages or task.stage == "cancelled"
+    return task.stage in rt.config.deps.finished_stages or task.stage == "cancelled"
 
 
 def declare(rt: Runtime, key: str, on: str) -> bool:
@@ -77,7 +77,7 @@ def show(rt: Runtime, key: str | None = None) -> list[dict[str, Any]]:
                         "stage": d.stage,
                         "finished": finished(rt, d),
                         "why": "merged"
-                        if d.stage in rt.config.finished_stages
+                        if d.stage in rt.config.deps.finished_stages
                         else ("cancelled: ignored" if d.stage == "cancelled" else f"at {d.stage}"),
                     }
                     for d in deps
@@ -139,17 +139,17 @@ def find_cycles(edges: list[tuple[int, int]]) -> list[list[int]]:
 
 def check_cycles(rt: Runtime) -> list[list[str]]:
     """The tick's backstop: block the tasks of every cycle, one alert per cycle."""
-    if not rt.config.deps_enabled:
+    if not rt.config.deps.enabled:
         return []
     found = []
-    for cycle in find_cycles(rt.store.unfinished_edges(rt.config.finished_stages)):
+    for cycle in find_cycles(rt.store.unfinished_edges(rt.config.deps.finished_stages)):
         keys = [_key(rt, i) for i in cycle]
         found.append(keys)
         reason = f"dependency cycle: {' -> '.join([*keys, keys[0]])}"
         log.warning("dependency_cycle", tasks=",".join(keys), actor=rt.actor)
         for task_id in cycle:
             task = rt.store.get_task_by_id(task_id)
-            if task is None or task.blocked or rt.config.is_terminal(task.stage):
+            if task is None or task.blocked or rt.config.pipeline.is_terminal(task.stage):
                 continue
             rt.store.set_blocked(
                 task.id,
@@ -174,7 +174,7 @@ def ingest(rt: Runtime, *, progress: Callable[[str, int, int], None] | None = No
     todo = [
         t
         for t in rt.store.list_tasks(limit=100_000)
-        if t.tracker_ref and not finished(rt, t) and not rt.config.is_terminal(t.stage)
+        if t.tracker_ref and not finished(rt, t) and not rt.config.pipeline.is_terminal(t.stage)
     ]
     report: dict[str, Any] = {"declared": [], "known": 0, "unknown": [], "refused": [], "errors": []}
     for n, task in enumerate(todo):

@@ -274,7 +274,7 @@ def _rebase(rt: Runtime, task: Task) -> dict[str, Any]:
     With merge.premerge_rebase_always off there is no rebase at all: a branch that cannot
     fast-forward fails the merge and goes back to development.
     """
-    if not rt.config.premerge_rebase_always:
+    if not rt.config.merge.premerge_rebase_always:
         return {"rebased": False, "skipped": "merge.premerge_rebase_always = false"}
     return rt.forge.rebase(task)
 

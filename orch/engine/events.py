@@ -25,7 +25,7 @@ def tasks_on_ref(rt: Runtime, repo: str, ref: str) -> list[Task]:
     return [
         t
         for t in rt.store.list_tasks(limit=100_000)
-        if t.repo == repo and not rt.config.is_terminal(t.stage) and rt.forge.branch(t) == branch
+        if t.repo == repo and not rt.config.pipeline.is_terminal(t.stage) and rt.forge.branch(t) == branch
     ]
 
 

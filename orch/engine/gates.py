@@ -53,7 +53,7 @@ def evaluate_until_red(rt: Runtime, task: Task, names: tuple[str, ...]) -> list[
 
 def _verdict(rt: Runtime, task: Task, gate: Gate) -> GateResult:
     v = rt.store.latest_verdict(task.id, task.version)
-    human = rt.config.stages[task.stage].human
+    human = rt.config.pipeline.stages[task.stage].human
     if v is None:
         who = "a person" if human else "a verdict"
         return GateResult(gate.name, False, f"waiting for {who} ({gate.verdict})")
@@ -73,7 +73,7 @@ def _verdict(rt: Runtime, task: Task, gate: Gate) -> GateResult:
 
 
 def _agent(rt: Runtime, task: Task, gate: Gate) -> GateResult:
-    agent = rt.config.stages[task.stage].agent
+    agent = rt.config.pipeline.stages[task.stage].agent
     if agent is None:
         return GateResult(gate.name, True, "no agent in this stage")
     job = rt.store.latest_job(task.id, agent, task.version)

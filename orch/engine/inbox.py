@@ -80,7 +80,7 @@ def drain(rt: Runtime, *, limit: int = 500) -> dict[str, int]:
     failing (damaged, read-only, locked) ends the drain, with that StoreError or Busy."""
     counts = {"done": 0, "failed": 0, "parked": 0}
     for _ in range(limit):
-        item = rt.store.inbox_claim(now=rt.now(), owner=rt.owner, ceiling_s=rt.config.max_running_s)
+        item = rt.store.inbox_claim(now=rt.now(), owner=rt.owner, ceiling_s=rt.config.reaper.max_running_s)
         if item is None:
             break
         try:
@@ -92,12 +92,12 @@ def drain(rt: Runtime, *, limit: int = 500) -> dict[str, int]:
         except Exception as e:  # one bad delivery never stops the drain
             error = f"{type(e).__name__}: {e}" if not isinstance(e, OrchError) else str(e)
             # Trying again cannot fix a malformed delivery: park it at once.
-            if isinstance(e, PermanentFailure) or item["attempts"] >= rt.config.inbox_max_attempts:
+            if isinstance(e, PermanentFailure) or item["attempts"] >= rt.config.inbox.max_attempts:
                 rt.store.inbox_failed(item["id"], now=rt.now(), error=error, retry_at=None)
                 counts["parked"] += 1
                 log.error("inbox_parked", id=item["id"], source=item["source"], error=error)
             else:
-                delay = rt.config.inbox_backoff_s * 2 ** (item["attempts"] - 1)
+                delay = rt.config.inbox.backoff_base_s * 2 ** (item["attempts"] - 1)
                 rt.store.inbox_failed(item["id"], now=rt.now(), error=error, retry_at=rt.now() + delay)
                 counts["failed"] += 1
                 log.warning(

@@ -44,9 +44,9 @@ def claim(rt: Runtime, job_id: int | None = None) -> Job | None:
         owner=rt.owner,
         now=rt.now(),
         log_dir=cfg.log_dir,
-        max_running=cfg.max_concurrency,
+        max_running=cfg.work.max_concurrency,
         agent_limits={a.name: a.max_concurrency for a in cfg.agents.values() if a.max_concurrency},
-        deps_enabled=cfg.deps_enabled,
+        deps_enabled=cfg.deps.enabled,
         job_id=job_id,
         timeouts={a.name: a.timeout_s for a in cfg.agents.values()},
     )
@@ -92,7 +92,7 @@ def _why_not(rt: Runtime, job_id: int) -> None:
     if job.not_before > rt.now():
         wait = job.not_before - rt.now()
         raise NotReady(f"job {job_id} waits for its backoff: it can start in {wait:.0f}s")
-    if rt.config.deps_enabled and not job.ready:
+    if rt.config.deps.enabled and not job.ready:
         raise NotReady(f"job {job_id} waits on its task's dependencies (see `orch explain`)")
     raise NotReady(f"job {job_id} cannot start now: every slot is taken (see `orch queue`)")
 
@@ -103,8 +103,8 @@ def spawn(rt: Runtime, *, max_new: int | None = None) -> list[int]:
     The count is a hint (free slots, claimable jobs): each runner claims in its own
     transaction, so a runner that finds nothing to claim simply exits.
     """
-    free = rt.config.max_concurrency - rt.store.running_count()
-    n = min(free, rt.store.claimable_count(now=rt.now(), deps_enabled=rt.config.deps_enabled))
+    free = rt.config.work.max_concurrency - rt.store.running_count()
+    n = min(free, rt.store.claimable_count(now=rt.now(), deps_enabled=rt.config.deps.enabled))
     if max_new is not None:
         n = min(n, max_new)
     argv = [sys.executable, "-m", "orch"]
@@ -118,7 +118,7 @@ def spawn(rt: Runtime, *, max_new: int | None = None) -> list[int]:
 def demand(rt: Runtime) -> int:
     """Jobs that can start or are running. A runner's claim moves a job from one to the
     other, so this grows only when something queues a job (and shrinks when one ends)."""
-    claimable = rt.store.claimable_count(now=rt.now(), deps_enabled=rt.config.deps_enabled)
+    claimable = rt.store.claimable_count(now=rt.now(), deps_enabled=rt.config.deps.enabled)
     return claimable + rt.store.running_count()
 
 
@@ -128,7 +128,7 @@ def start_now(rt: Runtime, *, max_new: int | None = None) -> list[int]:
     leaving it to the next tick. `spawn` counts free slots and each runner claims under
     max_concurrency in its own write transaction, so the limits hold exactly.
     `[work] start_immediately = false` leaves every start to the tick."""
-    if not rt.config.start_immediately:
+    if not rt.config.work.start_immediately:
         return []
     try:
         return spawn(rt, max_new=max_new)
@@ -183,7 +183,7 @@ def _run(rt: Runtime, job: Job) -> JobReport:
     log = Path(job.log_path or jobdir / "log")
     try:
         worktree = rt.forge.ensure_worktree(task)
-        if not inside(worktree, rt.config.workspace_root):
+        if not inside(worktree, rt.config.workspace.root):
             raise OrchError(f"worktree {worktree} is outside the workspace root")
         values = {
             "agent": agent.name,
@@ -253,13 +253,13 @@ def hook(
     but not the agent's `pass_env`; a required one that fails raises, the others are only logged."""
     out = command_env.run_hook(
         rt.runner,
-        rt.config.hooks.get(name),
+        rt.config.workspace.hooks.get(name),
         name=name,
         task=task,
         branch=rt.forge.branch(task),
         cwd=cwd,
         log_path=log,
-        timeout_s=rt.config.hook_timeout_s,
+        timeout_s=rt.config.workspace.hook_timeout_s,
         extra={"ORCH_HOME": str(rt.config.state_dir), **job_vars},
         withhold=pass_env,
     )
@@ -296,7 +296,7 @@ def retry(rt: Runtime, job: Job, task: Task, reason: str) -> Job | None:
             ),
         )
         return None
-    delay = min(rt.config.backoff_base_s * 2 ** (tries - 1), rt.config.backoff_max_s)
+    delay = min(rt.config.work.backoff_base_s * 2 ** (tries - 1), rt.config.work.backoff_max_s)
     return rt.store.enqueue_job(
         task_id=task.id,
         agent=job.agent,

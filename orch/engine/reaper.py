@@ -46,9 +46,9 @@ def reap(rt: Runtime) -> ReapReport:
         why = None
         if not alive:
             why = "its runner died"
-        elif job.started_at is not None and now - job.started_at > cfg.max_running_s:
-            why = f"ran past reaper.max_running_s ({cfg.max_running_s:g}s)"
-        elif job.deadline is not None and now > job.deadline + 2 * cfg.reap_grace_s + 60:
+        elif job.started_at is not None and now - job.started_at > cfg.reaper.max_running_s:
+            why = f"ran past reaper.max_running_s ({cfg.reaper.max_running_s:g}s)"
+        elif job.deadline is not None and now > job.deadline + 2 * cfg.reaper.grace_s + 60:
             why = "ran past its deadline and its runner did not stop it"
         if why is None:
             continue
@@ -100,7 +100,7 @@ def _reap_effects(rt: Runtime, now: float, errors: list[str]) -> list[str]:
     killed: list[str] = []
     for row in rt.store.started_effects():
         proc = effects.process_of(row)
-        if proc is None or not proc["alive"] or now - row.started_at <= rt.config.max_running_s:
+        if proc is None or not proc["alive"] or now - row.started_at <= rt.config.reaper.max_running_s:
             continue
         task = rt.store.get_task_by_id(row.task_id)
         key = task.key if task else f"#{row.task_id}"
@@ -108,7 +108,7 @@ def _reap_effects(rt: Runtime, now: float, errors: list[str]) -> list[str]:
         if not rt.runner.kill_group(proc["pgid"], proc["start_time"]):
             errors.append(f"effect {name}: process group {proc['pgid']} survived SIGKILL")
             continue
-        why = f"ran past reaper.max_running_s ({rt.config.max_running_s:g}s)"
+        why = f"ran past reaper.max_running_s ({rt.config.reaper.max_running_s:g}s)"
         killed.append(name)
         log.warning("effect_reaped", task=key, effect=row.effect, pid=proc["pid"], actor=rt.actor, reason=why)
         rt.store.audit(

@@ -78,16 +78,16 @@ def reconcile(rt: Runtime, *, dry_run: bool = False) -> dict[str, Any]:
     started = time.monotonic()
     cfg = rt.config
     report: dict[str, Any] = {"dry_run": dry_run, "counters": _counters(), "tasks": [], "errors": []}
-    if not cfg.reconcile_enabled:
+    if not cfg.reconcile.enabled:
         report["disabled"] = "reconcile.enabled = false"
         return report
     listing, unreadable = _tracker_listing(rt, report)
-    if cfg.reconcile_tracker_enabled and listing is not None and not dry_run:
+    if cfg.reconcile.tracker_enabled and listing is not None and not dry_run:
         _tracker_side(rt, listing, report)
-        if cfg.reconcile_gone_enabled:
+        if cfg.reconcile.gone_enabled:
             _gone(rt, listing, unreadable, report)
     _gate_side(rt, listing, unreadable, report, dry_run)
-    if not dry_run and cfg.deps_enabled:
+    if not dry_run and cfg.deps.enabled:
         report["cycles"] = deps.check_cycles(rt)
     report["seconds"] = round(time.monotonic() - started, 4)
     if not dry_run:
@@ -154,9 +154,9 @@ def _write_back(rt: Runtime, listing: Listing, report: dict[str, Any]) -> None:
         if item.terminal or logical in ("blocked", "needs_input"):
             continue
         task = rt.store.task_for_ref(item_id)
-        if task is None or task.blocked or rt.config.is_terminal(task.stage):
+        if task is None or task.blocked or rt.config.pipeline.is_terminal(task.stage):
             continue
-        stage = rt.config.stages.get(task.stage)
+        stage = rt.config.pipeline.stages.get(task.stage)
         if stage is not None and stage.human and logical in ("approved", "rejected"):
             continue  # a person's verdict at a person's gate stays where they put it
         try:
@@ -179,7 +179,11 @@ def _gone(rt: Runtime, listing: Listing, unreadable: set[str], report: dict[str,
     tracker = rt.external
     assert tracker is not None  # a listing comes from it
     for task in rt.store.list_tasks(limit=1_000_000):
-        if task.tracker_ref is None or task.tracker_ref in listing or rt.config.is_terminal(task.stage):
+        if (
+            task.tracker_ref is None
+            or task.tracker_ref in listing
+            or rt.config.pipeline.is_terminal(task.stage)
+        ):
             continue
         project = tracker.project_of_task(task)
         if project is None or project.key in unreadable:
@@ -242,7 +246,7 @@ def _replay(rt: Runtime, listing: Listing, report: dict[str, Any]) -> None:
 def _settled(rt: Runtime, item_id: str) -> bool:
     """No live task for this item: nothing to cancel (and no message, no count)."""
     task = rt.store.task_for_ref(item_id)
-    return task is None or rt.config.is_terminal(task.stage)
+    return task is None or rt.config.pipeline.is_terminal(task.stage)
 
 
 def _gate_side(
@@ -253,7 +257,7 @@ def _gate_side(
     cfg, c = rt.config, report["counters"]
     green: list[tuple[Task, Transition, list[GateResult]]] = []
     with rt.forge.snapshot():
-        for stage in cfg.stages.values():
+        for stage in cfg.pipeline.stages.values():
             if stage.terminal:
                 continue
             if stage.human and not dry_run:
@@ -322,7 +326,7 @@ def _guard(rt: Runtime, task: Task, human: bool, listing: Listing | None, unread
     if task.blocked:
         return "blocked"
     if (
-        cfg.reconcile_skip_blocked_enabled
+        cfg.reconcile.skip_blocked_enabled
         and task.tracker_ref
         and rt.external is not None
         and listing is not None
@@ -335,14 +339,14 @@ def _guard(rt: Runtime, task: Task, human: bool, listing: Listing | None, unread
     lease = rt.store.get_lease(lease_names.task(task.key))
     if lease is not None and is_alive(lease.owner):
         return "lease"
-    if cfg.deps_enabled and task.waiting_on > 0:
+    if cfg.deps.enabled and task.waiting_on > 0:
         return "deps"
     return None
 
 
 def _green(rt: Runtime, task: Task) -> tuple[Transition, list[GateResult]] | None:
     """The first transition whose gates are green, read against the forge snapshot."""
-    for tr in rt.config.transitions_from(task.stage):
+    for tr in rt.config.pipeline.transitions_from(task.stage):
         results = evaluate_until_red(rt, task, tr.gates)
         if all(r.passed for r in results):
             return tr, results

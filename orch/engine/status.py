@@ -59,7 +59,7 @@ def queue(rt: Runtime) -> dict[str, Any]:
         if j.state != "queued":
             continue
         row = _job(rt, j, keys)
-        if j.ready or not rt.config.deps_enabled:
+        if j.ready or not rt.config.deps.enabled:
             queued.append(row)
         else:
             row["waits_on"] = [d.key for d in store.deps_of(j.task_id) if not _finished(rt, d)]
@@ -78,7 +78,7 @@ def queue(rt: Runtime) -> dict[str, Any]:
     blocked = [
         {"task": t.key, "stage": t.stage, "escalated": t.escalated, "reason": t.block_reason}
         for t in tasks
-        if t.blocked and not rt.config.is_terminal(t.stage)
+        if t.blocked and not rt.config.pipeline.is_terminal(t.stage)
     ]
     tick = store.fact("last_tick")
     counts = store.counts()
@@ -108,7 +108,7 @@ def queue(rt: Runtime) -> dict[str, Any]:
         "inbox_pending": sum(n for state, n in store.inbox_count().items() if state in ("pending", "failed")),
         "inbox_parked": store.inbox_count().get("parked", 0),
         "last_tick": {"at": tick[1], "ago_s": round(rt.now() - tick[1], 1), **tick[0]} if tick else None,
-        "max_concurrency": rt.config.max_concurrency,
+        "max_concurrency": rt.config.work.max_concurrency,
         "reconcile": _reconcile_facts(rt),
     }
 
@@ -124,16 +124,16 @@ def _reconcile_facts(rt: Runtime) -> dict[str, Any] | None:
 
 
 def _finished(rt: Runtime, task: Task) -> bool:
-    return task.stage in rt.config.finished_stages or task.stage == "cancelled"
+    return task.stage in rt.config.deps.finished_stages or task.stage == "cancelled"
 
 
 def explain(rt: Runtime, key: str) -> dict[str, Any]:
     """Why the task is where it is, and what happens next."""
     cfg, store = rt.config, rt.store
     task = rt.task(key)
-    stage = cfg.stages.get(task.stage)
+    stage = cfg.pipeline.stages.get(task.stage)
     transitions = []
-    for tr in cfg.transitions_from(task.stage):
+    for tr in cfg.pipeline.transitions_from(task.stage):
         gates = [evaluate(rt, task, cfg.gates[g]).as_dict() for g in tr.gates]
         transitions.append(
             {
@@ -153,9 +153,9 @@ def explain(rt: Runtime, key: str) -> dict[str, Any]:
         "task": task.as_dict(),
         "branch": rt.forge.branch(task),
         "head": rt.forge.branch_head(task)
-        if task.stage in cfg.stages and not cfg.is_terminal(task.stage)
+        if task.stage in cfg.pipeline.stages and not cfg.pipeline.is_terminal(task.stage)
         else None,
-        "max_retries": cfg.max_retries,
+        "max_retries": cfg.pipeline.max_retries,
         "transitions": transitions,
         "leases": [_lease(rt, lease) for lease in leases if lease],
         "effects_running": effects.running(rt, task),
@@ -195,7 +195,7 @@ def _next_actor(
     leases: list[Lease | None],
 ) -> str:
     cfg = rt.config
-    if cfg.is_terminal(task.stage):
+    if cfg.pipeline.is_terminal(task.stage):
         return f"nobody: the task is {task.stage}"
     if task.blocked and task.escalated and agent and " gave up after " in (task.block_reason or ""):
         return (
@@ -205,7 +205,7 @@ def _next_actor(
     if task.blocked:
         what = "escalated" if task.escalated else "blocked"
         return f"a person: it is {what} ({task.block_reason}); `orch unblock {task.key}` after a look"
-    if unfinished and cfg.deps_enabled:
+    if unfinished and cfg.deps.enabled:
         return f"nobody yet: it waits for {', '.join(d.key for d in unfinished)} to be merged"
     for e in effects.running(rt, task):
         if not e["owner_alive"]:  # its owner died; the command it started still runs
@@ -243,7 +243,7 @@ def overview(rt: Runtime, *, limit: int = 20) -> dict[str, Any]:
     cfg = rt.config
     people: list[dict[str, Any]] = []
     active = {j["task"] for j in (*view["running"], *view["queued"], *view["waiting"])}
-    for stage in cfg.stages.values():
+    for stage in cfg.pipeline.stages.values():
         if not stage.human:
             continue
         for t in rt.store.list_tasks(stage=stage.name, limit=limit + 1):

@@ -47,19 +47,19 @@ def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = N
     return rt.store.add_task(
         title=title,
         repo=repo,
-        stage=cfg.initial_stage,
+        stage=cfg.pipeline.initial,
         now=rt.now(),
         key=key,
-        key_prefix=safe_name(cfg.key_prefix),
+        key_prefix=safe_name(cfg.tracker.key_prefix),
         actor=rt.actor,
-        agent=cfg.stages[cfg.initial_stage].agent,
+        agent=cfg.pipeline.stages[cfg.pipeline.initial].agent,
     )
 
 
 def missing_repos(cfg: Config, names: tuple[str, ...] | None = None) -> list[str]:
     """One line per configured repository whose path is not there (local forge only: a
     remote forge clones from its server when the path is absent)."""
-    if cfg.forge_kind != "local":
+    if cfg.forge.kind != "local":
         return []
     out = []
     for name in names if names is not None else tuple(cfg.repos):
@@ -81,11 +81,11 @@ def verdict(
 ) -> Verdict:
     """Record approve/reject for the current stage visit (bound to the head where there is one)."""
     task = rt.task(key)
-    if rt.config.is_terminal(task.stage):
+    if rt.config.pipeline.is_terminal(task.stage):
         raise UsageError(f"{key} is {task.stage}: nothing to {verdict}")
     if by_agent is None:
         _require_verdict_gate(rt, task, verdict)
-    if sha is None and rt.config.stages[task.stage].human is False:
+    if sha is None and rt.config.pipeline.stages[task.stage].human is False:
         sha = rt.forge.branch_head(task)
     actor = f"agent:{by_agent}" if by_agent else rt.actor
     v = Verdict(task.id, task.version, task.stage, sha, verdict, actor, reason, rt.now())
@@ -96,7 +96,7 @@ def verdict(
 def _require_verdict_gate(rt: Runtime, task: Task, verdict: str) -> None:
     """A person's verdict where no gate reads one would be recorded and never read."""
     cfg = rt.config
-    names = [g for tr in cfg.transitions_from(task.stage) for g in tr.gates]
+    names = [g for tr in cfg.pipeline.transitions_from(task.stage) for g in tr.gates]
     if any(cfg.gates[g].type == "verdict" for g in names if g in cfg.gates):
         return
     waits = ", ".join(dict.fromkeys(names)) or "nothing a person gives"
@@ -109,7 +109,7 @@ def _require_verdict_gate(rt: Runtime, task: Task, verdict: str) -> None:
 def block(rt: Runtime, key: str, reason: str | None, *, by: str = "orch") -> bool:
     """Pause the task. `by` is "tracker" for a pause seen in the tracker, else "orch"."""
     task = rt.task(key)
-    if rt.config.is_terminal(task.stage):
+    if rt.config.pipeline.is_terminal(task.stage):
         raise UsageError(f"{key} is {task.stage}: there is nothing left to block")
     why = reason or f"blocked by {rt.actor}"
     audit = Audit(task.id, rt.actor, "blocked", {"reason": why, "by": by}, task.stage)
@@ -158,7 +158,7 @@ def unblock(rt: Runtime, key: str, reason: str | None) -> bool:
             f"{task.key} unblocked",
         ),
     )
-    stage = rt.config.stages.get(task.stage)
+    stage = rt.config.pipeline.stages.get(task.stage)
     if changed and stage is not None and stage.agent:
         last = rt.store.latest_job(task.id, stage.agent, task.version)
         if last is None or last.state not in ("queued", "running", "succeeded"):
@@ -182,9 +182,9 @@ def retry(rt: Runtime, key: str, reason: str | None) -> Job:
     A task a person blocked stays refused until it is unblocked.
     """
     task = rt.task(key)
-    if rt.config.is_terminal(task.stage):
+    if rt.config.pipeline.is_terminal(task.stage):
         raise UsageError(f"{key} is {task.stage}: nothing to retry")
-    stage = rt.config.stages.get(task.stage)
+    stage = rt.config.pipeline.stages.get(task.stage)
     if stage is None or not stage.agent:
         raise UsageError(f"{key} is at {task.stage}, which runs no agent; see `orch explain {key}`")
     if task.blocked and not task.escalated:
@@ -237,13 +237,15 @@ def cancel(rt: Runtime, key: str, reason: str | None, *, wait_s: float = 10.0) -
     the cancel waits up to `wait_s` for it and reports that it happened before the
     cancel, or raises Busy naming what runs.
     """
-    cancelled = next((s for s in rt.config.stages.values() if s.terminal and s.name == "cancelled"), None)
+    cancelled = next(
+        (s for s in rt.config.pipeline.stages.values() if s.terminal and s.name == "cancelled"), None
+    )
     if cancelled is None:
         raise UsageError("the pipeline has no `cancelled` stage")
     deadline = time.monotonic() + max(0.0, wait_s)
     for _ in range(10_000):
         task = rt.task(key)
-        if rt.config.is_terminal(task.stage):
+        if rt.config.pipeline.is_terminal(task.stage):
             raise UsageError(f"{key} is {task.stage} already")
         won = transition.commit(
             rt, transition.cancel(rt, task, cancelled.name, reason), unless_in_flight=effects.in_flight

@@ -72,14 +72,14 @@ def tick(rt: Runtime, *, spawn: bool = True, progress: Progress | None = None) -
     report: dict[str, Any] = {}
     report["inbox"] = _exclusive(rt, "inbox", lambda: _drain_inbox(rt))
     report["reap"] = _exclusive(rt, "reap", lambda: reaper.reap(rt).as_dict())
-    if rt.config.deps_enabled:
+    if rt.config.deps.enabled:
         report["deps"] = _exclusive(
             rt,
             "deps",
             lambda: {
-                "repaired": rt.store.recount_waiting(rt.config.finished_stages, rt.now()),
+                "repaired": rt.store.recount_waiting(rt.config.deps.finished_stages, rt.now()),
                 # The reconciler checks for cycles on its run; only without it does the tick.
-                "cycles": [] if rt.config.reconcile_enabled else deps.check_cycles(rt),
+                "cycles": [] if rt.config.reconcile.enabled else deps.check_cycles(rt),
             },
         )
     report["sweep"] = sweep(rt, progress=progress)

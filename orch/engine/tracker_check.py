@@ -38,7 +38,7 @@ def before_effects(rt: Runtime, task: Task, tr: Transition) -> Stop | None:
     """None: go on. Else the transition stops before its first effect."""
     cfg = rt.config
     tracker = rt.external
-    if not cfg.tracker_check_before_effects or tracker is None or task.tracker_ref is None:
+    if not cfg.tracker.check_before_effects or tracker is None or task.tracker_ref is None:
         return None
     if not any(cfg.effects[e].irreversible for e in tr.effects):
         return None

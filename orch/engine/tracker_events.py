@@ -49,10 +49,10 @@ def on_item_state(
         return f"{task.key}: already under way ({task.stage})"
     if task is None:
         return f"ignored: no task for this item ({logical or 'unmapped state'})"
-    if rt.config.is_terminal(task.stage):
+    if rt.config.pipeline.is_terminal(task.stage):
         return f"ignored: {task.key} is {task.stage}"
     if logical in ("approved", "rejected"):
-        stage = rt.config.stages.get(task.stage)
+        stage = rt.config.pipeline.stages.get(task.stage)
         if stage is None or not stage.human:
             return f"ignored: {task.key} is at {task.stage}, not at a person's gate"
         if rt.store.latest_verdict(task.id, task.version) is not None:
@@ -85,11 +85,11 @@ def _create(
     cfg = rt.config
     if seq is None:
         raise UsageError(f"work item {item_id} has no sequence id: cannot name its task")
-    stage = cfg.initial_stage
-    if logical == "in_progress" and "development" in cfg.stages:
+    stage = cfg.pipeline.initial
+    if logical == "in_progress" and "development" in cfg.pipeline.stages:
         stage = "development"  # work starts without an analysis
     key = tracker.task_key(project, seq)
-    agent = cfg.stages[stage].agent
+    agent = cfg.pipeline.stages[stage].agent
     task, created = rt.store.ensure_task_for_ref(
         ref=item_id,
         key=key,

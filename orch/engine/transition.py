@@ -28,20 +28,20 @@ def escalation(cfg: Config, task: Task, why: str | None = None) -> str | None:
     """The block reason when this retry uses up `max_retries`, else None: an escalated
     task is left alone by every automatic actor until a person unblocks it."""
     tries = task.retries + 1
-    if tries < cfg.max_retries:
+    if tries < cfg.pipeline.max_retries:
         return None
-    reason = f"escalated after {tries} retries (max_retries = {cfg.max_retries})"
+    reason = f"escalated after {tries} retries (max_retries = {cfg.pipeline.max_retries})"
     return f"{reason}: {why}" if why else reason
 
 
 def finishes(cfg: Config, old: str, new: str) -> bool:
     """Does this move finish the task for the tasks that wait on it (its work is in main)?"""
-    done = (*cfg.finished_stages, "cancelled")
+    done = (*cfg.deps.finished_stages, "cancelled")
     return new in done and old not in done
 
 
 def _next_job(cfg: Config, stage: str, note: str | None) -> NextJob | None:
-    agent = cfg.stages[stage].agent
+    agent = cfg.pipeline.stages[stage].agent
     return NextJob(agent, note) if agent else None
 
 
