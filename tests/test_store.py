@@ -11,7 +11,7 @@ import pytest
 
 from orch.errors import Busy, SchemaTooNew
 from orch.identity import me
-from orch.store import Audit, Store, schema
+from orch.store import Audit, Message, NextJob, StageChange, Store, schema
 
 
 def _store(tmp_path: Path, **kw: int) -> Store:
@@ -29,23 +29,23 @@ def test_fresh_database_is_migrated_and_marked(tmp_path: Path) -> None:
 def test_cas_with_a_stale_version_changes_nothing(tmp_path: Path) -> None:
     s = _store(tmp_path)
     t = s.add_task(title="t", repo="r", stage="a", now=1, key="K-1", key_prefix="K", actor="x")
-    common = dict(
+    change = StageChange(
         task_id=t.id,
-        expected_stage="a",
-        new_stage="b",
+        from_stage="a",
+        to_stage="b",
+        expected_version=t.version,
         retry=False,
-        now=2.0,
         audit=Audit(t.id, "x", "stage_changed", {}),
-        job={"agent": "dev"},
-        notification=("task:K-1:v2", "moved"),
+        message=Message("task:K-1:v2", "moved"),
+        job=NextJob("dev"),
     )
-    assert s.commit_transition(expected_version=t.version, **common)  # type: ignore[arg-type]
+    assert s.commit_transition(change, now=2.0)
     # The same CAS again (stale version and stage): lost, and none of its follow-ups happen.
     rows = s.conn.execute(
         "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM outbox), "
         "(SELECT count(*) FROM transitions)"
     ).fetchone()
-    assert not s.commit_transition(expected_version=t.version, **common)  # type: ignore[arg-type]
+    assert not s.commit_transition(change, now=2.0)
     assert (
         s.conn.execute(
             "SELECT (SELECT count(*) FROM jobs), (SELECT count(*) FROM outbox), "

@@ -300,7 +300,7 @@ def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateR
             rt.forge.remove_worktree(moved)
     except OrchError as e:  # the stage moved; a follow-up failing is reported, not undone
         rt.store.audit(Audit(fresh.id, rt.actor, "follow_up_failed", {"error": str(e)}), now=rt.now())
-    return AdvanceResult(task.key, "advanced", fresh.stage, tr.target, change.message.text, gates, ran)
+    return AdvanceResult(task.key, "advanced", fresh.stage, tr.target, transition.said(change), gates, ran)
 
 
 def _moved(rt: Runtime, task: Task) -> str | None:
@@ -319,7 +319,7 @@ def _send_back(rt: Runtime, task: Task, tr: Transition, why: str, gates: list[Ga
         return AdvanceResult(
             task.key, "busy", task.stage, change.to_stage, "lost the compare-and-swap", gates
         )
-    return AdvanceResult(task.key, "advanced", task.stage, change.to_stage, change.message.text, gates)
+    return AdvanceResult(task.key, "advanced", task.stage, change.to_stage, transition.said(change), gates)
 
 
 def _block(rt: Runtime, task: Task, reason: str, *, alert: bool = False) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from orch.config import Config
-from orch.engine import lease_names
 from orch.errors import UsageError
 from orch.identity import Owner
 from orch.ports import ExternalTracker, Forge, Notifier, Runner, Tracker
@@ -77,8 +76,3 @@ class Runtime:
             outbox.flush(self)
         finally:
             self.store.close()
-
-
-def task_lease(task: Task) -> str:
-    """Kept for callers outside the engine; the name is built in engine/lease_names.py."""
-    return lease_names.task(task.key)

@@ -115,20 +115,12 @@ def commit(
     rt: Runtime, change: StageChange, *, unless_in_flight: Callable[[EffectRow], bool] | None = None
 ) -> bool:
     """Write the change by compare-and-swap; False if the task moved first (nothing written)."""
-    return rt.store.commit_transition(
-        task_id=change.task_id,
-        expected_stage=change.from_stage,
-        expected_version=change.expected_version,
-        new_stage=change.to_stage,
-        retry=change.retry,
-        now=rt.now(),
-        audit=change.audit,
-        job={"agent": change.job.agent, "note": change.job.note} if change.job else None,
-        notification=(change.message.key, change.message.text),
-        escalate=change.escalation,
-        finishes=change.finishes,
-        unless_in_flight=unless_in_flight,
-    )
+    return rt.store.commit_transition(change, now=rt.now(), unless_in_flight=unless_in_flight)
+
+
+def said(change: StageChange) -> str:
+    """What the change tells people (its message's text)."""
+    return change.message.text if change.message else ""
 
 
 def _reject_note(rt: Runtime, task: Task) -> str | None:

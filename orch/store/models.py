@@ -155,7 +155,7 @@ class StageChange(NamedTuple):
     expected_version: int
     retry: bool  # the move counts as a retry: retries + 1
     audit: Audit
-    message: Message
+    message: Message | None = None  # the engine always tells: `task:KEY:vN`
     job: NextJob | None = None  # not queued when the move escalates
     escalation: str | None = None  # block the task as escalated, with this reason
     finishes: bool = False  # the tasks waiting on this one are released

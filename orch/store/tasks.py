@@ -11,7 +11,7 @@ from orch.store.audit import write_audit
 from orch.store.backend import Database
 from orch.store.deps import release_dependents
 from orch.store.jobs import enqueue_in
-from orch.store.models import Audit, EffectRow, Task
+from orch.store.models import Audit, EffectRow, StageChange, Task
 from orch.store.outbox import notify_in
 
 
@@ -137,21 +137,15 @@ class TaskStore:
 
     def commit_transition(
         self,
+        change: StageChange,
         *,
-        task_id: int,
-        expected_stage: str,
-        expected_version: int,
-        new_stage: str,
-        retry: bool,
         now: float,
-        audit: Audit,
-        job: dict[str, Any] | None = None,
-        notification: tuple[str, str] | None = None,
-        escalate: str | None = None,
-        finishes: bool = False,
         unless_in_flight: Callable[[EffectRow], bool] | None = None,
     ) -> bool:
         """The only write of a stage: compare-and-swap, with its follow-ups in one transaction.
+
+        `change` (built by engine/transition.py) says the move, the stage and version it
+        expects, the audit row, the message, and the next job or the escalation.
 
         The follow-ups (the next agent job, the outbox message, the audit row, releasing
         the tasks that waited on this one when `finishes`) commit with the CAS or not at
@@ -160,6 +154,7 @@ class TaskStore:
         return is in flight by that test: checked in the same transaction, so an effect
         either reached that point first (and the cancel waits) or never does.
         """
+        task_id = change.task_id
         with self.db.write() as c:
             if unless_in_flight is not None:
                 acting = c.execute(
@@ -170,30 +165,37 @@ class TaskStore:
             cur = c.execute(
                 "UPDATE tasks SET stage = ?, version = version + 1, retries = retries + ?, "
                 "updated_at = ? WHERE id = ? AND stage = ? AND version = ?",
-                (new_stage, int(retry), now, task_id, expected_stage, expected_version),
+                (
+                    change.to_stage,
+                    int(change.retry),
+                    now,
+                    task_id,
+                    change.from_stage,
+                    change.expected_version,
+                ),
             )
             if cur.rowcount != 1:
                 return False
-            write_audit(c, audit, now)
-            if escalate:
+            write_audit(c, change.audit, now)
+            if change.escalation:
                 c.execute(
                     "UPDATE tasks SET blocked = 1, escalated = 1, block_reason = ? WHERE id = ?",
-                    (escalate, task_id),
+                    (change.escalation, task_id),
                 )
-            elif job:
+            elif change.job:
                 enqueue_in(
                     c,
                     task_id=task_id,
-                    agent=job["agent"],
-                    stage=new_stage,
-                    task_version=expected_version + 1,
+                    agent=change.job.agent,
+                    stage=change.to_stage,
+                    task_version=change.version,
                     now=now,
-                    note=job.get("note"),
+                    note=change.job.note,
                 )
-            if notification:
-                notify_in(c, notification[0], task_id, notification[1], now)
-            if finishes:
-                release_dependents(c, task_id, now, audit.actor)
+            if change.message:
+                notify_in(c, change.message.key, task_id, change.message.text, now)
+            if change.finishes:
+                release_dependents(c, task_id, now, change.audit.actor)
         return True
 
     def task_for_ref(self, ref: str) -> Task | None:
