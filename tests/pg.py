@@ -105,12 +105,40 @@ class Server:
     def url(self, dbname: str, user: str = ROLE) -> str:
         return f"postgresql://{user}@{HOST}:{self.port}/{dbname}"
 
-    def admin(self) -> Any:
+    def admin(self, dbname: str = "postgres") -> Any:
+        """A superuser connection (autocommit), to `dbname`."""
         import psycopg
 
         return psycopg.connect(
-            host=HOST, port=self.port, user=ADMIN, password=self.password, dbname="postgres", autocommit=True
+            host=HOST, port=self.port, user=ADMIN, password=self.password, dbname=dbname, autocommit=True
         )
+
+    def empty(self, db: Database, keep: set[str] | frozenset[str] = frozenset()) -> None:
+        """Delete every row of `db`'s tables but those in `keep`, and restart their identity
+        columns: a few milliseconds, against 0.1-0.2 s to create a database. Sessions a test
+        left open on it are ended first, so none holds a lock the deletes would wait on."""
+        with self.admin(db.name) as c:
+            c.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            tables = [
+                r[0]
+                for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+                if r[0] not in keep
+            ]
+            referenced = {
+                r[0]
+                for r in c.execute(
+                    "SELECT DISTINCT confrelid::regclass::text FROM pg_constraint WHERE contype = 'f'"
+                )
+            }
+            with c.transaction():
+                # Referencing tables first, so no foreign key stops a delete.
+                for table in sorted(tables, key=lambda t: t in referenced):
+                    c.execute(f'DELETE FROM "{table}"')
+                for (seq,) in c.execute("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'"):
+                    c.execute(f'ALTER SEQUENCE "{seq}" RESTART')
 
     def create_database(self) -> Database:
         name = f"t{os.getpid()}_{next(self._names)}"

@@ -294,3 +294,35 @@ def test_a_writer_that_waited_for_the_lock_reads_what_the_holder_committed(pg_db
     finally:
         holder.close()
         waiter.close()
+
+
+# -- sessions: liveness across hosts ----------------------------------------------------------
+
+
+def test_a_terminated_session_is_dead_to_others_and_its_owner_can_commit_nothing(
+    pg_db: pg.Database,
+) -> None:
+    # The partition case of issue 13: the owner's session ends (here pg_terminate_backend,
+    # as the server does to a host that went silent) while it works outside a transaction;
+    # another host sees the session gone, and the owner's next write fails whole.
+    owner, other = _open(pg_db), _open(pg_db)
+    try:
+        mine = owner.session()
+        assert mine == owner.session() and mine != other.session()
+        assert other.live_sessions([mine, other.session(), "1@1"]) == {mine, other.session()}
+        pid = int(mine.split("@")[0])
+        assert other.read("SELECT pg_terminate_backend(?)", (pid,))[0][0] is True
+        deadline = time.monotonic() + 5
+        while mine in other.live_sessions([mine]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert other.live_sessions([mine]) == set()
+        with pytest.raises(StoreError) as e, owner.write() as c:
+            c.execute("INSERT INTO facts (name, value, at) VALUES (?, ?, ?)", ("late", "1", 1.0))
+        assert e.value.exit_code == 1 and pg_db.password not in str(e.value)
+        # It does not come back under a new session: every later statement fails too.
+        with pytest.raises(StoreError):
+            owner.read("SELECT 1")
+        assert other.read("SELECT count(*) FROM facts")[0][0] == 0
+    finally:
+        owner.close()
+        other.close()

@@ -152,6 +152,7 @@ class PostgresDatabase:
         self.where = where  # the URL without a password, for messages
         self.busy_timeout_ms = busy_timeout_ms
         self._password = password  # only to scrub it from messages
+        self._session: str | None = None
 
     @classmethod
     def open(
@@ -299,6 +300,37 @@ class PostgresDatabase:
     def schema_version(self) -> int:
         with self._translated():
             return self._version()[0]
+
+    # -- database sessions: the liveness of an owner on any host ---------------------------
+
+    def session(self) -> str:
+        """This connection's database session, `<backend pid>@<backend start>` (microseconds
+        since the epoch): unique on the server for as long as it runs. The session ends when
+        the process dies on any host (its socket closes) or when the server drops it (a host
+        that lost power, after the keepalives), and this connection never reconnects: a
+        process whose session ended can write nothing more (the owner check before a
+        compare-and-swap is that its statements still run in the session it recorded)."""
+        if self._session is None:
+            with self._translated():
+                row = self.conn.execute(
+                    "SELECT pid, (extract(epoch from backend_start) * 1000000)::bigint "
+                    "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                ).fetchone()
+            assert row is not None  # our own session is always listed
+            self._session = f"{row[0]}@{row[1]}"
+        return self._session
+
+    def live_sessions(self, sessions: Iterable[str]) -> set[str]:
+        """Which of `sessions` (as `session()` gives them) are still open on the server."""
+        wanted = {s for s in sessions if s}
+        if not wanted:
+            return set()
+        with self._translated():
+            rows = self.conn.execute(
+                "SELECT pid || '@' || (extract(epoch from backend_start) * 1000000)::bigint "
+                "FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            ).fetchall()
+        return wanted & {r[0] for r in rows}
 
     def integrity(self) -> str:
         """`ok` when every table of the schema is there (PostgreSQL checks its own pages)."""
