@@ -84,7 +84,7 @@ class Tracker(Protocol):
     def stage_changed(self, task: Task, stage: str) -> None: ...
 
     def effect_started(self, task: Task, effect: str) -> None:
-        """An irreversible effect (a deploy) started: show it (Deploying). Optional."""
+        """An irreversible effect (a deploy) started: show it (Deploying); a no-op where nothing shows it."""
         ...
 
 
