@@ -209,7 +209,7 @@ def _run(rt: Runtime, job: Job) -> JobReport:
             "ORCH_NOTE": job.note or "",
         }
         env = task_env(rt, task, pass_env=agent.pass_env, extra={"ORCH_WORKTREE": str(worktree), **job_vars})
-        hook(rt, "before_run", task, worktree, log, job_vars, agent.pass_env, required=True)
+        hook(rt, "before_run", task, worktree, log, job_vars=job_vars, withhold=agent.pass_env, required=True)
     except OrchError as e:
         return _after(rt, job, task, "failed", None, str(e), None)
 
@@ -225,7 +225,7 @@ def _run(rt: Runtime, job: Job) -> JobReport:
         on_start=started,
         stall_timeout_s=agent.stall_timeout_s,
     )
-    hook(rt, "after_run", task, worktree, log, job_vars, agent.pass_env, required=False)
+    hook(rt, "after_run", task, worktree, log, job_vars=job_vars, withhold=agent.pass_env, required=False)
     if out.state == "succeeded":
         try:
             rt.forge.publish(task)  # a remote forge: push the branch, open the pull request
@@ -244,13 +244,14 @@ def hook(
     task: Task,
     cwd: Path,
     log: Path,
-    job_vars: dict[str, str],
-    pass_env: tuple[str, ...],
     *,
+    job_vars: dict[str, str],
+    withhold: tuple[str, ...],
     required: bool,
 ) -> None:
     """Run a workspace hook around the agent, into the job's log, with the job's variables
-    but not the agent's `pass_env`; a required one that fails raises, the others are only logged."""
+    but not the names in `withhold` (the agent's `pass_env`); a required one that fails
+    raises, the others are only logged."""
     out = command_env.run_hook(
         rt.runner,
         rt.config.workspace.hooks.get(name),
@@ -261,7 +262,7 @@ def hook(
         log_path=log,
         timeout_s=rt.config.workspace.hook_timeout_s,
         extra={"ORCH_HOME": str(rt.config.state_dir), **job_vars},
-        withhold=pass_env,
+        withhold=withhold,
     )
     if out is not None and out.state != "succeeded" and required:
         raise OrchError(f"workspace hook {name} {out.reason}")
