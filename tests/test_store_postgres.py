@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -15,6 +17,7 @@ from typing import Any
 import pg
 import psycopg
 import pytest
+from conftest import Setup
 
 from orch.errors import Busy, ConfigError, SchemaTooNew, StoreError
 from orch.store import postgres, schema
@@ -326,3 +329,40 @@ def test_a_terminated_session_is_dead_to_others_and_its_owner_can_commit_nothing
     finally:
         owner.close()
         other.close()
+
+
+# -- choosing PostgreSQL: [store] url / ORCH_STORE_URL --------------------------------------
+
+
+def test_orch_runs_on_postgres_when_the_store_url_says_so(setup: Setup, pg_db: pg.Database) -> None:
+    env = {"ORCH_STORE_URL": pg_db.url, **pg_db.env()}
+    added = setup.orch("task", "add", "hello on postgres", "--key", "PG-1", env=env)
+    assert added.returncode == 0, added.stderr
+    shown = setup.orch("task", "show", "PG-1", "--json", env=env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["title"] == "hello on postgres"
+    with psycopg.connect(pg_db.url, password=pg_db.password) as c:
+        assert c.execute("SELECT key, stage FROM tasks").fetchall() == [("PG-1", "analysis")]
+    # The SQLite file beside orch.toml saw nothing of it.
+    assert sqlite3.connect(setup.root / ".orch" / "orch.db").execute(
+        "SELECT count(*) FROM tasks"
+    ).fetchone() == (0,)
+    # The local forge cannot serve runners on other hosts: config check says so.
+    check = setup.orch("config", "check", "--json", env=env)
+    findings = json.loads(check.stdout)["findings"]
+    assert any(f["key"] == "[forge] kind" and "other hosts" in f["problem"] for f in findings), findings
+    # The password is a secret: no agent, hook or command orch runs inherits it.
+    assert "PGPASSWORD" in setup.config(**env).secret_env_names()
+
+
+@pytest.mark.parametrize("where", ["file", "environment"])
+def test_a_store_url_with_a_password_is_refused_without_repeating_it(setup: Setup, where: str) -> None:
+    url = "postgresql://orch:hunter2-secret@127.0.0.1:5432/orch"
+    env: dict[str, str] = {}
+    if where == "file":
+        setup.update_config({"store": {"url": url}})
+    else:
+        env["ORCH_STORE_URL"] = url
+    r = setup.orch("queue", env=env)
+    assert r.returncode == 2, r.stderr
+    assert "[store] url: must not contain a password" in r.stderr
+    assert "hunter2" not in r.stderr + r.stdout

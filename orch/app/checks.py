@@ -224,7 +224,23 @@ def config_check(cfg: Config) -> list[dict[str, str]]:
                         "upgrade orch, or use another database",
                     )
                 )
+    out += _shared_store_findings(cfg)
     return out
+
+
+def _shared_store_findings(cfg: Config) -> list[dict[str, str]]:
+    """A PostgreSQL store is for several hosts; what does not span hosts is named here."""
+    if not cfg.store.url or cfg.forge.kind != "local":
+        return []
+    return [
+        _finding(
+            "warning",
+            "[forge] kind",
+            "the local forge is a git repository on this host: with a PostgreSQL store, "
+            "runners on other hosts cannot fetch or push the tasks' branches",
+            'use kind = "gitea", or run every orch process on this host',
+        )
+    ]
 
 
 def _integration_finding(key: str, what: str, e: Exception) -> dict[str, str]:
@@ -441,7 +457,7 @@ def doctor(cfg: Config) -> dict[str, Any]:
     """config check + database integrity + what the queue view calls problems."""
     findings = config_check(cfg)
     view: dict[str, Any] = {}
-    if cfg.store.db_path.exists():
+    if cfg.store.url or cfg.store.db_path.exists():
         from orch.app.wiring import open_runtime
         from orch.engine import status
         from orch.errors import StoreError

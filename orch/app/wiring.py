@@ -38,6 +38,22 @@ def secret(var: str, what: str) -> str:
     return value
 
 
+def open_store(cfg: Config, *, create: bool = True) -> Store:
+    """The store the configuration names: the SQLite file, or PostgreSQL at [store] url."""
+    if not cfg.store.url:
+        return Store.open(cfg.store.db_path, busy_timeout_ms=cfg.store.busy_timeout_ms, create=create)
+    # Imported here only: psycopg costs start-up time the SQLite path must not pay.
+    from orch.store.postgres import PostgresDatabase
+
+    # With no variable set, libpq looks for the password itself (~/.pgpass).
+    password = os.environ.get(cfg.store.password_env) if cfg.store.password_env else None
+    return Store(
+        PostgresDatabase.open(
+            cfg.store.url, password=password, busy_timeout_ms=cfg.store.busy_timeout_ms, create=create
+        )
+    )
+
+
 def open_runtime(
     cfg: Config | None = None,
     *,
@@ -48,7 +64,7 @@ def open_runtime(
     from orch.adapters.process import ProcessRunner
 
     cfg = cfg or config_mod.load(config_path)
-    store = Store.open(cfg.store.db_path, busy_timeout_ms=cfg.store.busy_timeout_ms, create=create)
+    store = open_store(cfg, create=create)
     runner = ProcessRunner(hidden=cfg.secret_env_names())
     clock = time.time
     try:

@@ -19,7 +19,7 @@ DEFAULT_PROMPT = (
 )
 
 DEFAULTS: dict[str, Any] = {
-    "store": {"path": "", "busy_timeout_ms": 5000},
+    "store": {"path": "", "url": "", "password_env": "PGPASSWORD", "busy_timeout_ms": 5000},
     "workspace": {
         "root": "",
         "hook_timeout_s": 120,

@@ -193,6 +193,8 @@ def _build(
         store=StoreSection(
             db_path=_path(db, base_dir) if db else state_dir / "orch.db",
             busy_timeout_ms=v.integer(store, "store", "busy_timeout_ms", minimum=0, maximum=None),
+            url=_store_url(v, store),
+            password_env=v.string(store, "store", "password_env"),
         ),
         transition_lease=TransitionLeaseSection(
             enabled=v.boolean(v.section(raw, "transition_lease"), "transition_lease", "enabled"),
@@ -382,3 +384,28 @@ def _telegram(v: Validator, raw: dict[str, Any], notifier_kind: str) -> Telegram
     if notifier_kind == "telegram" and not out.chat_id:
         v.error("telegram", "chat_id", 'required with [notifier] kind = "telegram"')
     return out
+
+
+def _store_url(v: Validator, store: dict[str, Any]) -> str:
+    """[store] url: "" (the SQLite file) or a postgresql:// URL with no password in it.
+    The message never repeats the URL: it may hold the very password it refuses."""
+    url = v.string(store, "store", "url")
+    if not url:
+        return ""
+    if not url.startswith(("postgresql://", "postgres://")):
+        v.error("store", "url", 'expected a postgresql:// URL, or "" for the SQLite file')
+        return url
+    import urllib.parse  # only for a PostgreSQL store: the SQLite path does not load it
+
+    try:
+        parts = urllib.parse.urlsplit(url)
+        in_query = any(k.lower() == "password" for k, _ in urllib.parse.parse_qsl(parts.query))
+        has_password = parts.password is not None or in_query
+    except ValueError:
+        v.error("store", "url", "cannot be parsed as a URL")
+        return url
+    if has_password:
+        v.error(
+            "store", "url", "must not contain a password: set it in the variable [store] password_env names"
+        )
+    return url

@@ -57,10 +57,12 @@ PLANE_MAX_PER_PAGE = 100
 
 
 class StoreSection(NamedTuple):
-    """[store]; issue 13 adds a `url` beside `db_path` (PostgreSQL)."""
+    """[store]: the SQLite file (`db_path`), or a PostgreSQL `url` (docs/postgres.md)."""
 
     db_path: Path
     busy_timeout_ms: int
+    url: str = ""  # "" = the SQLite file; else postgresql://, never with a password
+    password_env: str = "PGPASSWORD"  # the variable holding the PostgreSQL password
 
 
 class WorkspaceSection(NamedTuple):
