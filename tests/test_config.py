@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from orch import config as config_mod
+from orch.config.sections import PLAIN_SECTIONS
 from orch.errors import ConfigError
 
 
@@ -99,3 +100,54 @@ def test_repo_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
     cfg = config_mod.load(path, environ={})
     assert cfg.repos["app"].path == tmp_path.resolve() / "code"
     assert cfg.default_repo() == "app"
+
+
+# -- the shape of Config: cfg.<section>.<key>, defaults in one place ------------------
+
+_SECTION_KEYS_RENAMED = {"store": {"path": "db_path"}}  # the resolved path, not the text
+_SECTION_KEYS_GATHERED = {
+    "workspace": ({"after_create", "before_run", "after_run", "before_remove"}, "hooks")
+}
+
+
+@pytest.mark.parametrize("section", [*PLAIN_SECTIONS, "plane", "gitea", "telegram"])
+def test_each_section_is_a_record_named_after_its_keys(section: str, tmp_path: Path) -> None:
+    cfg = config_mod.build({}, cwd=tmp_path, environ={})
+    record = getattr(cfg, section)
+    keys = {_SECTION_KEYS_RENAMED.get(section, {}).get(k, k) for k in config_mod.DEFAULTS[section]}
+    gathered, into = _SECTION_KEYS_GATHERED.get(section, (set(), ""))
+    keys = keys - gathered | ({into} if into else set())
+    assert set(record._fields) == keys
+    for key, default in config_mod.DEFAULTS[section].items():
+        value = getattr(record, _SECTION_KEYS_RENAMED.get(section, {}).get(key, key), None)
+        if isinstance(default, bool | int | float) or (isinstance(default, str) and default):
+            assert value == default, f"cfg.{section}.{key}"
+
+
+def test_defaults_live_in_one_place() -> None:
+    """The records declare no defaults and the Validator's reads take none: defaults.py has them all."""
+    import inspect
+
+    from orch.config import sections
+    from orch.config.defaults import ITEM_DEFAULTS, REQUIRED_ITEM_KEYS
+    from orch.config.validator import Validator
+
+    records = [config_mod.Config, config_mod.Pipeline, config_mod.Stage, config_mod.Transition]
+    records += [config_mod.Gate, config_mod.Effect, config_mod.Agent, config_mod.Repo]
+    records += [c for name, c in vars(sections).items() if name.endswith("Section")]
+    for record in records:
+        assert record._field_defaults == {}, record.__name__
+    for name, method in inspect.getmembers(Validator, inspect.isfunction):
+        for param in inspect.signature(method).parameters.values():
+            assert param.default is inspect.Parameter.empty, f"Validator.{name}({param.name}=...)"
+    toml_name = {"source": "from", "target": "to"}
+    for kind, record in [
+        ("stage", config_mod.Stage),
+        ("transition", config_mod.Transition),
+        ("gate", config_mod.Gate),
+        ("effect", config_mod.Effect),
+        ("agent", config_mod.Agent),
+        ("repo", config_mod.Repo),
+    ]:
+        fields = {toml_name.get(f, f) for f in record._fields} - {"name"}
+        assert fields == set(ITEM_DEFAULTS[kind]) | set(REQUIRED_ITEM_KEYS[kind]), kind

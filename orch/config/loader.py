@@ -19,7 +19,7 @@ from typing import Any
 from orch.config.defaults import DEFAULTS, item, item_keys
 from orch.config.environment import apply_env, unknown_variables
 from orch.config.model import Config
-from orch.config.pipeline import Repo, Stage
+from orch.config.pipeline import Pipeline, Repo, Stage
 from orch.config.pipeline_loader import read_pipeline, read_repos
 from orch.config.sections import (
     FORGE_KINDS,
@@ -162,13 +162,14 @@ def _build(
     home = environ.get("ORCH_HOME")
     state_dir = Path(home).resolve() if home else base_dir / ".orch"
 
-    # The order of the reads is the order of the problems in the message.
+    # The order of the reads is the order of the problems in the message (as it was
+    # when this was one module): the pipeline first, then the plain sections.
     store = v.section(raw, "store")
     db = v.string(store, "store", "path")
     workspace = v.section(raw, "workspace")
     ws = v.string(workspace, "workspace", "root")
     tables = read_pipeline(v, raw)
-    stages = tables.pipeline.stages
+    stages = tables.stages
     repos = read_repos(v, raw, base_dir)
 
     tracker = v.section(raw, "tracker")
@@ -185,74 +186,103 @@ def _build(
     relay_host = v.string(relay, "relay", "host")
     if relay_host and not _HOST.fullmatch(relay_host):
         v.error("relay", "host", f"{relay_host!r} is not a host name or an IP address")
+    store_section = StoreSection(
+        db_path=_path(db, base_dir) if db else state_dir / "orch.db",
+        busy_timeout_ms=v.integer(store, "store", "busy_timeout_ms", minimum=0, maximum=None),
+        url=_store_url(v, store),
+        password_env=v.string(store, "store", "password_env"),
+    )
+    lease = TransitionLeaseSection(
+        enabled=v.boolean(v.section(raw, "transition_lease"), "transition_lease", "enabled"),
+    )
+    max_concurrency = v.integer(work, "work", "max_concurrency", minimum=1, maximum=None)
+    backoff_base_s = v.number(work, "work", "backoff_base_s")
+    backoff_max_s = v.number(work, "work", "backoff_max_s")
+    reaper_section = ReaperSection(
+        max_running_s=v.number(reaper, "reaper", "max_running_s"),
+        grace_s=v.number(reaper, "reaper", "grace_s"),
+    )
+    deps_section = DepsSection(enabled=v.boolean(deps, "deps", "enabled"), finished_stages=finished)
     merge = v.section(raw, "merge")
+    merge_section = MergeSection(
+        premerge_rebase_always=v.boolean(merge, "merge", "premerge_rebase_always"),
+        line_enabled=v.boolean(merge, "merge", "line_enabled"),
+    )
+    workspace_section = WorkspaceSection(
+        root=_path(ws, base_dir) if ws else state_dir / "worktrees",
+        hook_timeout_s=v.number(workspace, "workspace", "hook_timeout_s"),
+        hooks={h: str(workspace[h]) for h in HOOKS if isinstance(workspace.get(h), str) and workspace[h]},
+    )
+    relay_section = RelaySection(
+        host=relay_host,
+        port=v.integer(relay, "relay", "port", minimum=0, maximum=65535),
+        max_body_bytes=v.integer(relay, "relay", "max_body_bytes", minimum=1, maximum=None),
+        header_timeout_s=v.number(relay, "relay", "header_timeout_s"),
+        body_timeout_s=v.number(relay, "relay", "body_timeout_s"),
+        max_connections=v.integer(relay, "relay", "max_connections", minimum=1, maximum=None),
+        plane_secret_env=v.string(relay, "relay", "plane_secret_env"),
+        gitea_secret_env=v.string(relay, "relay", "gitea_secret_env"),
+        token_env=v.string(relay, "relay", "token_env"),
+    )
+    inbox_section = InboxSection(
+        max_attempts=v.integer(inbox, "inbox", "max_attempts", minimum=1, maximum=None),
+        backoff_base_s=v.number(inbox, "inbox", "backoff_base_s"),
+    )
+    rec_enabled = v.boolean(rec, "reconcile", "enabled")
+    rec_tracker = v.boolean(rec, "reconcile", "tracker_enabled")
+    rec_skip_blocked = v.boolean(rec, "reconcile", "skip_blocked_enabled")
+    rec_gone = v.boolean(rec, "reconcile", "gone_enabled")
+    check_before_effects = v.boolean(tracker, "tracker", "check_before_effects")
+    reconcile_section = ReconcileSection(
+        enabled=rec_enabled,
+        tracker_enabled=rec_tracker,
+        skip_blocked_enabled=rec_skip_blocked,
+        gone_enabled=rec_gone,
+        grace_s=v.number(rec, "reconcile", "grace_s"),
+        stage_grace_s=_stage_grace(v, rec, stages),
+    )
+    plane, gitea, telegram = _integrations(
+        v, raw, base_dir, state_dir, repos, tracker, forge_kind, notifier_kind
+    )
+    key_prefix = v.string(tracker, "tracker", "key_prefix")
+    tracker_section = TrackerSection(
+        kind=v.choice(tracker, "tracker", "kind", TRACKER_KINDS),
+        key_prefix=key_prefix,
+        check_before_effects=check_before_effects,
+    )
+    pipeline = Pipeline(
+        initial=tables.initial,
+        max_retries=v.integer(tables.table, "pipeline", "max_retries", minimum=1, maximum=None),
+        stages=stages,
+        transitions=tables.transitions,
+    )
+    work_section = WorkSection(
+        max_concurrency=max_concurrency,
+        backoff_base_s=backoff_base_s,
+        backoff_max_s=backoff_max_s,
+        start_immediately=v.boolean(work, "work", "start_immediately"),
+    )
     return Config(
         source=source,
         base_dir=base_dir,
         state_dir=state_dir,
-        store=StoreSection(
-            db_path=_path(db, base_dir) if db else state_dir / "orch.db",
-            busy_timeout_ms=v.integer(store, "store", "busy_timeout_ms", minimum=0, maximum=None),
-            url=_store_url(v, store),
-            password_env=v.string(store, "store", "password_env"),
-        ),
-        transition_lease=TransitionLeaseSection(
-            enabled=v.boolean(v.section(raw, "transition_lease"), "transition_lease", "enabled"),
-        ),
-        work=WorkSection(
-            max_concurrency=v.integer(work, "work", "max_concurrency", minimum=1, maximum=None),
-            backoff_base_s=v.number(work, "work", "backoff_base_s"),
-            backoff_max_s=v.number(work, "work", "backoff_max_s"),
-            start_immediately=v.boolean(work, "work", "start_immediately"),
-        ),
-        reaper=ReaperSection(
-            max_running_s=v.number(reaper, "reaper", "max_running_s"),
-            grace_s=v.number(reaper, "reaper", "grace_s"),
-        ),
-        deps=DepsSection(enabled=v.boolean(deps, "deps", "enabled"), finished_stages=finished),
-        merge=MergeSection(
-            premerge_rebase_always=v.boolean(merge, "merge", "premerge_rebase_always"),
-            line_enabled=v.boolean(merge, "merge", "line_enabled"),
-        ),
-        workspace=WorkspaceSection(
-            root=_path(ws, base_dir) if ws else state_dir / "worktrees",
-            hook_timeout_s=v.number(workspace, "workspace", "hook_timeout_s"),
-            hooks={h: str(workspace[h]) for h in HOOKS if isinstance(workspace.get(h), str) and workspace[h]},
-        ),
-        relay=RelaySection(
-            host=relay_host,
-            port=v.integer(relay, "relay", "port", minimum=0, maximum=65535),
-            max_body_bytes=v.integer(relay, "relay", "max_body_bytes", minimum=1, maximum=None),
-            header_timeout_s=v.number(relay, "relay", "header_timeout_s"),
-            body_timeout_s=v.number(relay, "relay", "body_timeout_s"),
-            max_connections=v.integer(relay, "relay", "max_connections", minimum=1, maximum=None),
-            plane_secret_env=v.string(relay, "relay", "plane_secret_env"),
-            gitea_secret_env=v.string(relay, "relay", "gitea_secret_env"),
-            token_env=v.string(relay, "relay", "token_env"),
-        ),
-        inbox=InboxSection(
-            max_attempts=v.integer(inbox, "inbox", "max_attempts", minimum=1, maximum=None),
-            backoff_base_s=v.number(inbox, "inbox", "backoff_base_s"),
-        ),
-        reconcile=ReconcileSection(
-            enabled=v.boolean(rec, "reconcile", "enabled"),
-            tracker_enabled=v.boolean(rec, "reconcile", "tracker_enabled"),
-            skip_blocked_enabled=v.boolean(rec, "reconcile", "skip_blocked_enabled"),
-            gone_enabled=v.boolean(rec, "reconcile", "gone_enabled"),
-            grace_s=v.number(rec, "reconcile", "grace_s"),
-            stage_grace_s=_stage_grace(v, rec, stages),
-        ),
-        tracker=TrackerSection(
-            kind=v.choice(tracker, "tracker", "kind", TRACKER_KINDS),
-            key_prefix=v.string(tracker, "tracker", "key_prefix"),
-            check_before_effects=v.boolean(tracker, "tracker", "check_before_effects"),
-        ),
+        store=store_section,
+        workspace=workspace_section,
+        transition_lease=lease,
+        work=work_section,
+        reaper=reaper_section,
+        deps=deps_section,
+        merge=merge_section,
+        relay=relay_section,
+        inbox=inbox_section,
+        reconcile=reconcile_section,
+        tracker=tracker_section,
         forge=ForgeSection(kind=forge_kind),
         notifier=NotifierSection(kind=notifier_kind),
-        plane=_plane(v, raw, repos, tracker),
-        gitea=_gitea(v, raw, base_dir, state_dir, repos, forge_kind),
-        telegram=_telegram(v, raw, notifier_kind),
-        pipeline=tables.pipeline,
+        plane=plane,
+        gitea=gitea,
+        telegram=telegram,
+        pipeline=pipeline,
         gates=tables.gates,
         effects=tables.effects,
         agents=tables.agents,
@@ -285,11 +315,21 @@ def _stage_grace(v: Validator, rec: dict[str, Any], stages: dict[str, Stage]) ->
     return out
 
 
-def _plane(
-    v: Validator, raw: dict[str, Any], repos: dict[str, Repo], tracker: dict[str, Any]
-) -> PlaneSection:
-    plane = v.section(raw, "plane")
+def _integrations(
+    v: Validator,
+    raw: dict[str, Any],
+    base_dir: Path,
+    state_dir: Path,
+    repos: dict[str, Repo],
+    tracker: dict[str, Any],
+    forge_kind: str,
+    notifier_kind: str,
+) -> tuple[PlaneSection, GiteaSection, TelegramSection]:
+    """[plane], [gitea] and [telegram], and what each requires when it is the one in use."""
+    plane, gitea, tg = v.section(raw, "plane"), v.section(raw, "gitea"), v.section(raw, "telegram")
     v.only(plane, "plane", set(DEFAULTS["plane"]))
+    v.only(gitea, "gitea", set(DEFAULTS["gitea"]))
+    v.only(tg, "telegram", set(DEFAULTS["telegram"]))
     projects: dict[str, PlaneProject] = {}
     for key, p in v.table(plane, "plane", "projects").items():
         section = f"plane.projects.{key}"
@@ -310,7 +350,11 @@ def _plane(
         if repo not in repos:
             v.error(section, "repo", f"{repo!r} is not a configured [repos.*]")
         projects[key] = PlaneProject(key=key, id=v.string(p, section, "id"), repo=repo, states=dict(states))
-    out = PlaneSection(
+    chat_id = tg.get("chat_id")
+    if isinstance(chat_id, bool) or not isinstance(chat_id, str | int):
+        v.error("telegram", "chat_id", f'expected one chat id (a number or "@channel"), got {chat_id!r}')
+        chat_id = ""
+    plane_section = PlaneSection(
         base_url=v.string(plane, "plane", "base_url"),
         workspace=v.string(plane, "plane", "workspace"),
         api_key_env=v.string(plane, "plane", "api_key_env"),
@@ -320,6 +364,24 @@ def _plane(
         requests_per_minute=v.integer(plane, "plane", "requests_per_minute", minimum=0, maximum=None),
         timeout_s=v.number(plane, "plane", "timeout_s"),
         projects=projects,
+    )
+    gitea_section = GiteaSection(
+        base_url=v.string(gitea, "gitea", "base_url"),
+        token_env=v.string(gitea, "gitea", "token_env"),
+        merge_style=v.choice(gitea, "gitea", "merge_style", GITEA_MERGE_STYLES),
+        timeout_s=v.number(gitea, "gitea", "timeout_s"),
+        mirror_root=_path(v.string(gitea, "gitea", "mirror_root"), base_dir)
+        if gitea.get("mirror_root")
+        else state_dir / "mirrors",
+    )
+    telegram_section = TelegramSection(
+        base_url=v.string(tg, "telegram", "base_url"),
+        token_env=v.string(tg, "telegram", "token_env"),
+        chat_id=str(chat_id),
+        thread_id=v.integer(tg, "telegram", "thread_id", minimum=0, maximum=None),
+        max_wait_s=v.number(tg, "telegram", "max_wait_s"),
+        timeout_s=v.number(tg, "telegram", "timeout_s"),
+        disable_notification=v.boolean(tg, "telegram", "disable_notification"),
     )
     if tracker.get("kind") == "plane":
         for k in ("base_url", "workspace"):
@@ -331,29 +393,8 @@ def _plane(
                 None,
                 'at least one project (id, repo) is required with [tracker] kind = "plane"',
             )
-    return out
-
-
-def _gitea(
-    v: Validator,
-    raw: dict[str, Any],
-    base_dir: Path,
-    state_dir: Path,
-    repos: dict[str, Repo],
-    forge_kind: str,
-) -> GiteaSection:
-    gitea = v.section(raw, "gitea")
-    v.only(gitea, "gitea", set(DEFAULTS["gitea"]))
-    mirror_root = v.string(gitea, "gitea", "mirror_root")
-    out = GiteaSection(
-        base_url=v.string(gitea, "gitea", "base_url"),
-        token_env=v.string(gitea, "gitea", "token_env"),
-        merge_style=v.choice(gitea, "gitea", "merge_style", GITEA_MERGE_STYLES),
-        timeout_s=v.number(gitea, "gitea", "timeout_s"),
-        mirror_root=_path(mirror_root, base_dir) if mirror_root else state_dir / "mirrors",
-    )
     if forge_kind == "gitea":
-        if not out.base_url:
+        if not gitea_section.base_url:
             v.error("gitea", "base_url", 'required with [forge] kind = "gitea"')
         for configured in repos.values():
             if not configured.forge_repo or "/" not in configured.forge_repo:
@@ -362,28 +403,9 @@ def _gitea(
                     "forge_repo",
                     '"owner/name" is required with [forge] kind = "gitea"',
                 )
-    return out
-
-
-def _telegram(v: Validator, raw: dict[str, Any], notifier_kind: str) -> TelegramSection:
-    tg = v.section(raw, "telegram")
-    v.only(tg, "telegram", set(DEFAULTS["telegram"]))
-    chat_id = tg.get("chat_id")
-    if isinstance(chat_id, bool) or not isinstance(chat_id, str | int):
-        v.error("telegram", "chat_id", f'expected one chat id (a number or "@channel"), got {chat_id!r}')
-        chat_id = ""
-    out = TelegramSection(
-        base_url=v.string(tg, "telegram", "base_url"),
-        token_env=v.string(tg, "telegram", "token_env"),
-        chat_id=str(chat_id),
-        thread_id=v.integer(tg, "telegram", "thread_id", minimum=0, maximum=None),
-        max_wait_s=v.number(tg, "telegram", "max_wait_s"),
-        timeout_s=v.number(tg, "telegram", "timeout_s"),
-        disable_notification=v.boolean(tg, "telegram", "disable_notification"),
-    )
-    if notifier_kind == "telegram" and not out.chat_id:
+    if notifier_kind == "telegram" and not telegram_section.chat_id:
         v.error("telegram", "chat_id", 'required with [notifier] kind = "telegram"')
-    return out
+    return plane_section, gitea_section, telegram_section
 
 
 def _store_url(v: Validator, store: dict[str, Any]) -> str:

@@ -15,7 +15,6 @@ from orch.config.pipeline import (
     Agent,
     Effect,
     Gate,
-    Pipeline,
     Repo,
     Stage,
     Transition,
@@ -25,7 +24,12 @@ from orch.config.validator import Validator
 
 
 class PipelineTables(NamedTuple):
-    pipeline: Pipeline
+    """[pipeline] (but max_retries, read with the plain sections) and the named tables."""
+
+    table: dict[str, Any]  # [pipeline] as read (its defaults if it was no table)
+    initial: str
+    stages: dict[str, Stage]
+    transitions: tuple[Transition, ...]
     gates: dict[str, Gate]
     effects: dict[str, Effect]
     agents: dict[str, Agent]
@@ -74,13 +78,7 @@ def read_pipeline(v: Validator, raw: dict[str, Any]) -> PipelineTables:
         v.error("pipeline", "initial", f"{initial!r} is not in [pipeline.stages]")
     if not any(s.terminal for s in stages.values()) and v.stages_known:
         v.error("pipeline.stages", None, "no stage has terminal = true")
-    pipeline = Pipeline(
-        initial=initial,
-        max_retries=v.integer(pipe, "pipeline", "max_retries", minimum=1, maximum=None),
-        stages=stages,
-        transitions=tuple(transitions),
-    )
-    return PipelineTables(pipeline, gates, effects, agents)
+    return PipelineTables(pipe, initial, stages, tuple(transitions), gates, effects, agents)
 
 
 def read_repos(v: Validator, raw: dict[str, Any], base_dir: Path) -> dict[str, Repo]:

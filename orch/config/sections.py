@@ -61,8 +61,8 @@ class StoreSection(NamedTuple):
 
     db_path: Path
     busy_timeout_ms: int
-    url: str = ""  # "" = the SQLite file; else postgresql://, never with a password
-    password_env: str = "PGPASSWORD"  # the variable holding the PostgreSQL password
+    url: str  # "" = the SQLite file; else postgresql://, never with a password
+    password_env: str  # the variable holding the PostgreSQL password
 
 
 class WorkspaceSection(NamedTuple):
