@@ -17,8 +17,10 @@ from typing import Any
 import pg
 import psycopg
 import pytest
-from conftest import Setup
+import test_race
+from conftest import Setup, drive_to
 
+from orch.engine import tasks
 from orch.errors import Busy, ConfigError, SchemaTooNew, StoreError
 from orch.store import postgres, schema
 from orch.store import postgres_dialect as dialect
@@ -366,3 +368,26 @@ def test_a_store_url_with_a_password_is_refused_without_repeating_it(setup: Setu
     assert r.returncode == 2, r.stderr
     assert "[store] url: must not contain a password" in r.stderr
     assert "hunter2" not in r.stderr + r.stdout
+
+
+# -- the race, on PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_sixteen_processes_one_merge_on_postgres(
+    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # tests/test_race.py's race (16 real `orch advance` processes entering one merge at the
+    # same moment), with the store on PostgreSQL: one winner, one merge, one main update.
+    monkeypatch.setenv(pg_db.password_env, pg_db.password)  # inherited by every racer
+    setup.update_config({"store": {"url": pg_db.url}})
+    rt = setup.runtime()
+    assert type(rt.store.db).__name__ == "PostgresDatabase"
+    keys = [tasks.add(rt, f"race {i}").key for i in range(2)]
+    for key in keys:
+        drive_to(rt, key, "merge")
+    rt.close()
+    setup.open_merge_window()
+    for key in keys:
+        before = test_race._main_updates(setup)
+        test_race._check_one_winner(setup, key, test_race._race(setup, key), before)
