@@ -17,6 +17,7 @@ from typing import Any
 import pg
 import psycopg
 import pytest
+import test_crash
 import test_race
 from conftest import Setup, drive_to
 
@@ -391,3 +392,23 @@ def test_sixteen_processes_one_merge_on_postgres(
     for key in keys:
         before = test_race._main_updates(setup)
         test_race._check_one_winner(setup, key, test_race._race(setup, key), before)
+
+
+@pytest.mark.slow
+def test_crashes_mid_merge_and_mid_deploy_recover_on_postgres(
+    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two points of tests/test_crash.py's matrix, on one task, with the store on PostgreSQL:
+    # a SIGKILL between the merge and its ledger row (the probe settles it), then one right
+    # after the deploy was marked started. Each next `orch advance` reclaims the dead
+    # owner's leases and runs every effect exactly once.
+    monkeypatch.setenv(pg_db.password_env, pg_db.password)
+    setup.update_config({"store": {"url": pg_db.url}})
+    rt = setup.runtime()
+    assert type(rt.store.db).__name__ == "PostgresDatabase"
+    key = tasks.add(rt, "crash me").key
+    drive_to(rt, key, "merge")
+    rt.close()
+    setup.open_merge_window()
+    test_crash.test_crash_at_merge_then_recover((setup, key), "before_effect_done:merge")
+    test_crash.test_crash_in_deploy_runs_the_deploy_once((setup, key), "after_effect_started:deploy")
