@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.client
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -412,3 +417,74 @@ def test_crashes_mid_merge_and_mid_deploy_recover_on_postgres(
     setup.open_merge_window()
     test_crash.test_crash_at_merge_then_recover((setup, key), "before_effect_done:merge")
     test_crash.test_crash_in_deploy_runs_the_deploy_once((setup, key), "after_effect_started:deploy")
+
+
+# -- two relays on one PostgreSQL store --------------------------------------------------------
+
+
+def _relay_up(port: int, proc: subprocess.Popen[str], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"relay on {port} did not start")
+
+
+def test_two_relays_on_one_postgres_store_take_and_process_each_delivery_once(
+    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two `orch relay serve` processes behind one (imagined) load balancer that sends every
+    # delivery to both, as a retry after a timeout would: each delivery is stored once (its
+    # delivery id and its digest are unique in the shared inbox) and handled once.
+    secret = "test-secret"
+    monkeypatch.setenv(pg_db.password_env, pg_db.password)
+    setup.update_config({"store": {"url": pg_db.url}})
+    env = {"ORCH_GITEA_WEBHOOK_SECRET": secret}
+    ports = [pg._free_port(), pg._free_port()]
+    relays = [setup.orch_popen("relay", "serve", "--port", str(p), env=env, group=True) for p in ports]
+    try:
+        for port, proc in zip(ports, relays, strict=True):
+            _relay_up(port, proc)
+        codes: list[int] = []
+
+        def send(i: int, port: int) -> None:
+            body = json.dumps(
+                {"ref": f"refs/heads/x{i}", "before": "0" * 40, "after": "1" * 40,
+                 "repository": {"full_name": "nobody/nothing"}}
+            ).encode()  # fmt: skip
+            headers = {
+                "X-Gitea-Event": "push",
+                "X-Gitea-Delivery": f"delivery-{i}",
+                "X-Gitea-Signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest(),
+            }
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", "/hooks/gitea", body=body, headers=headers)
+                codes.append(conn.getresponse().status)
+            finally:
+                conn.close()
+
+        threads = [threading.Thread(target=send, args=(i, p)) for i in range(10) for p in ports]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert codes == [202] * 20
+        with psycopg.connect(pg_db.url, password=pg_db.password) as c:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                rows = c.execute("SELECT delivery, state, attempts FROM inbox ORDER BY delivery").fetchall()
+                if all(state not in ("pending", "failed") for _, state, _ in rows):
+                    break
+                time.sleep(0.1)
+        assert [d for d, _, _ in rows] == sorted(f"delivery-{i}" for i in range(10))
+        assert [(state, attempts) for _, state, attempts in rows] == [("done", 1)] * 10
+    finally:
+        for proc in relays:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in relays:
+            proc.wait(30)
