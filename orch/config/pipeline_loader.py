@@ -4,7 +4,6 @@ a stage's agent is defined, no loop of transitions without gates)."""
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -66,6 +65,8 @@ def read_pipeline(v: Validator, raw: dict[str, Any]) -> PipelineTables:
     transitions = _transitions(v, pipe, stages, gates, effects)
     for st in stages.values():
         if st.agent and st.agent not in agents:
+            import difflib  # only on this error path: start-up stays lean
+
             close = difflib.get_close_matches(st.agent, agents, n=1)
             hint = f"did you mean {close[0]!r}? " if close else ""
             v.error(
