@@ -135,6 +135,7 @@ def test_defaults_live_in_one_place() -> None:
     records = [config_mod.Config, config_mod.Pipeline, config_mod.Stage, config_mod.Transition]
     records += [config_mod.Gate, config_mod.Effect, config_mod.Agent, config_mod.Repo]
     records += [c for name, c in vars(sections).items() if name.endswith("Section")]
+    records.append(config_mod.PlaneProject)
     for record in records:
         assert record._field_defaults == {}, record.__name__
     for name, method in inspect.getmembers(Validator, inspect.isfunction):

@@ -409,7 +409,7 @@ def test_no_state_to_show_moves_nothing(
     pid = server.add_project("ENG")
     backlog = server.add_state(pid, "Backlog", "backlog")
     item = server.add_work_item(pid, "x", state_id=backlog)
-    proj = PlaneProject(key="ENG", id=pid, repo="app")
+    proj = PlaneProject(key="ENG", id=pid, repo="app", states={})
     tracker = make_tracker(server, http, store, clock, [proj])
     task = linked_task(store, tracker, proj, item, 1)
     for stage in PIPELINE_STAGES:
@@ -570,8 +570,8 @@ def test_a_state_created_after_the_cache_is_picked_up_with_one_refetch(
 
 
 def test_names_keys_and_groups(server: FakePlane, http: httpx.Client, store: Store, clock: Clock) -> None:
-    eng = PlaneProject(key="ENG", id="p-eng", repo="app")
-    ops = PlaneProject(key="OPS", id="p-ops", repo="infra")
+    eng = PlaneProject(key="ENG", id="p-eng", repo="app", states={})
+    ops = PlaneProject(key="OPS", id="p-ops", repo="infra", states={})
     tracker = make_tracker(server, http, store, clock, [eng, ops])
     assert tracker.project_for("p-ops") is ops and tracker.project_for("nope") is None
     assert tracker.task_key(eng, 12) == "ENG-12"

@@ -141,7 +141,7 @@ class PlaneProject(NamedTuple):
     key: str  # the identifier in work-item keys: ENG in ENG-12
     id: str
     repo: str
-    states: dict[str, str] = {}  # noqa: RUF012 (logical key -> state name; never mutated)
+    states: dict[str, str]  # logical key -> state name (only the ones the file overrides)
 
 
 class PlaneSection(NamedTuple):
