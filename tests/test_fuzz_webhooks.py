@@ -285,10 +285,10 @@ def test_nothing_is_half_stored(store_rt, case: tuple[str, bytes, dict[str, str]
         return
     after = rt.store.inbox_rows(limit=100_000)
     assert len(after) == len(before) + (1 if new else 0)
-    stored = next(r for r in after if r["id"] == item)
-    assert stored["source"] == source
+    stored = next(r for r in after if r.id == item)
+    assert stored.source == source
     inbox.drain(rt)  # any exception escaping here fails the test
-    row = next(r for r in rt.store.inbox_rows(limit=100_000) if r["id"] == item)
-    assert row["state"] in ("done", "failed", "parked") and row["claimed_by"] is None
+    row = next(r for r in rt.store.inbox_rows(limit=100_000) if r.id == item)
+    assert row.state in ("done", "failed", "parked") and row.as_dict()["claimed_by"] is None
     raw = rt.store.conn.execute("SELECT body FROM inbox WHERE id = ?", (item,)).fetchone()[0]
     assert not payloads.has_secret(json.loads(raw))  # the legacy secret never stored, at any depth

@@ -65,7 +65,7 @@ def post(relay: Relay, path: str, body: bytes, headers: dict[str, str]) -> tuple
 
 def rows(relay: Relay) -> list[dict]:
     with relay.lock:
-        return relay.rt.store.inbox_rows(limit=1000)
+        return [r.as_dict() for r in relay.rt.store.inbox_rows(limit=1000)]
 
 
 def wait_done(relay: Relay, item: int) -> dict:
@@ -163,7 +163,7 @@ def test_a_row_stored_before_the_fix_is_read_as_its_source_and_parked(rt) -> Non
         now=rt.now(),
     )
     assert inbox.drain(rt) == {"done": 0, "failed": 0, "parked": 1}
-    assert "Plane headers on the gitea endpoint" in rt.store.inbox_rows()[0]["error"]
+    assert "Plane headers on the gitea endpoint" in rt.store.inbox_rows()[0].error
 
 
 # -- issue 10 item 2: a poisoned delivery -----------------------------------------------------
@@ -211,7 +211,7 @@ def test_a_result_that_cannot_be_stored_is_escaped_not_fatal(rt) -> None:  # typ
     )
     rt.store.inbox_claim(now=rt.now(), owner=rt.owner)
     rt.store.inbox_done(item, now=rt.now(), result="moved \ud800 and \x00")
-    assert rt.store.inbox_rows()[0]["result"] == "moved \\ud800 and \\x00"
+    assert rt.store.inbox_rows()[0].result == "moved \\ud800 and \\x00"
 
 
 def test_the_relay_drain_restarts_itself_and_says_so(
@@ -390,7 +390,7 @@ def test_a_dead_claimers_delivery_is_taken_at_once(setup: Setup) -> None:
     try:
         claimer = of_pid(child.pid)
         assert claimer is not None
-        assert rt.store.inbox_claim(now=rt.now(), owner=claimer)["id"] == item
+        assert rt.store.inbox_claim(now=rt.now(), owner=claimer).id == item
         assert rt.store.inbox_claim(now=rt.now() + 60, owner=me()) is None  # alive: held
         listed = json.loads(setup.orch("inbox", "list", "--json").stdout)[0]
         assert listed["claimed_by"]["pid"] == child.pid and listed["claimed_by"]["alive"] is True
@@ -401,7 +401,7 @@ def test_a_dead_claimers_delivery_is_taken_at_once(setup: Setup) -> None:
         child.wait()
     assert "(dead)" in setup.orch("inbox", "list").stdout
     taken = rt.store.inbox_claim(now=rt.now(), owner=me())  # no waiting for an expiry
-    assert taken is not None and taken["id"] == item and taken["claim_pid"] == me().pid
+    assert taken is not None and taken.id == item and taken.claim == me()
     rt.close()
 
 

@@ -242,10 +242,10 @@ def test_outbox_keeps_a_flooded_message_delivers_it_once_and_never_stores_the_to
         tg.flood(1, retry_after=60)
         assert outbox.flush(rt) == 0
         [row] = rt.store.outbox_rows()
-        assert row["sent_at"] is None
-        assert row["next_at"] == T0 + 60
-        assert "429" in row["last_error"]
-        errors.append(row["last_error"])
+        assert row.sent_at is None
+        assert row.next_at == T0 + 60
+        assert "429" in row.last_error
+        errors.append(row.last_error)
 
         # Not due yet: nothing is sent, not even tried.
         clock.now = T0 + 59
@@ -264,10 +264,10 @@ def test_outbox_keeps_a_flooded_message_delivers_it_once_and_never_stores_the_to
         tg.fail_next(3, 500, body={"ok": False, "description": f"internal error for bot{tg.token}"})
         assert outbox.flush(rt) == 0
         [row] = rt.store.outbox_rows()
-        assert row["next_at"] == clock.now + outbox.BACKOFF_S[0]
-        assert "500" in row["last_error"]
-        errors.append(row["last_error"])
-        clock.now = row["next_at"] + 1
+        assert row.next_at == clock.now + outbox.BACKOFF_S[0]
+        assert "500" in row.last_error
+        errors.append(row.last_error)
+        clock.now = row.next_at + 1
         assert outbox.flush(rt) == 1
 
         # Errors raised straight out of the notifier, for the grep below.

@@ -48,7 +48,7 @@ def test_a_sender_killed_after_the_send_leaves_one_resend_never_a_loss(
     assert outbox.flush(rt) == 1  # the claim expired: sent again
     assert _texts(tg) == ["ENG-1 ESCALATED at development"] * 2
     (row,) = rt.store.outbox_rows(pending_only=False)
-    assert row["sent_at"] is not None and row["attempts"] == 2
+    assert row.sent_at is not None and row.attempts == 2
     now[0] += 3600
     assert outbox.flush(rt) == 0 and len(tg.messages) == 2  # marked: never again
     rt.close()
@@ -68,5 +68,5 @@ def test_senders_at_the_same_time_send_each_message_once(setup: Setup, tg: FakeT
     assert sorted(_texts(tg)) == sorted(texts)  # every message, none twice
     rt = setup.runtime()
     assert rt.store.outbox_rows(pending_only=True) == []
-    assert all(r["attempts"] == 1 for r in rt.store.outbox_rows(pending_only=False))
+    assert all(r.attempts == 1 for r in rt.store.outbox_rows(pending_only=False))
     rt.close()

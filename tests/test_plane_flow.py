@@ -407,7 +407,7 @@ def test_a_lost_cancelled_webhook_ships_nothing(plane: Plane) -> None:
     assert plane.setup.git("rev-parse", "main") == main  # nothing merged
     assert not [e for e in rt.store.effects_of(task.id) if e.effect in ("merge", "deploy")]
     assert plane.state_of(item) == "Cancelled"  # never overwritten
-    texts = [m["text"] for m in rt.store.outbox_rows(pending_only=False)]
+    texts = [m.text for m in rt.store.outbox_rows(pending_only=False)]
     assert [t for t in texts if "merge ->" in t or "-> done" in t] == []
     rt.close()
 

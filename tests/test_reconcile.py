@@ -121,7 +121,7 @@ def test_runs_in_new_processes_repeat_nothing(setup: Setup) -> None:
     outputs = [json.loads(setup.orch("reconcile", "--json", env=env).stdout) for _ in range(5)]
     assert [o["counters"]["advanced"] for o in outputs] == [1, 0, 0, 0, 0]
     rt = setup.runtime()
-    moved = [m for m in rt.store.outbox_rows(pending_only=False) if "development -> review" in m["text"]]
+    moved = [m for m in rt.store.outbox_rows(pending_only=False) if "development -> review" in m.text]
     assert len(moved) == 1  # told once, across five processes
     total = rt.store.fact("reconcile_total")
     assert total is not None and total[0]["runs"] == 5 and total[0]["advanced"] == 1

@@ -99,7 +99,7 @@ def _wait_processed(relay: Relay, item: int) -> dict:
     end = time.monotonic() + 10
     while time.monotonic() < end:
         with relay.lock:
-            row = next(r for r in relay.rt.store.inbox_rows(limit=10_000) if r["id"] == item)
+            row = next(r.as_dict() for r in relay.rt.store.inbox_rows(limit=10_000) if r.id == item)
         if row["state"] != "pending":
             return row
         time.sleep(0.02)

@@ -87,9 +87,9 @@ def wait_state(setup: Setup, item: int, deadline: float) -> str:
     store = Store.open(setup.config().store.db_path, create=False)
     try:
         while time.monotonic() < deadline:
-            row = next(r for r in store.inbox_rows(limit=100) if r["id"] == item)
-            if row["state"] != "pending":
-                return str(row["state"])
+            row = next(r for r in store.inbox_rows(limit=100) if r.id == item)
+            if row.state != "pending":
+                return row.state
             time.sleep(0.05)
         return "pending"
     finally:

@@ -43,7 +43,8 @@ def _inject(source: str, body: Path, headers: Path | None, json_: bool) -> None:
     from orch.engine import jobs
 
     jobs.start_now(rt)  # what the event queued starts now, not at the next tick
-    row = next((r for r in rt.store.inbox_rows(limit=1000) if r["id"] == item), None)
+    found = next((r for r in rt.store.inbox_rows(limit=1000) if r.id == item), None)
+    row = found.as_dict() if found else None
     if json_:
         emit_json({"id": item, "duplicate": not new, "drained": counts, "item": row})
     else:

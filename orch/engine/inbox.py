@@ -19,7 +19,7 @@ from orch import log
 from orch.engine import deliveries
 from orch.engine.runtime import Runtime
 from orch.errors import OrchError, PermanentFailure, RetryLater
-from orch.identity import Owner, is_alive
+from orch.identity import is_alive
 from orch.webhooks import payloads
 
 # Headers kept with a delivery: what the parsers read. Never a signature, never a secret.
@@ -84,41 +84,38 @@ def drain(rt: Runtime, *, limit: int = 500) -> dict[str, int]:
         if item is None:
             break
         try:
-            result = deliveries.handle(rt, item["source"], item["body"], item["headers"])
+            result = deliveries.handle(rt, item.source, item.body, item.headers)
         except RetryLater as e:
-            rt.store.inbox_failed(item["id"], now=rt.now(), error=str(e), retry_at=rt.now() + e.delay)
+            rt.store.inbox_failed(item.id, now=rt.now(), error=str(e), retry_at=rt.now() + e.delay)
             counts["failed"] += 1
             continue
         except Exception as e:  # one bad delivery never stops the drain
             error = f"{type(e).__name__}: {e}" if not isinstance(e, OrchError) else str(e)
             # Trying again cannot fix a malformed delivery: park it at once.
-            if isinstance(e, PermanentFailure) or item["attempts"] >= rt.config.inbox.max_attempts:
-                rt.store.inbox_failed(item["id"], now=rt.now(), error=error, retry_at=None)
+            if isinstance(e, PermanentFailure) or item.attempts >= rt.config.inbox.max_attempts:
+                rt.store.inbox_failed(item.id, now=rt.now(), error=error, retry_at=None)
                 counts["parked"] += 1
-                log.error("inbox_parked", id=item["id"], source=item["source"], error=error)
+                log.error("inbox_parked", id=item.id, source=item.source, error=error)
             else:
-                delay = rt.config.inbox.backoff_base_s * 2 ** (item["attempts"] - 1)
-                rt.store.inbox_failed(item["id"], now=rt.now(), error=error, retry_at=rt.now() + delay)
+                delay = rt.config.inbox.backoff_base_s * 2 ** (item.attempts - 1)
+                rt.store.inbox_failed(item.id, now=rt.now(), error=error, retry_at=rt.now() + delay)
                 counts["failed"] += 1
-                log.warning(
-                    "inbox_failed", id=item["id"], source=item["source"], error=error, retry_in_s=delay
-                )
+                log.warning("inbox_failed", id=item.id, source=item.source, error=error, retry_in_s=delay)
             continue
-        rt.store.inbox_done(item["id"], now=rt.now(), result=result)
+        rt.store.inbox_done(item.id, now=rt.now(), result=result)
         counts["done"] += 1
-        log.info("inbox_done", id=item["id"], source=item["source"], kind=item["event"], result=result)
+        log.info("inbox_done", id=item.id, source=item.source, kind=item.event, result=result)
     return counts
 
 
 def listing(rt: Runtime, *, states: tuple[str, ...] | None = None, limit: int = 50) -> list[dict[str, Any]]:
     """Deliveries, newest first; an open one that is claimed says by whom and whether that
     process still lives (a dead claimer's delivery is taken by the next drain)."""
-    rows = rt.store.inbox_rows(states=states, limit=limit)
-    for r in rows:
-        held = r.get("claimed_by")
-        r["claimed_by"] = None
-        if held and r["state"] in ("pending", "failed"):
-            pid, start = int(held["pid"] or 0), held["start_time"] or ""
-            owner = Owner(held["host"], held["boot_id"] or "", pid, start)
-            r["claimed_by"] = {**owner.as_dict(), "alive": is_alive(owner)}
+    rows = []
+    for r in rt.store.inbox_rows(states=states, limit=limit):
+        row = r.as_dict()
+        row["claimed_by"] = None
+        if r.claim is not None and r.claimed_at is not None and r.state in ("pending", "failed"):
+            row["claimed_by"] = {**r.claim.as_dict(), "alive": is_alive(r.claim)}
+        rows.append(row)
     return rows

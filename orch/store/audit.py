@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from orch.store.backend import Database, Tx
 from orch.store.models import Audit, AuditRow
+from orch.store.rows import records
 
 
 def write_audit(c: Tx, a: Audit, now: float) -> None:
@@ -25,19 +24,9 @@ class AuditStore:
             write_audit(c, a, now)
 
     def history(self, task_id: int) -> list[AuditRow]:
-        rows = self.db.read("SELECT * FROM transitions WHERE task_id = ? ORDER BY id", (task_id,))
-        return [
-            AuditRow(
-                r["id"],
-                r["at"],
-                r["actor"],
-                r["event"],
-                r["from_stage"],
-                r["to_stage"],
-                json.loads(r["detail"]),
-            )
-            for r in rows
-        ]
+        return records(
+            AuditRow, self.db.read("SELECT * FROM transitions WHERE task_id = ? ORDER BY id", (task_id,))
+        )
 
     def count_events(self, task_id: int, event: str) -> int:
         r = self.db.one("SELECT count(*) FROM transitions WHERE task_id = ? AND event = ?", (task_id, event))

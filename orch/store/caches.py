@@ -9,6 +9,7 @@ from typing import Any
 from orch.store.audit import write_audit
 from orch.store.backend import Database
 from orch.store.models import Audit, Verdict
+from orch.store.rows import record
 
 
 class CacheStore:
@@ -28,18 +29,7 @@ class CacheStore:
             "SELECT * FROM verdicts WHERE task_id = ? AND task_version = ? ORDER BY id DESC LIMIT 1",
             (task_id, task_version),
         )
-        if r is None:
-            return None
-        return Verdict(
-            r["task_id"],
-            r["task_version"],
-            r["stage"],
-            r["sha"],
-            r["verdict"],
-            r["actor"],
-            r["reason"],
-            r["at"],
-        )
+        return record(Verdict, r) if r else None
 
     # -- commit statuses (the local forge's CI results) ----------------------------
 
@@ -104,7 +94,7 @@ class CacheStore:
                 return False
             c.execute(
                 "INSERT INTO rate_windows (bucket, minute, used) VALUES (?, ?, 1) "
-                "ON CONFLICT (bucket, minute) DO UPDATE SET used = used + 1",
+                "ON CONFLICT (bucket, minute) DO UPDATE SET used = rate_windows.used + 1",
                 (bucket, window),
             )
             return True
@@ -121,8 +111,9 @@ class CacheStore:
             c.execute(
                 "INSERT INTO holds (name, until, value, reason) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (name) DO UPDATE SET "
-                "until = CASE WHEN excluded.until > until THEN excluded.until ELSE until END, "
-                "value = coalesce(excluded.value, value), reason = coalesce(excluded.reason, reason)",
+                "until = CASE WHEN excluded.until > holds.until THEN excluded.until ELSE holds.until END, "
+                "value = coalesce(excluded.value, holds.value), "
+                "reason = coalesce(excluded.reason, holds.reason)",
                 (name, until, value, reason),
             )
 

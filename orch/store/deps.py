@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from orch.store import rows
 from orch.store.audit import write_audit
 from orch.store.backend import Database, Tx
 from orch.store.models import Audit, Task
 from orch.store.outbox import notify_in
+from orch.store.rows import records
 
 # One dependency fewer to wait on (never below zero; portable, unlike SQLite's max(a, b)).
 _ONE_LESS = (
@@ -125,17 +125,17 @@ class DepStore:
             "SELECT t.* FROM deps d JOIN tasks t ON t.id = d.on_task_id WHERE d.task_id = ? ORDER BY t.id",
             (task_id,),
         )
-        return [rows.task(r) for r in found]
+        return records(Task, found)
 
     def dependents_of(self, task_id: int) -> list[Task]:
         found = self.db.read(
             "SELECT t.* FROM deps d JOIN tasks t ON t.id = d.task_id WHERE d.on_task_id = ? ORDER BY t.id",
             (task_id,),
         )
-        return [rows.task(r) for r in found]
+        return records(Task, found)
 
     def waiting_tasks(self) -> list[Task]:
-        return [rows.task(r) for r in self.db.read("SELECT * FROM tasks WHERE waiting_on > 0 ORDER BY id")]
+        return records(Task, self.db.read("SELECT * FROM tasks WHERE waiting_on > 0 ORDER BY id"))
 
     def recount_waiting(self, finished_stages: tuple[str, ...], now: float) -> int:
         """Recompute waiting_on and job readiness from the deps table; returns rows fixed.

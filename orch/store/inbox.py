@@ -9,6 +9,8 @@ from typing import Any
 from orch.identity import Owner, is_alive
 from orch.identity import host as identity_host
 from orch.store.backend import Database
+from orch.store.models import InboxItem, InboxRow
+from orch.store.rows import record, records
 
 _UNCLAIM = "claimed_at = NULL, claim_host = NULL, claim_boot = NULL, claim_pid = NULL, claim_start = NULL"
 
@@ -71,7 +73,7 @@ class InboxStore:
         owner: Owner | None = None,
         claim_s: float = 300.0,
         ceiling_s: float = 14400.0,
-    ) -> dict[str, Any] | None:
+    ) -> InboxItem | None:
         """The oldest due delivery, claimed for processing by `owner`.
 
         A claim holds while its claimer lives, judged by identity as for leases: one whose
@@ -107,9 +109,7 @@ class InboxStore:
                 (now, me.host or None, me.boot_id or None, me.pid or None, me.start_time or None, pick),
             )
             row = c.execute("SELECT * FROM inbox WHERE id = ?", (pick,)).fetchone()
-        out = dict(row)
-        out["headers"] = json.loads(out["headers"])
-        return out
+        return record(InboxItem, row)
 
     def inbox_release_claims(self, owner: Owner) -> int:
         """Drop the claims `owner` holds on open deliveries (a drain restarting in a process
@@ -151,7 +151,8 @@ class InboxStore:
             )
             return cur.rowcount == 1
 
-    def inbox_rows(self, *, states: tuple[str, ...] | None = None, limit: int = 200) -> list[dict[str, Any]]:
+    def inbox_rows(self, *, states: tuple[str, ...] | None = None, limit: int = 200) -> list[InboxRow]:
+        """Deliveries, newest first (without their bodies)."""
         sql = (
             "SELECT id, source, event, delivery, received_at, state, attempts, next_at, error, result, "
             "processed_at, claimed_at, claim_host, claim_boot, claim_pid, claim_start FROM inbox"
@@ -161,19 +162,7 @@ class InboxStore:
             sql += f" WHERE state IN ({','.join('?' * len(states))})"
             params.extend(states)
         params.append(limit)
-        out = []
-        for r in self.db.read(sql + " ORDER BY id DESC LIMIT ?", params):
-            row = dict(r)
-            host, boot, pid, start = (
-                row.pop(k) for k in ("claim_host", "claim_boot", "claim_pid", "claim_start")
-            )
-            row["claimed_by"] = (
-                {"host": host, "boot_id": boot, "pid": pid, "start_time": start}
-                if row["claimed_at"] is not None and host
-                else None
-            )
-            out.append(row)
-        return out
+        return records(InboxRow, self.db.read(sql + " ORDER BY id DESC LIMIT ?", params))
 
     def inbox_count(self) -> dict[str, int]:
         return {r[0]: r[1] for r in self.db.read("SELECT state, count(*) FROM inbox GROUP BY state")}

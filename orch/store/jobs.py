@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from orch.identity import Owner
-from orch.store import rows
 from orch.store.audit import write_audit
 from orch.store.backend import Database, Tx
 from orch.store.models import Audit, Job
+from orch.store.rows import record, records
 
 TERMINAL_JOB_STATES = ("succeeded", "failed", "timed_out", "stalled", "cancelled", "reaped")
 
@@ -74,7 +74,7 @@ class JobStore:
             if audit is not None:
                 write_audit(c, audit, now)
             r = c.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return rows.job(r)
+        return record(Job, r)
 
     def claim_job(
         self,
@@ -146,7 +146,7 @@ class JobStore:
                 ),
                 now,
             )
-        return rows.job(row)
+        return record(Job, row)
 
     def claimable_count(self, *, now: float, deps_enabled: bool = True) -> int:
         sql = "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND not_before <= ?"
@@ -192,7 +192,7 @@ class JobStore:
 
     def get_job(self, job_id: int) -> Job | None:
         r = self.db.one("SELECT * FROM jobs WHERE id = ?", (job_id,))
-        return rows.job(r) if r else None
+        return record(Job, r) if r else None
 
     def latest_job(self, task_id: int, agent: str, task_version: int) -> Job | None:
         r = self.db.one(
@@ -200,7 +200,7 @@ class JobStore:
             "ORDER BY attempt DESC LIMIT 1",
             (task_id, agent, task_version),
         )
-        return rows.job(r) if r else None
+        return record(Job, r) if r else None
 
     def jobs(self, *, task_id: int | None = None, states: tuple[str, ...] | None = None) -> list[Job]:
         sql, params = "SELECT * FROM jobs WHERE 1=1", list[Any]()
@@ -210,11 +210,11 @@ class JobStore:
         if states:
             sql += f" AND state IN ({','.join('?' * len(states))})"
             params.extend(states)
-        return [rows.job(r) for r in self.db.read(sql + " ORDER BY id", params)]
+        return records(Job, self.db.read(sql + " ORDER BY id", params))
 
     def active_job(self, task_id: int) -> Job | None:
         r = self.db.one(
             "SELECT * FROM jobs WHERE task_id = ? AND state IN ('queued', 'running') ORDER BY id LIMIT 1",
             (task_id,),
         )
-        return rows.job(r) if r else None
+        return record(Job, r) if r else None

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from orch.identity import Owner, is_alive
-from orch.store import rows
 from orch.store.audit import write_audit
 from orch.store.backend import Database
 from orch.store.models import Audit, Lease
+from orch.store.rows import record, records
 
 
 def _reclaimed(task_id: int, actor: str, dead: Lease) -> Audit:
@@ -26,10 +26,10 @@ class LeaseStore:
 
     def get_lease(self, name: str) -> Lease | None:
         r = self.db.one("SELECT * FROM leases WHERE name = ?", (name,))
-        return rows.lease(r) if r else None
+        return record(Lease, r) if r else None
 
     def list_leases(self) -> list[Lease]:
-        return [rows.lease(r) for r in self.db.read("SELECT * FROM leases ORDER BY acquired_at")]
+        return records(Lease, self.db.read("SELECT * FROM leases ORDER BY acquired_at"))
 
     def acquire_lease(
         self,
@@ -52,12 +52,12 @@ class LeaseStore:
         # taking the write lock that the winner needs next (WAL readers never block).
         seen = self.db.one("SELECT * FROM leases WHERE name = ?", (name,))
         if seen is not None:
-            current = rows.lease(seen)
+            current = record(Lease, seen)
             if current.owner != owner and alive(current.owner):
                 return False, current
         with self.db.write() as c:
             r = c.execute("SELECT * FROM leases WHERE name = ?", (name,)).fetchone()
-            held = rows.lease(r) if r else None
+            held = record(Lease, r) if r else None
             if held is not None:
                 if held.owner == owner:
                     return True, None
@@ -97,7 +97,7 @@ class LeaseStore:
     def dead_leases(self, names: tuple[str, ...], alive: Callable[[Owner], bool] = is_alive) -> list[Lease]:
         """Those of `names` held by a dead owner: one read, free when none is held."""
         found = self.db.read(f"SELECT * FROM leases WHERE name IN ({','.join('?' * len(names))})", names)
-        return [lease for lease in map(rows.lease, found) if not alive(lease.owner)]
+        return [lease for lease in records(Lease, found) if not alive(lease.owner)]
 
     def clear_dead_lease(
         self,

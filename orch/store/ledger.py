@@ -7,11 +7,10 @@ import json
 from typing import Any
 
 from orch.identity import Owner
-from orch.store import rows
 from orch.store.audit import write_audit
 from orch.store.backend import Database, Tx
 from orch.store.models import Audit, EffectRow
-from orch.store.rows import owner_params
+from orch.store.rows import owner_params, record, records
 
 _STARTED_BY = (
     " AND state = 'started' AND owner_host = ? AND owner_boot = ? AND owner_pid = ? AND owner_start = ?"
@@ -42,16 +41,16 @@ class LedgerStore:
             "SELECT * FROM effects WHERE task_id = ? AND transition = ? AND effect = ?",
             (task_id, transition, effect),
         )
-        return rows.effect(r) if r else None
+        return record(EffectRow, r) if r else None
 
     def effects_of(self, task_id: int) -> list[EffectRow]:
         found = self.db.read("SELECT * FROM effects WHERE task_id = ? ORDER BY started_at", (task_id,))
-        return [rows.effect(r) for r in found]
+        return records(EffectRow, found)
 
     def started_effects(self) -> list[EffectRow]:
         """Every effect row still marked started (the reaper's and `orch lease show`'s view)."""
         found = self.db.read("SELECT * FROM effects WHERE state = 'started' ORDER BY started_at")
-        return [rows.effect(r) for r in found]
+        return records(EffectRow, found)
 
     def start_effect(
         self,
@@ -97,7 +96,7 @@ class LedgerStore:
                 "SELECT * FROM effects WHERE task_id = ? AND transition = ? AND effect = ?",
                 (task_id, transition, effect),
             ).fetchone()
-            return "changed", rows.effect(r) if r else None
+            return "changed", record(EffectRow, r) if r else None
 
     def set_effect_process(
         self,

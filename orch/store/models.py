@@ -12,7 +12,19 @@ from typing import Any, NamedTuple
 from orch.identity import Owner
 from orch.records import Task
 
-__all__ = ["Audit", "AuditRow", "EffectRow", "Job", "Lease", "Notification", "Task", "Verdict"]
+__all__ = [
+    "Audit",
+    "AuditRow",
+    "EffectRow",
+    "InboxItem",
+    "InboxRow",
+    "Job",
+    "Lease",
+    "Notification",
+    "OutboxRow",
+    "Task",
+    "Verdict",
+]
 
 
 class Lease(NamedTuple):
@@ -115,6 +127,60 @@ class Notification(NamedTuple):
     task_id: int | None
     text: str
     created_at: float
+
+
+class OutboxRow(NamedTuple):
+    """A message in the outbox, sent or not (`orch outbox`, tests)."""
+
+    key: str
+    task_id: int | None
+    text: str
+    created_at: float
+    sent_at: float | None
+    attempts: int
+    next_at: float
+    last_error: str | None
+
+
+class InboxItem(NamedTuple):
+    """A delivery claimed for processing: what the drain needs to handle it."""
+
+    id: int
+    source: str
+    event: str
+    delivery: str | None
+    digest: str
+    headers: dict[str, str]
+    body: bytes
+    received_at: float
+    state: str
+    attempts: int  # this claim included
+    error: str | None
+    claim: Owner | None  # who claimed it: this process
+
+
+class InboxRow(NamedTuple):
+    """A delivery as `orch inbox list` shows it (no body), with who holds its claim."""
+
+    id: int
+    source: str
+    event: str
+    delivery: str | None
+    received_at: float
+    state: str
+    attempts: int
+    next_at: float
+    error: str | None
+    result: str | None
+    processed_at: float | None
+    claimed_at: float | None
+    claim: Owner | None  # the claimer recorded with the claim (None: unclaimed, or from before v9)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = self._asdict()
+        claim = d.pop("claim")
+        d["claimed_by"] = claim.as_dict() if claim is not None and self.claimed_at is not None else None
+        return d
 
 
 class Audit(NamedTuple):

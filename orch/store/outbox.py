@@ -6,10 +6,10 @@ A message's key is the change it reports, so the same change is queued once, eve
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from orch.store.backend import Database, Tx
-from orch.store.models import Notification
+from orch.store.models import Notification, OutboxRow
+from orch.store.rows import records
 
 CLAIM_S = 120.0  # an outbox claim older than this belongs to a sender that died
 
@@ -33,12 +33,12 @@ class OutboxStore:
     def pending_notifications(self, limit: int = 100, *, now: float | None = None) -> list[Notification]:
         """Messages due now: unsent, past their backoff, and not claimed by a live sender."""
         now = time.time() if now is None else now
-        rows = self.db.read(
+        found = self.db.read(
             "SELECT * FROM outbox WHERE sent_at IS NULL AND next_at <= ? "
             "AND (claimed_at IS NULL OR claimed_at < ?) ORDER BY created_at, key LIMIT ?",
             (now, now - CLAIM_S, limit),
         )
-        return [Notification(r["key"], r["task_id"], r["text"], r["created_at"]) for r in rows]
+        return records(Notification, found)
 
     def claim_notification(self, key: str, *, now: float) -> bool:
         """Take a message for sending. The claim expires after CLAIM_S: a sender that died
@@ -66,8 +66,8 @@ class OutboxStore:
                 (retry_at, error[:500], key),
             )
 
-    def outbox_rows(self, *, pending_only: bool = True, limit: int = 200) -> list[dict[str, Any]]:
+    def outbox_rows(self, *, pending_only: bool = True, limit: int = 200) -> list[OutboxRow]:
         sql = "SELECT key, task_id, text, created_at, sent_at, attempts, next_at, last_error FROM outbox"
         if pending_only:
             sql += " WHERE sent_at IS NULL"
-        return [dict(r) for r in self.db.read(sql + " ORDER BY created_at LIMIT ?", (limit,))]
+        return records(OutboxRow, self.db.read(sql + " ORDER BY created_at LIMIT ?", (limit,)))

@@ -1,91 +1,78 @@
-"""Rows to records: how a database row becomes the named tuple the engine gets."""
+"""Rows to records: one mapper, by column name, for every record the store returns.
+
+A record is a NamedTuple whose field names are column names. What a field's annotation
+says decides the conversion: `bool` from SQLite's 0/1, `dict[...]` from JSON text, and an
+`Owner` from the four columns `<field>_host`, `_boot`, `_pid`, `_start` (an optional
+owner is None while its host is empty). Every other field is the column's value as is.
+Columns a record has no field for are ignored.
+
+The plan for a record type is built once, on first use, from its annotations: a row
+then costs one call per field, no look-up of names or types.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from collections.abc import Callable
+from operator import itemgetter
+from typing import Any, TypeVar
 
 from orch.identity import Owner
-from orch.store.models import EffectRow, Job, Lease, Task
+
+R = TypeVar("R")
+
+_PLANS: dict[type, list[Callable[[Any], Any]]] = {}
 
 
-def owner_of(r: Any, prefix: str = "owner_") -> Owner:
-    return Owner(r[f"{prefix}host"], r[f"{prefix}boot"], r[f"{prefix}pid"], r[f"{prefix}start"])
+def _owner(field: str, optional: bool) -> Callable[[Any], Owner | None]:
+    host, boot, pid, start = (f"{field}_{part}" for part in ("host", "boot", "pid", "start"))
+
+    def get(r: Any) -> Owner | None:
+        if optional and not r[host]:
+            return None
+        return Owner(r[host], r[boot] or "", int(r[pid] or 0), r[start] or "")
+
+    return get
+
+
+def _bool(field: str) -> Callable[[Any], bool]:
+    return lambda r: bool(r[field])
+
+
+def _json(field: str) -> Callable[[Any], Any]:
+    return lambda r: json.loads(r[field])
+
+
+def _plan(cls: type) -> list[Callable[[Any], Any]]:
+    getters: list[Callable[[Any], Any]] = []
+    # With postponed annotations a NamedTuple keeps them as ForwardRef('Owner | None').
+    hints = cls.__annotations__
+    for field in cls._fields:  # type: ignore[attr-defined]
+        hint = hints[field]
+        kind = str(getattr(hint, "__forward_arg__", hint)).replace(" ", "")
+        if kind == "bool":
+            getters.append(_bool(field))
+        elif kind.startswith("dict["):
+            getters.append(_json(field))
+        elif kind in ("Owner", "Owner|None"):
+            getters.append(_owner(field, kind != "Owner"))
+        else:
+            getters.append(itemgetter(field))
+    return getters
+
+
+def record(cls: type[R], r: Any) -> R:
+    """The row `r` as a `cls` (a NamedTuple whose fields name its columns)."""
+    getters = _PLANS.get(cls)
+    if getters is None:
+        getters = _PLANS[cls] = _plan(cls)
+    return cls(*[g(r) for g in getters])
+
+
+def records(cls: type[R], found: list[Any]) -> list[R]:
+    return [record(cls, r) for r in found]
 
 
 def owner_params(o: Owner) -> tuple[str, str, int, str]:
     """An owner as the four values of `owner_host, owner_boot, owner_pid, owner_start`."""
     return (o.host, o.boot_id, o.pid, o.start_time)
-
-
-def task(r: Any) -> Task:
-    return Task(
-        id=r["id"],
-        key=r["key"],
-        title=r["title"],
-        repo=r["repo"],
-        stage=r["stage"],
-        version=r["version"],
-        retries=r["retries"],
-        blocked=bool(r["blocked"]),
-        block_reason=r["block_reason"],
-        escalated=bool(r["escalated"]),
-        created_at=r["created_at"],
-        updated_at=r["updated_at"],
-        waiting_on=r["waiting_on"],
-        tracker_ref=r["tracker_ref"],
-    )
-
-
-def lease(r: Any) -> Lease:
-    return Lease(
-        name=r["name"],
-        owner=owner_of(r),
-        actor=r["actor"],
-        purpose=r["purpose"],
-        acquired_at=r["acquired_at"],
-    )
-
-
-def effect(r: Any) -> EffectRow:
-    return EffectRow(
-        task_id=r["task_id"],
-        transition=r["transition"],
-        effect=r["effect"],
-        state=r["state"],
-        attempts=r["attempts"],
-        owner=owner_of(r),
-        started_at=r["started_at"],
-        ended_at=r["ended_at"],
-        result=r["result"],
-        proc_pid=r["proc_pid"],
-        proc_pgid=r["proc_pgid"],
-        proc_start=r["proc_start"],
-        acting=bool(r["acting"]),
-    )
-
-
-def job(r: Any) -> Job:
-    return Job(
-        id=r["id"],
-        task_id=r["task_id"],
-        agent=r["agent"],
-        stage=r["stage"],
-        task_version=r["task_version"],
-        attempt=r["attempt"],
-        state=r["state"],
-        priority=r["priority"],
-        queued_at=r["queued_at"],
-        started_at=r["started_at"],
-        ended_at=r["ended_at"],
-        deadline=r["deadline"],
-        owner=owner_of(r) if r["owner_pid"] is not None else None,
-        pgid=r["pgid"],
-        pgid_start=r["pgid_start"],
-        exit_code=r["exit_code"],
-        reason=r["reason"],
-        log_path=r["log_path"],
-        head_sha=r["head_sha"],
-        ready=bool(r["ready"]),
-        not_before=r["not_before"],
-        note=r["note"],
-    )

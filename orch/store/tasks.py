@@ -6,13 +6,13 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from orch.store import rows
 from orch.store.audit import write_audit
 from orch.store.backend import Database
 from orch.store.deps import release_dependents
 from orch.store.jobs import enqueue_in
 from orch.store.models import Audit, EffectRow, StageChange, Task
 from orch.store.outbox import notify_in
+from orch.store.rows import record, records
 
 
 class TaskStore:
@@ -63,22 +63,22 @@ class TaskStore:
             if agent:
                 enqueue_in(c, task_id=task_id, agent=agent, stage=stage, task_version=1, now=now)
             row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return rows.task(row)
+        return record(Task, row)
 
     def get_task(self, key: str) -> Task | None:
         r = self.db.one("SELECT * FROM tasks WHERE key = ?", (key,))
-        return rows.task(r) if r else None
+        return record(Task, r) if r else None
 
     def get_task_by_id(self, task_id: int) -> Task | None:
         r = self.db.one("SELECT * FROM tasks WHERE id = ?", (task_id,))
-        return rows.task(r) if r else None
+        return record(Task, r) if r else None
 
     def list_tasks(self, *, stage: str | None = None, limit: int = 1000) -> list[Task]:
         if stage:
             found = self.db.read("SELECT * FROM tasks WHERE stage = ? ORDER BY id LIMIT ?", (stage, limit))
         else:
             found = self.db.read("SELECT * FROM tasks ORDER BY id LIMIT ?", (limit,))
-        return [rows.task(r) for r in found]
+        return records(Task, found)
 
     def quiet_tasks(self, stages: tuple[str, ...], *, older_than: float, limit: int = 10_000) -> list[Task]:
         """Tasks at these stages untouched since `older_than`, with no queued or running job:
@@ -91,7 +91,7 @@ class TaskStore:
             "AND j.state IN ('queued', 'running')) ORDER BY updated_at LIMIT ?",
             (*stages, older_than, limit),
         )
-        return [rows.task(r) for r in found]
+        return records(Task, found)
 
     def quiet_count(self, stage: str, *, older_than: float) -> int:
         """How many tasks `quiet_tasks` would return for one stage, without loading them."""
@@ -160,7 +160,7 @@ class TaskStore:
                 acting = c.execute(
                     "SELECT * FROM effects WHERE task_id = ? AND acting = 1 AND state != 'done'", (task_id,)
                 ).fetchall()
-                if any(unless_in_flight(rows.effect(r)) for r in acting):
+                if any(unless_in_flight(record(EffectRow, r)) for r in acting):
                     return False
             cur = c.execute(
                 "UPDATE tasks SET stage = ?, version = version + 1, retries = retries + ?, "
@@ -200,7 +200,7 @@ class TaskStore:
 
     def task_for_ref(self, ref: str) -> Task | None:
         r = self.db.one("SELECT * FROM tasks WHERE tracker_ref = ?", (ref,))
-        return rows.task(r) if r else None
+        return record(Task, r) if r else None
 
     def ensure_task_for_ref(
         self,
@@ -229,7 +229,7 @@ class TaskStore:
                     from orch.errors import UsageError
 
                     raise UsageError(f"task key {key} is taken by another tracker item")
-                return rows.task(row), False
+                return record(Task, row), False
             task_id = int(got[0][0])
             write_audit(
                 c,
@@ -239,7 +239,7 @@ class TaskStore:
             if agent:
                 enqueue_in(c, task_id=task_id, agent=agent, stage=stage, task_version=1, now=now)
             row = c.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
-        return rows.task(row), True
+        return record(Task, row), True
 
     def counts(self) -> dict[str, Any]:
         """The numbers the queue view shows, in one read each."""
