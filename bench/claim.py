@@ -218,12 +218,13 @@ def put_back(store: Store, job_id: int) -> None:
 
 def captured_claim_sql(store: Store, log_dir: Path) -> tuple[str, list[Any], int]:
     """The claim SELECT and parameters that Store.claim_job really runs, and the job it took."""
-    real, rec = store.conn, _Recorder(store.conn)
-    store.conn = rec  # type: ignore[assignment]
+    db = store.sqlite  # the SQLite backend's connection, which every write goes through
+    real, rec = db.conn, _Recorder(db.conn)
+    db.conn = rec  # type: ignore[assignment]
     try:
         job = store.claim_job(**claim_kwargs(log_dir))
     finally:
-        store.conn = real
+        db.conn = real
     if job is None:
         raise RuntimeError("claim_job found nothing to claim")
     put_back(store, job.id)

@@ -4,6 +4,8 @@
     ├── UsageError                 2  bad input: unknown task, unknown stage, bad argument
     ├── ConfigError                2  orch.toml or ORCH_* is invalid (names file and key)
     ├── StoreError                 1  the database failed
+    │   ├── NoDatabase             1  no database where the configuration points
+    │   ├── KeyTaken               2  a unique name (a task key) is taken; nothing written
     │   └── SchemaTooNew           2  written by a newer orch: refused, left untouched
     ├── NotReady                   3  a gate is red or a dependency unfinished; nothing changed
     ├── Busy                       4  a live owner holds the lease, the CAS was lost or the
@@ -47,6 +49,23 @@ class StoreError(OrchError):
     """The database could not be read or written."""
 
     exit_code = 1
+
+
+class NoDatabase(StoreError):
+    """There is no orch database where the configuration points; nothing was created."""
+
+    exit_code = 1
+
+
+class KeyTaken(StoreError):
+    """A name that must be unique (a task's key) is taken already; nothing was written.
+    The store names the key; the caller says what it means to the person."""
+
+    exit_code = 2
+
+    def __init__(self, key: str):
+        super().__init__(f"key {key} is taken")
+        self.key = key
 
 
 class SchemaTooNew(StoreError):

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from orch.errors import OrchError, SchemaTooNew, UsageError
+from orch.errors import KeyTaken, SchemaTooNew
 from orch.identity import Owner, me
-from orch.store import Audit, Store, Task, Verdict
+from orch.store import Audit, EffectRow, Message, NextJob, StageChange, Store, Task, Verdict
 from orch.store.schema import LATEST
 
 NOW = 1_700_000_000.0
@@ -50,18 +50,30 @@ def audit(task: Task | int, event: str = "test", **detail: Any) -> Audit:
     return Audit(task if isinstance(task, int) else task.id, "tester", event, detail)
 
 
-def commit(store: Store, task: Task, new_stage: str, **kw: Any) -> bool:
-    """A stage change by compare-and-swap on what `task` says (the one write path)."""
-    return store.commit_transition(
+def commit(
+    store: Store,
+    task: Task,
+    new_stage: str,
+    *,
+    expected_stage: str | None = None,
+    expected_version: int | None = None,
+    now: float = NOW + 1,
+    unless_in_flight: Callable[[EffectRow], bool] | None = None,
+    **follow_ups: Any,
+) -> bool:
+    """A stage change by compare-and-swap on what `task` says (the one write path);
+    `follow_ups` are StageChange's: retry, message, job, escalation, finishes."""
+    stage = expected_stage or task.stage
+    change = StageChange(
         task_id=task.id,
-        expected_stage=kw.pop("expected_stage", task.stage),
-        expected_version=kw.pop("expected_version", task.version),
-        new_stage=new_stage,
-        retry=kw.pop("retry", False),
-        now=kw.pop("now", NOW + 1),
-        audit=kw.pop("audit", Audit(task.id, "tester", "stage_changed", {}, task.stage, new_stage)),
-        **kw,
+        from_stage=stage,
+        to_stage=new_stage,
+        expected_version=expected_version or task.version,
+        retry=follow_ups.pop("retry", False),
+        audit=Audit(task.id, "tester", "stage_changed", {}, stage, new_stage),
+        **follow_ups,
     )
+    return store.commit_transition(change, now=now, unless_in_flight=unless_in_flight)
 
 
 class StoreContract:
@@ -149,15 +161,17 @@ class StoreContract:
 
     def test_a_taken_key_is_refused_and_nothing_is_written(self, store: Store) -> None:
         self.task(store, "K-1")
-        with pytest.raises(UsageError):
+        with pytest.raises(KeyTaken) as e:
             self.task(store, "K-1", agent="dev")
+        assert e.value.key == "K-1" and e.value.exit_code == 2
         assert len(store.list_tasks()) == 1 and store.jobs() == []
 
     def test_a_generated_key_that_is_taken_is_refused(self, store: Store) -> None:
         first = self.task(store, "K-1")
         self.task(store, f"T-{first.id + 2}")  # the key the task after this one would get
-        with pytest.raises(UsageError):
+        with pytest.raises(KeyTaken) as e:
             self.task(store)
+        assert e.value.key == f"T-{first.id + 2}"
         assert len(store.list_tasks()) == 2
 
     def test_add_task_with_an_agent_queues_its_first_job_with_it(self, store: Store) -> None:
@@ -239,12 +253,11 @@ class StoreContract:
 
     def test_a_tracker_item_whose_key_is_taken_is_refused(self, store: Store) -> None:
         self.task(store, "P-7")
-        with pytest.raises(OrchError) as e:
+        with pytest.raises(KeyTaken) as e:
             store.ensure_task_for_ref(
                 ref="item-7", key="P-7", title="t", repo="app", stage="a", now=NOW, actor="w", agent=None
             )
-        assert e.value.exit_code == 2
-        assert store.task_for_ref("item-7") is None
+        assert e.value.key == "P-7" and store.task_for_ref("item-7") is None
 
     # -- the compare-and-swap of a stage ------------------------------------------------
 
@@ -263,7 +276,7 @@ class StoreContract:
 
     def test_a_stale_transition_changes_nothing(self, store: Store) -> None:
         t = self.task(store, "K-1")
-        kw: dict[str, Any] = {"job": {"agent": "rev"}, "notification": ("task:K-1:v2", "moved")}
+        kw: dict[str, Any] = {"job": NextJob("rev"), "message": Message("task:K-1:v2", "moved")}
         assert commit(store, t, "review", **kw)
         before = (store.history(t.id), store.jobs(), store.outbox_rows(pending_only=False))
         assert not commit(store, t, "review", **kw)  # the same version again
@@ -282,7 +295,7 @@ class StoreContract:
 
     def test_a_transition_queues_the_next_job_for_the_new_version(self, store: Store) -> None:
         t = self.task(store, "K-1")
-        assert commit(store, t, "review", job={"agent": "reviewer", "note": "look"})
+        assert commit(store, t, "review", job=NextJob("reviewer", "look"))
         (j,) = store.jobs(task_id=t.id)
         assert (j.agent, j.stage, j.task_version, j.note, j.queued_at) == (
             "reviewer",
@@ -294,14 +307,14 @@ class StoreContract:
 
     def test_a_transition_queues_its_message_once_by_key(self, store: Store) -> None:
         a, b = self.task(store, "K-1"), self.task(store, "K-2")
-        assert commit(store, a, "review", notification=("same-key", "first"))
-        assert commit(store, b, "review", notification=("same-key", "second"))
+        assert commit(store, a, "review", message=Message("same-key", "first"))
+        assert commit(store, b, "review", message=Message("same-key", "second"))
         (n,) = store.pending_notifications(now=NOW + 2)
         assert (n.key, n.text, n.task_id) == ("same-key", "first", a.id)
 
     def test_a_retry_counts_and_an_escalation_blocks(self, store: Store) -> None:
         t = self.task(store, "K-1")
-        assert commit(store, t, "dev", retry=True, escalate="too many retries", job={"agent": "dev"})
+        assert commit(store, t, "dev", retry=True, escalation="too many retries", job=NextJob("dev"))
         got = self.fresh(store, t)
         assert (got.retries, got.version, got.blocked, got.escalated, got.block_reason) == (
             1,

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from orch import config as config_mod
 from orch.config import Config
 from orch.engine.runtime import Runtime
-from orch.errors import ConfigError
+from orch.errors import ConfigError, NoDatabase
 from orch.identity import me
 from orch.store import Store
 
@@ -39,7 +39,17 @@ def secret(var: str, what: str) -> str:
 
 
 def open_store(cfg: Config, *, create: bool = True) -> Store:
-    """The store the configuration names: the SQLite file, or PostgreSQL at [store] url."""
+    """The store the configuration names: the SQLite file, or PostgreSQL at [store] url.
+    With `create=False` and no database there, NoDatabase says how to make one."""
+    try:
+        return _open_store(cfg, create=create)
+    except NoDatabase as e:
+        raise NoDatabase(
+            f"{e}: run `orch init` to create one (or fix [store] path, or mount the volume that holds it)"
+        ) from None
+
+
+def _open_store(cfg: Config, *, create: bool) -> Store:
     if not cfg.store.url:
         return Store.open(cfg.store.db_path, busy_timeout_ms=cfg.store.busy_timeout_ms, create=create)
     # Imported here only: psycopg costs start-up time the SQLite path must not pay.

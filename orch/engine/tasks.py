@@ -19,7 +19,7 @@ from typing import NamedTuple
 from orch.config import Config
 from orch.engine import effects, lease_names, transition
 from orch.engine.runtime import Runtime
-from orch.errors import Busy, ConfigError, UsageError
+from orch.errors import Busy, ConfigError, KeyTaken, UsageError
 from orch.names import is_safe_name, safe_name
 from orch.store import Audit, Job, Task, Verdict
 
@@ -44,16 +44,19 @@ def add(rt: Runtime, title: str, *, repo: str | None = None, key: str | None = N
     if missing:
         raise ConfigError(missing[0])
     # One transaction: the task and its first job exist together or not at all.
-    return rt.store.add_task(
-        title=title,
-        repo=repo,
-        stage=cfg.pipeline.initial,
-        now=rt.now(),
-        key=key,
-        key_prefix=safe_name(cfg.tracker.key_prefix),
-        actor=rt.actor,
-        agent=cfg.pipeline.stages[cfg.pipeline.initial].agent,
-    )
+    try:
+        return rt.store.add_task(
+            title=title,
+            repo=repo,
+            stage=cfg.pipeline.initial,
+            now=rt.now(),
+            key=key,
+            key_prefix=safe_name(cfg.tracker.key_prefix),
+            actor=rt.actor,
+            agent=cfg.pipeline.stages[cfg.pipeline.initial].agent,
+        )
+    except KeyTaken as e:
+        raise UsageError(f"task {e.key} exists already" + ("" if key else " (pass --key)")) from None
 
 
 def missing_repos(cfg: Config, names: tuple[str, ...] | None = None) -> list[str]:

@@ -20,7 +20,7 @@ from orch import log
 from orch.engine import advance as advance_mod
 from orch.engine import tasks
 from orch.engine.runtime import Runtime
-from orch.errors import OrchError, UsageError
+from orch.errors import KeyTaken, OrchError, UsageError
 from orch.ports import ExternalTracker, Project
 from orch.store import Audit
 
@@ -90,16 +90,19 @@ def _create(
         stage = "development"  # work starts without an analysis
     key = tracker.task_key(project, seq)
     agent = cfg.pipeline.stages[stage].agent
-    task, created = rt.store.ensure_task_for_ref(
-        ref=item_id,
-        key=key,
-        title=(title or key)[:500],
-        repo=project.repo,
-        stage=stage,
-        now=rt.now(),
-        actor=rt.actor,
-        agent=agent,
-    )
+    try:
+        task, created = rt.store.ensure_task_for_ref(
+            ref=item_id,
+            key=key,
+            title=(title or key)[:500],
+            repo=project.repo,
+            stage=stage,
+            now=rt.now(),
+            actor=rt.actor,
+            agent=agent,
+        )
+    except KeyTaken:  # a configuration problem: two items map to one key
+        raise UsageError(f"task key {key} is taken by another tracker item") from None
     log.info("task_from_tracker", task=task.key, created=created, stage=stage, actor=rt.actor)
     if created:
         # Show the task where it is (To Analyse -> Analysis) now, not on the reconciler's

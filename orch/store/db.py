@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orch.store.audit import AuditStore
 from orch.store.backend import Database
@@ -25,6 +25,9 @@ from orch.store.ledger import LedgerStore
 from orch.store.outbox import CLAIM_S, OutboxStore
 from orch.store.sqlite import SqliteDatabase
 from orch.store.tasks import TaskStore
+
+if TYPE_CHECKING:
+    from orch.store.interface import StoreProtocol
 
 __all__ = ["CLAIM_S", "TERMINAL_JOB_STATES", "Store"]
 
@@ -54,21 +57,27 @@ class Store(
     # -- SQLite only: for tests and benches that reach under the store --------------------
 
     @property
-    def _sqlite(self) -> SqliteDatabase:
+    def sqlite(self) -> SqliteDatabase:
         if not isinstance(self.db, SqliteDatabase):
             raise TypeError(f"not a SQLite store: {type(self.db).__name__}")
         return self.db
 
     @property
     def conn(self) -> sqlite3.Connection:
-        return self._sqlite.conn
+        return self.sqlite.conn
 
     @property
     def path(self) -> Path:
-        return self._sqlite.path
+        return self.sqlite.path
 
     @contextmanager
     def write(self, *, durable: bool = False) -> Iterator[Any]:
         """One write transaction on the backend (for tests and benches that fill tables)."""
         with self.db.write(durable=durable) as c:
             yield c
+
+
+if TYPE_CHECKING:
+
+    def _implements(store: Store) -> StoreProtocol:
+        return store  # mypy checks here that Store has every method of the interface

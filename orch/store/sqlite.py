@@ -25,7 +25,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from orch.errors import Busy, SchemaTooNew, StoreError
+from orch.errors import Busy, NoDatabase, SchemaTooNew, StoreError
 from orch.store import schema
 
 # One SQLite busy-wait slice; the rest of the budget is our jittered loop.
@@ -84,14 +84,11 @@ class SqliteDatabase:
     @classmethod
     def open(cls, path: Path | str, *, busy_timeout_ms: int = 5000, create: bool = True) -> SqliteDatabase:
         """Open (and migrate) the database at `path`. With `create=False` a missing or empty
-        file is an error that names the path and says `orch init`: a reading command on an
-        unmounted volume must not start a second, empty state beside the real one."""
+        file is NoDatabase, naming the path: a reading command on an unmounted volume must
+        not start a second, empty state beside the real one."""
         path = Path(path)
         if not create and not _has_database(path):
-            raise StoreError(
-                f"{path}: no orch database here: run `orch init` to create one "
-                "(or fix [store] path, or mount the volume that holds it)"
-            )
+            raise NoDatabase(f"{path}: no orch database here")
         if not path.exists():
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from orch.errors import KeyTaken
 from orch.store.audit import write_audit
 from orch.store.backend import Database
 from orch.store.deps import release_dependents
@@ -30,12 +31,10 @@ class TaskStore:
         actor: str,
         agent: str | None = None,
     ) -> Task:
-        """Insert a task; with no key, the key is `<prefix>-<id>`. A taken key is a UsageError.
+        """Insert a task; with no key, the key is `<prefix>-<id>`. A taken key is KeyTaken.
 
         With `agent`, the task's first job is queued in the same transaction: a failure
         between the two can never leave a task that no actor would ever give a job."""
-        from orch.errors import UsageError
-
         with self.db.write() as c:
             placeholder = key or f"pending-{random.getrandbits(64):x}"
             got = c.execute(
@@ -44,7 +43,7 @@ class TaskStore:
                 (placeholder, title, repo, stage, now, now),
             ).fetchall()
             if not got:
-                raise UsageError(f"task {key} exists already")
+                raise KeyTaken(placeholder)
             task_id = int(got[0][0])
             if key is None:
                 key = f"{key_prefix}-{task_id}"
@@ -54,7 +53,7 @@ class TaskStore:
                     (key, task_id, key),
                 )
                 if cur.rowcount != 1:
-                    raise UsageError(f"task {key} exists already (pass --key)")
+                    raise KeyTaken(key)
             write_audit(
                 c,
                 Audit(task_id, actor, "created", {"title": title, "repo": repo}, None, stage),
@@ -226,9 +225,7 @@ class TaskStore:
             if not got:
                 row = c.execute("SELECT * FROM tasks WHERE tracker_ref = ?", (ref,)).fetchone()
                 if row is None:  # the key is taken by another item: a configuration problem
-                    from orch.errors import UsageError
-
-                    raise UsageError(f"task key {key} is taken by another tracker item")
+                    raise KeyTaken(key)
                 return record(Task, row), False
             task_id = int(got[0][0])
             write_audit(
