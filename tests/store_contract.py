@@ -30,6 +30,7 @@ from orch.store.schema import LATEST
 
 NOW = 1_700_000_000.0
 FINISHED = ("done",)
+RELEASED = Message("released:{waiter}:{key}", "{waiter} waits no more on {key}")
 
 
 def owner(pid: int = 1, host: str = "h1") -> Owner:
@@ -62,7 +63,7 @@ def commit(
     **follow_ups: Any,
 ) -> bool:
     """A stage change by compare-and-swap on what `task` says (the one write path);
-    `follow_ups` are StageChange's: retry, message, job, escalation, finishes."""
+    `follow_ups` are StageChange's: retry, message, job, escalation, release."""
     stage = expected_stage or task.stage
     change = StageChange(
         task_id=task.id,
@@ -338,20 +339,21 @@ class StoreContract:
         base, waiter = self.task(store, "K-1"), self.task(store, "K-2", agent="dev")
         store.add_dep(waiter.id, base.id, unfinished=True, now=NOW, audit=audit(waiter), notification=None)
         assert store.jobs(task_id=waiter.id)[0].ready is False
-        assert commit(store, base, "done", finishes=True)
+        assert commit(store, base, "done", release=RELEASED)
         assert self.fresh(store, waiter).waiting_on == 0
         assert store.jobs(task_id=waiter.id)[0].ready is True
         assert store.count_events(waiter.id, "released") == 1
-        assert "released:K-2:K-1" in [n.key for n in store.pending_notifications(now=NOW + 2)]
+        told = [(n.key, n.text) for n in store.pending_notifications(now=NOW + 2)]
+        assert ("released:K-2:K-1", "K-2 waits no more on K-1") in told
 
     def test_a_task_waiting_on_two_is_released_by_the_second(self, store: Store) -> None:
         a, b, w = self.task(store, "K-1"), self.task(store, "K-2"), self.task(store, "K-3", agent="dev")
         for on in (a, b):
             store.add_dep(w.id, on.id, unfinished=True, now=NOW, audit=audit(w), notification=None)
         assert self.fresh(store, w).waiting_on == 2
-        commit(store, a, "done", finishes=True)
+        commit(store, a, "done", release=RELEASED)
         assert self.fresh(store, w).waiting_on == 1 and not store.jobs(task_id=w.id)[0].ready
-        commit(store, b, "done", finishes=True)
+        commit(store, b, "done", release=RELEASED)
         assert self.fresh(store, w).waiting_on == 0 and store.jobs(task_id=w.id)[0].ready
 
     # -- audit -------------------------------------------------------------------------

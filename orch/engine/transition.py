@@ -40,6 +40,15 @@ def finishes(cfg: Config, old: str, new: str) -> bool:
     return new in done and old not in done
 
 
+# What each task that waited on a finished one is told ({waiter}: its key; {key}: the
+# finished task's): the store fills it in for every task it releases.
+RELEASED = Message("released:{waiter}:{key}", "{waiter} no longer waits: {key} is finished")
+
+
+def _release(cfg: Config, old: str, new: str) -> Message | None:
+    return RELEASED if finishes(cfg, old, new) else None
+
+
 def _next_job(cfg: Config, stage: str, note: str | None) -> NextJob | None:
     agent = cfg.pipeline.stages[stage].agent
     return NextJob(agent, note) if agent else None
@@ -63,7 +72,7 @@ def forward(rt: Runtime, task: Task, tr: Transition, ran: list[dict[str, Any]]) 
         message=Message(message_key(task.key, task.version + 1), text),
         job=_next_job(cfg, tr.target, _reject_note(rt, task) if tr.retry else None),
         escalation=escalate,
-        finishes=finishes(cfg, task.stage, tr.target),
+        release=_release(cfg, task.stage, tr.target),
     )
 
 
@@ -107,7 +116,7 @@ def cancel(rt: Runtime, task: Task, stage: str, reason: str | None) -> StageChan
         ),
         # A task cancelled after its merge (at deploy, at monitoring) released its
         # dependents then: releasing them again would free one still waiting on another.
-        finishes=finishes(rt.config, task.stage, stage),
+        release=_release(rt.config, task.stage, stage),
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from orch.store.audit import write_audit
 from orch.store.backend import Database, Tx
-from orch.store.models import Audit, Task
+from orch.store.models import Audit, Message, Task
 from orch.store.outbox import notify_in
 from orch.store.rows import records
 
@@ -14,7 +14,9 @@ _ONE_LESS = (
 )
 
 
-def release_dependents(c: Tx, task_id: int, now: float, actor: str) -> None:
+def release_dependents(c: Tx, task_id: int, now: float, actor: str, told: Message) -> None:
+    """The tasks waiting on `task_id` wait on one task fewer; those left waiting on none
+    have their queued jobs made ready, and are told `told` (filled with their key)."""
     key = c.execute("SELECT key FROM tasks WHERE id = ?", (task_id,)).fetchone()[0]
     for dep in c.execute(
         "SELECT t.id, t.key, t.waiting_on FROM deps d JOIN tasks t ON t.id = d.task_id "
@@ -30,9 +32,9 @@ def release_dependents(c: Tx, task_id: int, now: float, actor: str) -> None:
             write_audit(c, Audit(dep["id"], actor, "released", {"by": key}), now)
             notify_in(
                 c,
-                f"released:{dep['key']}:{key}",
+                told.key.format(waiter=dep["key"], key=key),
                 dep["id"],
-                f"{dep['key']} no longer waits: {key} is finished",
+                told.text.format(waiter=dep["key"], key=key),
                 now,
             )
 

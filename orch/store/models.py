@@ -224,7 +224,9 @@ class StageChange(NamedTuple):
     message: Message | None = None  # the engine always tells: `task:KEY:vN`
     job: NextJob | None = None  # not queued when the move escalates
     escalation: str | None = None  # block the task as escalated, with this reason
-    finishes: bool = False  # the tasks waiting on this one are released
+    # The move finishes the task: the tasks waiting on it are released, each told this
+    # message, a template over {waiter} (the released task's key) and {key} (this one's).
+    release: Message | None = None
 
     @property
     def version(self) -> int:

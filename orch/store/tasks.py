@@ -147,7 +147,7 @@ class TaskStore:
         expects, the audit row, the message, and the next job or the escalation.
 
         The follow-ups (the next agent job, the outbox message, the audit row, releasing
-        the tasks that waited on this one when `finishes`) commit with the CAS or not at
+        the tasks that waited on this one when it `release`s them) commit with the CAS or not at
         all, so a crash after the CAS loses none of them. With `unless_in_flight` (a
         cancel), nothing is written while one of the task's effects past its point of no
         return is in flight by that test: checked in the same transaction, so an effect
@@ -193,8 +193,8 @@ class TaskStore:
                 )
             if change.message:
                 notify_in(c, change.message.key, task_id, change.message.text, now)
-            if change.finishes:
-                release_dependents(c, task_id, now, change.audit.actor)
+            if change.release:
+                release_dependents(c, task_id, now, change.audit.actor, change.release)
         return True
 
     def task_for_ref(self, ref: str) -> Task | None:
