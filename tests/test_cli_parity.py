@@ -360,3 +360,26 @@ def test_each_form_runs_alike_through_the_fast_path_and_through_typer(tmp_path: 
     assert json.loads(out)["to_stage"] == "monitoring"
     assert fast_world.state() == typer_world.state()
     pool.shutdown()
+
+
+def test_the_typer_bodies_run_in_process_too(setup: Setup) -> None:
+    """The quick subset's look at the typer side (the processes above are slow): each
+    command's typer body reaches orch.cli.machine and returns its exit code."""
+    from typer.testing import CliRunner
+
+    from orch.errors import UsageError
+
+    runner = CliRunner()
+
+    def invoke(*args: str) -> Any:
+        return runner.invoke(orch.cli.app, ["-c", str(setup.config_path), *args])
+
+    assert invoke("task", "add", "in process", "--key", "I-1").exit_code == 0
+    out = invoke("advance", "I-1", "--json")
+    assert out.exit_code == 3 and json.loads(out.stdout)["outcome"] == "not_ready"
+    out = invoke("tick", "--no-spawn", "--json")
+    assert out.exit_code == 0 and json.loads(out.stdout)["work"]["started"] == []
+    out = invoke("job", "run")
+    assert isinstance(out.exception, UsageError) and "--next" in str(out.exception)
+    out = invoke("job", "run", "--next", "--json")
+    assert out.exit_code == 0 and json.loads(out.stdout)["state"] == "succeeded"
