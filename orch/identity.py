@@ -4,19 +4,24 @@ An owner is (host, boot id, pid, process start time). Liveness is decided from i
 never from a heartbeat: a 15-minute blocking merge cannot beat a heartbeat, and a dead
 process is dead however recently it wrote. Rules:
 
-- another host: not provably dead, so treated as alive (never steal across hosts);
+- another host: not provably dead, so treated as alive (never steal across hosts),
+  unless a shared store says its database sessions are all gone (`set_session_check`:
+  on PostgreSQL every process registers its session, which ends when the process dies on
+  any host or the server drops a host that went silent);
 - same host, another boot: dead (every process of an older boot is gone);
 - same boot, pid missing: dead;
 - same boot, pid present with another start time: dead (the pid was reused).
 
 `ORCH_BOOT_ID` overrides the kernel's boot id: tests use it to simulate a reboot, and
-containers that share a kernel but not a process table can set it.
+containers that share a kernel but not a process table can set it. `ORCH_HOST` overrides
+the host name: tests use it to simulate several hosts sharing one store.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from functools import cache
 from typing import NamedTuple
 
@@ -75,7 +80,23 @@ def process_start_time(pid: int) -> str | None:
 
 @cache
 def host() -> str:
-    return socket.gethostname()
+    return os.environ.get("ORCH_HOST") or socket.gethostname()
+
+
+# The shared store's verdict on an owner of another host: True (one of its database
+# sessions is open), False (it had sessions and all have ended: the process is gone) or
+# None (unknown: no sessions recorded). Set by the composition root for a PostgreSQL store.
+_session_check: Callable[[Owner], bool | None] | None = None
+
+
+def set_session_check(check: Callable[[Owner], bool | None] | None) -> None:
+    global _session_check
+    _session_check = check
+
+
+def _other_host_alive(owner: Owner) -> bool:
+    verdict = _session_check(owner) if _session_check is not None else None
+    return True if verdict is None else verdict
 
 
 def me() -> Owner:
@@ -138,9 +159,10 @@ def group_alive(owner: Owner, pgid: int, leader_start: str | None) -> bool:
 
 
 def is_alive(owner: Owner) -> bool:
-    """Is `owner` provably still running? Another host is assumed alive."""
+    """Is `owner` provably still running? Another host is assumed alive unless its
+    database sessions say otherwise (see the module docstring)."""
     if owner.host != host():
-        return True
+        return _other_host_alive(owner)
     if owner.boot_id != _boot_id():
         return False
     return process_start_time(owner.pid) == owner.start_time

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +26,12 @@ import pytest
 import test_crash
 import test_race
 from conftest import Setup, drive_to
+from store_contract import StoreContract
 
 from orch.engine import tasks
-from orch.errors import Busy, ConfigError, SchemaTooNew, StoreError
-from orch.store import postgres, schema
+from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
+from orch.identity import Owner
+from orch.store import Store, postgres, schema
 from orch.store import postgres_dialect as dialect
 from orch.store.postgres import PostgresDatabase
 
@@ -186,7 +189,7 @@ def test_an_unknown_migration_name_is_refused(pg_db: pg.Database) -> None:
 
 
 def test_a_reading_command_does_not_create_the_schema(pg_db: pg.Database) -> None:
-    with pytest.raises(StoreError, match="no orch database here: run `orch init`") as e:
+    with pytest.raises(NoDatabase, match="no orch database here") as e:
         _open(pg_db, create=False)
     assert e.value.exit_code == 1
     assert _tables(pg_db) == set()
@@ -305,6 +308,57 @@ def test_a_writer_that_waited_for_the_lock_reads_what_the_holder_committed(pg_db
     finally:
         holder.close()
         waiter.close()
+
+
+# -- the store contract ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def migrated(pg_server: pg.Server) -> Iterator[pg.Database]:
+    """One database migrated once for the contract's tests, emptied before each of them."""
+    db = pg_server.create_database()
+    PostgresDatabase.open(db.url, password=db.password).close()
+    yield db
+    pg_server.drop_database(db)
+
+
+class TestPostgresStore(StoreContract):
+    @pytest.fixture
+    def emptied(self, pg_server: pg.Server, migrated: pg.Database) -> pg.Database:
+        pg_server.empty(migrated, keep={postgres.VERSION_TABLE})
+        with pg_server.admin(migrated.name) as c:
+            c.execute(f"DELETE FROM {postgres.VERSION_TABLE} WHERE seq > %s", (schema.LATEST,))
+        return migrated
+
+    @pytest.fixture
+    def store(self, emptied: pg.Database) -> Iterator[Store]:
+        s = Store(_open(emptied))
+        yield s
+        s.close()
+
+    @pytest.fixture
+    def reopen(self, store: Store, emptied: pg.Database) -> Iterator[Callable[[], Store]]:
+        opened: list[Store] = []
+
+        def again() -> Store:
+            opened.append(Store(_open(emptied)))
+            return opened[-1]
+
+        yield again
+        for s in opened:
+            s.close()
+
+    @pytest.fixture
+    def age_schema(self, store: Store, pg_server: pg.Server, emptied: pg.Database) -> Callable[[], None]:
+        def age() -> None:
+            with pg_server.admin(emptied.name) as c:
+                c.execute(
+                    f"INSERT INTO {postgres.VERSION_TABLE} (seq, name, applied_at) "
+                    "VALUES (%s, 'v_from_a_newer_orch', 0)",
+                    (schema.LATEST + 1,),
+                )
+
+        return age
 
 
 # -- sessions: liveness across hosts ----------------------------------------------------------
@@ -488,3 +542,60 @@ def test_two_relays_on_one_postgres_store_take_and_process_each_delivery_once(
             os.killpg(proc.pid, signal.SIGTERM)
         for proc in relays:
             proc.wait(30)
+
+
+def test_an_owner_on_another_host_is_dead_once_its_sessions_have_ended(pg_db: pg.Database) -> None:
+    other_host = Owner("host-b", "boot-b", 4242, "777")
+    mine, theirs = _open(pg_db), _open(pg_db)
+    try:
+        assert mine.owner_alive(other_host) is None  # never registered: unknown
+        theirs.register(other_host)
+        theirs.register(other_host)  # idempotent
+        assert mine.owner_alive(other_host) is True
+        pid = int(theirs.session().split("@")[0])
+        mine.read("SELECT pg_terminate_backend(?)", (pid,))
+        deadline = time.monotonic() + 5
+        while mine.owner_alive(other_host) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert mine.owner_alive(other_host) is False
+        # A second session of the same owner keeps it alive while that one is open.
+        again = _open(pg_db)
+        again.register(other_host)
+        assert mine.owner_alive(other_host) is True
+        again.close()
+    finally:
+        mine.close()
+        theirs.close()
+
+
+@pytest.mark.slow
+def test_a_lease_held_by_a_process_killed_on_another_host_is_reclaimed_at_once(
+    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 13: "host-b" (ORCH_HOST) takes the task's lease and is SIGKILLed. With SQLite
+    # an owner on another host is never provably dead (exit 4 until a person releases
+    # it); on PostgreSQL its database session ended with it, so this host takes over at
+    # once, audited, and runs the merge exactly once.
+    monkeypatch.setenv(pg_db.password_env, pg_db.password)
+    setup.update_config({"store": {"url": pg_db.url}})
+    rt = setup.runtime()
+    key = tasks.add(rt, "host b dies").key
+    drive_to(rt, key, "merge")
+    rt.close()
+    setup.open_merge_window()
+    died = setup.orch(
+        "advance", key, "--expect", "merge", env={"ORCH_FAULT": "after_lease", "ORCH_HOST": "host-b"}
+    )
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    t0 = time.monotonic()
+    again = setup.orch("advance", key, "--expect", "merge")
+    assert again.returncode == 0, again.stderr
+    assert time.monotonic() - t0 < 20
+    rt = setup.runtime()
+    task = rt.task(key)
+    assert task.stage == "deploy"
+    reclaimed = [r.detail for r in rt.store.history(task.id) if r.event == "lease_reclaimed"]
+    assert [d["dead_owner"]["host"] for d in reclaimed] == ["host-b"]
+    assert [e.state for e in rt.store.effects_of(task.id) if e.effect == "merge"] == ["done"]
+    assert rt.store.list_leases() == []
+    rt.close()

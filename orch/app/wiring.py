@@ -18,7 +18,7 @@ from orch import config as config_mod
 from orch.config import Config
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError, NoDatabase
-from orch.identity import me
+from orch.identity import me, set_session_check
 from orch.store import Store
 
 if TYPE_CHECKING:
@@ -44,9 +44,8 @@ def open_store(cfg: Config, *, create: bool = True) -> Store:
     try:
         return _open_store(cfg, create=create)
     except NoDatabase as e:
-        raise NoDatabase(
-            f"{e}: run `orch init` to create one (or fix [store] path, or mount the volume that holds it)"
-        ) from None
+        fix = "[store] url" if cfg.store.url else "[store] path, or mount the volume that holds it"
+        raise NoDatabase(f"{e}: run `orch init` to create one (or fix {fix})") from None
 
 
 def _open_store(cfg: Config, *, create: bool) -> Store:
@@ -57,11 +56,18 @@ def _open_store(cfg: Config, *, create: bool) -> Store:
 
     # With no variable set, libpq looks for the password itself (~/.pgpass).
     password = os.environ.get(cfg.store.password_env) if cfg.store.password_env else None
-    return Store(
-        PostgresDatabase.open(
-            cfg.store.url, password=password, busy_timeout_ms=cfg.store.busy_timeout_ms, create=create
-        )
+    db = PostgresDatabase.open(
+        cfg.store.url, password=password, busy_timeout_ms=cfg.store.busy_timeout_ms, create=create
     )
+    # Liveness across hosts: this process's identity is tied to its database session, and
+    # an owner on another host is judged by its sessions (orch/identity.py).
+    try:
+        db.register(me())
+    except BaseException:
+        db.close()
+        raise
+    set_session_check(db.owner_alive)
+    return Store(db)
 
 
 def open_runtime(

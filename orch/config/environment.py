@@ -29,6 +29,7 @@ RESERVED_VARIABLES = frozenset(
         "ORCH_ACTOR",
         "ORCH_FAULT",
         "ORCH_BOOT_ID",
+        "ORCH_HOST",
         # set by orch for the commands it runs (an agent may run orch in turn)
         "ORCH_TASK_KEY",
         "ORCH_TASK_TITLE",

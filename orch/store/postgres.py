@@ -45,12 +45,21 @@ import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from orch.errors import Busy, ConfigError, SchemaTooNew, StoreError
+from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
+from orch.identity import Owner
 from orch.store import postgres_dialect as dialect
 from orch.store import schema
 
 SCHEMES = ("postgresql://", "postgres://")
 VERSION_TABLE = "orch_migrations"
+# Which database sessions each owner (host, boot, pid, start) has opened: the backend's own
+# bookkeeping, beside the version table (SQLite has no sessions). Rows of ended sessions
+# are kept a week, longer than any lease may be held before the reaper's hard limit.
+SESSIONS_TABLE = "orch_sessions"
+SESSIONS_KEPT_S = 7 * 86400
+# A session's name from a pg_stat_activity row: `<backend pid>@<backend start in µs>`.
+_SESSION_NAME = "pid || '@' || (extract(epoch from backend_start) * 1000000)::bigint"
+_LIVE_SESSIONS = f"SELECT {_SESSION_NAME} FROM pg_stat_activity WHERE backend_type = 'client backend'"
 # pg_advisory_xact_lock(key1, key2): key1 is "orch" in ASCII; key2 1 is the store's write
 # lock. Other key2 values are free for other orch locks (e.g. session liveness).
 LOCK_SPACE = 0x6F726368
@@ -153,6 +162,7 @@ class PostgresDatabase:
         self.busy_timeout_ms = busy_timeout_ms
         self._password = password  # only to scrub it from messages
         self._session: str | None = None
+        self._has_sessions = False
 
     @classmethod
     def open(
@@ -222,7 +232,10 @@ class PostgresDatabase:
 
     def _version(self) -> tuple[int, list[str]]:
         """(highest migration applied, names of all applied), (0, []) on a fresh database."""
-        found = self.conn.execute("SELECT to_regclass(%s)", (VERSION_TABLE,)).fetchone()
+        found = self.conn.execute(
+            "SELECT to_regclass(%s), to_regclass(%s)", (VERSION_TABLE, SESSIONS_TABLE)
+        ).fetchone()
+        self._has_sessions = found is not None and found[1] is not None
         if found is None or found[0] is None:
             return 0, []
         rows = self.conn.execute(f"SELECT seq, name FROM {VERSION_TABLE} ORDER BY seq").fetchall()
@@ -234,11 +247,8 @@ class PostgresDatabase:
             version, names = self._version()
         self._refuse_newer(version, names)
         if version == 0 and not create:
-            raise StoreError(
-                f"{self.where}: no orch database here: run `orch init` to create its tables "
-                "(or fix [store] url)"
-            )
-        if version < schema.LATEST:
+            raise NoDatabase(f"{self.where}: no orch database here")
+        if version < schema.LATEST or not self._has_sessions:
             self._migrate()
 
     def _refuse_newer(self, version: int, names: list[str]) -> None:
@@ -259,6 +269,12 @@ class PostgresDatabase:
             # migrate it; the second sees the first's work here and stops.
             version, names = self._version()
             self._refuse_newer(version, names)
+            self.conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {SESSIONS_TABLE} ("
+                "owner_host TEXT NOT NULL, owner_boot TEXT NOT NULL, owner_pid BIGINT NOT NULL, "
+                "owner_start TEXT NOT NULL, session TEXT NOT NULL, since DOUBLE PRECISION NOT NULL, "
+                "PRIMARY KEY (owner_host, owner_boot, owner_pid, owner_start, session))"
+            )
             if version >= schema.LATEST:
                 return
             self.conn.execute(
@@ -313,11 +329,10 @@ class PostgresDatabase:
         if self._session is None:
             with self._translated():
                 row = self.conn.execute(
-                    "SELECT pid, (extract(epoch from backend_start) * 1000000)::bigint "
-                    "FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                    f"SELECT {_SESSION_NAME} FROM pg_stat_activity WHERE pid = pg_backend_pid()"
                 ).fetchone()
             assert row is not None  # our own session is always listed
-            self._session = f"{row[0]}@{row[1]}"
+            self._session = str(row[0])
         return self._session
 
     def live_sessions(self, sessions: Iterable[str]) -> set[str]:
@@ -326,11 +341,43 @@ class PostgresDatabase:
         if not wanted:
             return set()
         with self._translated():
-            rows = self.conn.execute(
-                "SELECT pid || '@' || (extract(epoch from backend_start) * 1000000)::bigint "
-                "FROM pg_stat_activity WHERE backend_type = 'client backend'"
-            ).fetchall()
+            rows = self.conn.execute(_LIVE_SESSIONS).fetchall()
         return wanted & {r[0] for r in rows}
+
+    def register(self, owner: Owner) -> None:
+        """Record that `owner` (this process) holds this connection's session, so that
+        processes on other hosts can tell when it is gone (`owner_alive`)."""
+        with self._translated():
+            self.conn.execute(
+                f"INSERT INTO {SESSIONS_TABLE} "
+                "(owner_host, owner_boot, owner_pid, owner_start, session, since) "
+                "VALUES (%s, %s, %s, %s, %s, extract(epoch from clock_timestamp())) ON CONFLICT DO NOTHING",
+                (owner.host, owner.boot_id, owner.pid, owner.start_time, self.session()),
+            )
+            self.conn.execute(
+                f"DELETE FROM {SESSIONS_TABLE} WHERE since < extract(epoch from clock_timestamp()) - %s "
+                f"AND session NOT IN ({_LIVE_SESSIONS})",
+                (SESSIONS_KEPT_S,),
+            )
+
+    def owner_alive(self, owner: Owner) -> bool | None:
+        """True if one of `owner`'s registered sessions is open, False if it registered
+        some and all have ended (it is gone, on whatever host), None if it registered none
+        (an owner from before sessions, or SQLite's) or the database cannot say now."""
+        try:
+            sessions = [
+                r[0]
+                for r in self.conn.execute(
+                    f"SELECT session FROM {SESSIONS_TABLE} WHERE owner_host = %s AND owner_boot = %s "
+                    "AND owner_pid = %s AND owner_start = %s",
+                    (owner.host, owner.boot_id, owner.pid, owner.start_time),
+                ).fetchall()
+            ]
+            if not sessions:
+                return None
+            return bool(self.live_sessions(sessions))
+        except (psycopg.Error, StoreError):
+            return None  # our own connection failed: unknown, so the owner stays alive
 
     def integrity(self) -> str:
         """`ok` when every table of the schema is there (PostgreSQL checks its own pages)."""
