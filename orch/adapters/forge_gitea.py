@@ -32,7 +32,7 @@ from orch.command_env import run_hook
 from orch.errors import BranchBehind, Busy, EffectFailed, NotReady, RetryLater, UsageError
 from orch.names import inside, safe_name
 from orch.ports import Runner
-from orch.store import Task
+from orch.records import Task
 
 # Both keep the default branch linear; with a branch already on top of it, both leave the
 # default branch exactly at the head the checks ran on.
