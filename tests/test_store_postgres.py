@@ -28,7 +28,7 @@ import test_race
 from conftest import Setup, drive_to
 from store_contract import StoreContract
 
-from orch.engine import tasks
+from orch.engine import reaper, tasks
 from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
 from orch.identity import Owner
 from orch.store import Store, postgres, schema
@@ -598,4 +598,39 @@ def test_a_lease_held_by_a_process_killed_on_another_host_is_reclaimed_at_once(
     assert [d["dead_owner"]["host"] for d in reclaimed] == ["host-b"]
     assert [e.state for e in rt.store.effects_of(task.id) if e.effect == "merge"] == ["done"]
     assert rt.store.list_leases() == []
+    rt.close()
+
+
+@pytest.mark.slow
+def test_a_job_whose_host_died_is_reaped_and_queued_again_from_another_host(
+    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "host-b" runs an agent job, then loses power: its runner and the agent die at once.
+    # This host's reaper sees the runner's database session gone, reaps the job and queues
+    # it again, without trying to kill a process group id that was host-b's.
+    pidfile = setup.root / "agent.pid"
+    monkeypatch.setenv(pg_db.password_env, pg_db.password)
+    setup.update_config(
+        {"store": {"url": pg_db.url}, "agents": {"analyst": {"command": f"echo $$ > {pidfile}; sleep 60"}}}
+    )
+    rt = setup.runtime()
+    t = tasks.add(rt, "victim")
+    runner = setup.orch_popen("job", "run", "--next", env={"ORCH_HOST": "host-b"}, group=True)
+    deadline = time.monotonic() + 30
+    while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    agent = int(pidfile.read_text())
+    (job,) = rt.store.jobs(task_id=t.id)
+    assert job.state == "running" and job.owner is not None and job.owner.host == "host-b"
+    assert rt.store.db.owner_alive(job.owner) is True
+    assert reaper.reap(rt).reaped == []  # alive on its host: left alone
+    for group in (runner.pid, agent):  # the agent runs in a process group of its own
+        os.killpg(group, signal.SIGKILL)
+    runner.wait(10)
+    deadline = time.monotonic() + 10
+    while rt.store.db.owner_alive(job.owner) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    report = reaper.reap(rt)
+    assert report.reaped == [job.id] and report.errors == []
+    assert [(j.attempt, j.state) for j in rt.store.jobs(task_id=t.id)] == [(1, "reaped"), (2, "queued")]
     rt.close()

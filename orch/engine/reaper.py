@@ -23,7 +23,7 @@ from typing import NamedTuple
 from orch import log
 from orch.engine import effects, jobs, lease_names
 from orch.engine.runtime import Runtime
-from orch.identity import is_alive
+from orch.identity import host, is_alive
 from orch.store import Audit
 
 
@@ -52,7 +52,11 @@ def reap(rt: Runtime) -> ReapReport:
             why = "ran past its deadline and its runner did not stop it"
         if why is None:
             continue
-        if job.pgid and not rt.runner.kill_group(job.pgid, job.pgid_start):
+        here = job.owner is None or job.owner.host == host()
+        if alive and not here:
+            continue  # a live runner of another host (a shared store): its own host ends it
+        # A process group id recorded on another host names a stranger here: never killed.
+        if job.pgid and here and not rt.runner.kill_group(job.pgid, job.pgid_start):
             errors.append(f"job {job.id}: process group {job.pgid} survived SIGKILL")
             continue
         task = rt.store.get_task_by_id(job.task_id)
@@ -102,6 +106,8 @@ def _reap_effects(rt: Runtime, now: float, errors: list[str]) -> list[str]:
         proc = effects.process_of(row)
         if proc is None or not proc["alive"] or now - row.started_at <= rt.config.reaper.max_running_s:
             continue
+        if row.owner.host != host():
+            continue  # another host's process group: only that host can see and kill it
         task = rt.store.get_task_by_id(row.task_id)
         key = task.key if task else f"#{row.task_id}"
         name = f"{key}:{row.effect}"
