@@ -94,6 +94,13 @@ def set_session_check(check: Callable[[Owner], bool | None] | None) -> None:
     _session_check = check
 
 
+def drop_session_check(check: Callable[[Owner], bool | None]) -> None:
+    """Forget `check` if it is the one set (its store is closing)."""
+    global _session_check
+    if _session_check == check:
+        _session_check = None
+
+
 def _other_host_alive(owner: Owner) -> bool:
     verdict = _session_check(owner) if _session_check is not None else None
     return True if verdict is None else verdict

@@ -46,7 +46,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
-from orch.identity import Owner
+from orch.identity import Owner, drop_session_check
 from orch.store import postgres_dialect as dialect
 from orch.store import schema
 
@@ -198,6 +198,7 @@ class PostgresDatabase:
         return db
 
     def close(self) -> None:
+        drop_session_check(self.owner_alive)
         self.conn.close()
 
     # -- errors ----------------------------------------------------------------------
