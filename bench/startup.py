@@ -81,7 +81,12 @@ def setup(tmp: Path, orch_cmd: list[str], env: dict[str, str]) -> tuple[Path, Pa
     subprocess.run(["git", "-C", str(repo), *ident, "commit", "-q", "-m", "init"], env=git_env, check=True)
     toml = tmp / "orch.toml"
     # A JSON string is a valid TOML basic string for any path.
-    toml.write_text(f'[repos.app]\npath = {json.dumps(str(repo))}\n\n[store]\npath = ".orch/orch.db"\n')
+    # No immediate start: a runner started by `task add` would write while the bench
+    # checks that a red advance writes nothing.
+    toml.write_text(
+        f'[repos.app]\npath = {json.dumps(str(repo))}\n\n[store]\npath = ".orch/orch.db"\n\n'
+        "[work]\nstart_immediately = false\n"
+    )
     added = run([*orch_cmd, "-c", str(toml), "task", "add", "x", "--key", "B-1"], env=env, cwd=tmp)
     if added.returncode != 0:
         sys.exit(f"setup failed: orch task add exited {added.returncode}: {added.stderr.strip()}")
