@@ -151,3 +151,35 @@ def test_processes_racing_to_create_one_database_migrate_it_once(tmp_path: Path)
     c = sqlite3.connect(path)
     assert c.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == len(schema.MIGRATIONS)
     assert c.execute("PRAGMA user_version").fetchone()[0] == schema.LATEST
+
+
+def test_the_row_mapper_converts_by_annotation_and_ignores_extra_columns() -> None:
+    from typing import Any, NamedTuple
+
+    from orch.identity import Owner
+    from orch.store.rows import record
+
+    class Rec(NamedTuple):
+        id: int
+        flag: bool
+        detail: dict[str, Any]
+        owner: Owner
+        claim: Owner | None
+
+    c = sqlite3.connect(":memory:")
+    c.row_factory = sqlite3.Row
+    row = c.execute(
+        "SELECT 7 AS id, 1 AS flag, '{\"a\": [1]}' AS detail, 'h' AS owner_host, 'b' AS owner_boot, "
+        "42 AS owner_pid, 's' AS owner_start, NULL AS claim_host, NULL AS claim_boot, NULL AS claim_pid, "
+        "NULL AS claim_start, 'x' AS not_a_field"
+    ).fetchone()
+    got = record(Rec, row)
+    assert got == Rec(7, True, {"a": [1]}, Owner("h", "b", 42, "s"), None)
+    assert type(got.flag) is bool
+    partial = c.execute(
+        "SELECT 1 AS id, 0 AS flag, '{}' AS detail, 'h' AS owner_host, NULL AS owner_boot, "
+        "NULL AS owner_pid, NULL AS owner_start, 'h2' AS claim_host, NULL AS claim_boot, NULL AS claim_pid, "
+        "NULL AS claim_start"
+    ).fetchone()
+    # An owner recorded without its boot, pid or start (a claim from before they were kept).
+    assert record(Rec, partial).claim == Owner("h2", "", 0, "")
