@@ -22,7 +22,7 @@ the resulting state.
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import Any
 
 # The commands, each with its flags and its options that take a value, named as the
 # typer command's parameters (and orch.cli.machine's keyword arguments).
@@ -39,12 +39,25 @@ _FUNCTIONS = {("advance",): "advance", ("tick",): "tick", ("job", "run"): "job_r
 DISABLE_VARIABLE = "ORCH_TEST_NO_FAST_PATH"
 
 
-class Call(NamedTuple):
-    """A recognised form: the command path, the root's --config and the command's parameters."""
+class Call:
+    """A recognised form: the command path, the root's --config and the command's parameters.
 
-    command: tuple[str, ...]
-    config: str | None
-    params: dict[str, Any]
+    A plain class: a NamedTuple is built through exec at import, ~1 ms on every cron run."""
+
+    __slots__ = ("command", "config", "params")
+
+    def __init__(self, command: tuple[str, ...], config: str | None, params: dict[str, Any]):
+        self.command, self.config, self.params = command, config, params
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Call):
+            return NotImplemented
+        return (self.command, self.config, self.params) == (other.command, other.config, other.params)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable params: not hashable
+
+    def __repr__(self) -> str:
+        return f"Call({self.command!r}, {self.config!r}, {self.params!r})"
 
 
 def parse(argv: list[str]) -> Call | None:
