@@ -634,3 +634,32 @@ def test_a_job_whose_host_died_is_reaped_and_queued_again_from_another_host(
     assert report.reaped == [job.id] and report.errors == []
     assert [(j.attempt, j.state) for j in rt.store.jobs(task_id=t.id)] == [(1, "reaped"), (2, "queued")]
     rt.close()
+
+
+# -- orch store copy ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_store_copy_moves_a_sqlite_state_to_postgres_whole(setup: Setup, pg_db: pg.Database) -> None:
+    rt = setup.runtime()
+    first = tasks.add(rt, "first").key
+    tasks.add(rt, "second")
+    drive_to(rt, first, "development")  # jobs, verdicts, audit rows, messages
+    rt.close()
+    copied = setup.orch("store", "copy", "--to", pg_db.url, "--json", env=pg_db.env())
+    assert copied.returncode == 0, copied.stderr
+    report = json.loads(copied.stdout)
+    assert report["ok"] and report["integrity"] == "ok" and report["to"] == pg_db.url
+    assert report["tables"]["tasks"] == {"source": 2, "copied": 2}
+    assert report["tables"]["transitions"]["copied"] == report["tables"]["transitions"]["source"] > 2
+    assert report["tables"]["jobs"]["copied"] >= 2
+    assert pg_db.password not in copied.stdout + copied.stderr
+    # orch on the copy: the same task at the same stage, and a new task continues the ids.
+    on_pg = {"ORCH_STORE_URL": pg_db.url, **pg_db.env()}
+    shown = setup.orch("task", "show", first, "--json", env=on_pg)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["stage"] == "development"
+    added = setup.orch("task", "add", "third", env=on_pg)
+    assert added.returncode == 0 and added.stdout.startswith("DEMO-3 "), added.stdout
+    # A database that holds orch rows is never copied into.
+    again = setup.orch("store", "copy", "--to", pg_db.url, env=pg_db.env())
+    assert again.returncode == 2 and "holds orch rows already: " in again.stderr, again.stderr

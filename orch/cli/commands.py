@@ -17,6 +17,7 @@ runs every minute from cron).
     effect    effect list|settle              gate      gate report ci
     event     event gitea|plane|push          inbox     inbox list|retry|drop
     relay     relay serve                     install   install systemd|cron|git-hook|ci
+    store     store copy
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from orch.cli import (
     pipeline,
     relay,
     setup,
+    store,
     task,
     timer,
     views,
@@ -60,7 +62,7 @@ app = typer.Typer(
 # The order of `orch --help`: setting up, the task's path, the machines, then the views.
 for group in (setup, config, task, person, pipeline, timer, job, deps, effect, gate, event, relay, inbox):
     app.add_typer(group.app)
-for group in (views, logs, lease, install):
+for group in (views, logs, lease, install, store):
     app.add_typer(group.app)
 
 

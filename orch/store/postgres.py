@@ -385,13 +385,14 @@ class PostgresDatabase:
         with self._translated():
             missing = [
                 t
-                for t in _TABLES
+                for t in TABLES
                 if self.conn.execute("SELECT to_regclass(%s)", (t,)).fetchone()[0] is None  # type: ignore[index]
             ]
         return "ok" if not missing else f"missing tables: {', '.join(missing)}"
 
 
-_TABLES = (
+# Every table of the schema, tasks first (the others refer to it).
+TABLES = (
     "tasks", "transitions", "leases", "effects", "jobs", "verdicts", "commit_statuses", "outbox",
     "deps", "facts", "inbox", "tracker_states", "rate_windows", "holds", "merge_line",
 )  # fmt: skip
