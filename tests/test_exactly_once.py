@@ -672,3 +672,40 @@ def test_the_reaper_kills_an_orphaned_effect_past_the_ceiling_then_the_probe_set
     assert advance.advance(rt, key).outcome == "advanced"
     assert _deploys(setup, key) == 1
     rt.close()
+
+
+def test_a_git_busy_in_another_repository_does_not_keep_a_dead_lock(setup: Setup) -> None:
+    """A lock a killed git left in one repository is removed even while a git works in
+    another repository's worktree under the same workspace root (it holds none of these
+    locks); a git working in this repository's own checkout still keeps it."""
+    repos = _merge_only(setup, repos=2)
+    rt = setup.runtime()
+    other = tasks.add(rt, "busy elsewhere", repo=repos[1])
+    elsewhere = rt.forge.ensure_worktree(other)
+    mine = setup.root / repos[0]
+    lock = mine / ".git" / "index.lock"
+
+    def dead_lock() -> None:
+        lock.write_text("")
+        os.utime(lock, (time.time() - 60, time.time() - 60))  # no git is starting up
+
+    def live_git(cwd: Path) -> subprocess.Popen[bytes]:
+        # `git cat-file --batch` waits on its stdin: a live git process with that cwd.
+        return subprocess.Popen(["git", "cat-file", "--batch"], cwd=cwd, stdin=subprocess.PIPE)
+
+    dead_lock()
+    busy = live_git(elsewhere)
+    try:
+        advance.advance(rt, tasks.add(rt, "mine", repo=repos[0]).key)
+        assert not lock.exists(), "a git in another repository kept this one's dead lock"
+    finally:
+        busy.communicate(b"")
+    dead_lock()
+    busy = live_git(mine)
+    try:
+        rt.forge.is_merged(other._replace(repo=repos[0]))
+        assert lock.exists(), "a lock was removed while a git worked in its repository"
+    finally:
+        busy.communicate(b"")
+        lock.unlink(missing_ok=True)
+    rt.close()
