@@ -38,7 +38,8 @@ class Quiet:
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
-        if var.startswith("ORCH_"):
+        # ORCH_TEST_SEED stays: it is how a seeded test's failure is reproduced.
+        if var.startswith("ORCH_") and var != "ORCH_TEST_SEED":
             monkeypatch.delenv(var)
 
 
