@@ -230,6 +230,21 @@ def test_a_wrong_password_is_a_store_error_that_names_the_server_not_the_passwor
     assert str(e.value).startswith(f"{pg_db.url}: ")
 
 
+def test_the_server_side_of_each_session_probes_a_silent_client_host(pg_db: pg.Database) -> None:
+    # It is the server that must end the sessions of a host that lost power: its side of
+    # the connection gets the keepalives too (client-side ones alone would not do it).
+    d = _open(pg_db)
+    assert [d.read(f"SHOW tcp_keepalives_{k}")[0][0] for k in ("idle", "interval", "count")] == [
+        "10",
+        "5",
+        "3",
+    ]
+    d.close()
+    tuned = PostgresDatabase.open(f"{pg_db.url}?keepalives_idle=7", password=pg_db.password)
+    assert tuned.read("SHOW tcp_keepalives_idle")[0][0] == "7"
+    tuned.close()
+
+
 # -- transactions ----------------------------------------------------------------------------
 
 
@@ -412,6 +427,8 @@ def test_orch_runs_on_postgres_when_the_store_url_says_so(setup: Setup, pg_db: p
     check = setup.orch("config", "check", "--json", env=env)
     findings = json.loads(check.stdout)["findings"]
     assert any(f["key"] == "[forge] kind" and "other hosts" in f["problem"] for f in findings), findings
+    # And it says how soon a host that dies is noticed (the keepalives).
+    assert any(f["key"] == "[store] url" and "within about 25 s" in f["problem"] for f in findings), findings
     # The password is a secret: no agent, hook or command orch runs inherits it.
     assert "PGPASSWORD" in setup.config(**env).secret_env_names()
 

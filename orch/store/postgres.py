@@ -66,6 +66,19 @@ LOCK_SPACE = 0x6F726368
 WRITE_LOCK = 1
 # Unless the URL says otherwise: a silent peer is dropped after 10 + 3 * 5 s.
 KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
+
+
+def keepalives(params: dict[str, Any]) -> tuple[int, int, int] | None:
+    """(idle, interval, count) in effect for a connection with these URL parameters, or
+    None when the URL turns keepalives off. The same values are set on the server's side of
+    the session (tcp_keepalives_*): it is the server that must notice a client host gone
+    silent (power lost, network cut) to end that host's sessions."""
+    merged = {**KEEPALIVES, **{k: str(v) for k, v in params.items() if k in KEEPALIVES}}
+    if merged["keepalives"] == "0":
+        return None
+    return int(merged["keepalives_idle"]), int(merged["keepalives_interval"]), int(merged["keepalives_count"])
+
+
 CONNECT_TIMEOUT_S = 10
 
 
@@ -163,6 +176,7 @@ class PostgresDatabase:
         self._password = password  # only to scrub it from messages
         self._session: str | None = None
         self._has_sessions = False
+        self._keepalives: tuple[int, int, int] | None = None
 
     @classmethod
     def open(
@@ -190,6 +204,7 @@ class PostgresDatabase:
         except psycopg.Error as e:
             raise StoreError(f"{where}: cannot connect: {_said(e, password)}") from None
         db = cls(conn, where, busy_timeout_ms=busy_timeout_ms, password=password)
+        db._keepalives = keepalives(params)
         try:
             db._prepare(create=create)
         except BaseException:
@@ -245,6 +260,14 @@ class PostgresDatabase:
     def _prepare(self, *, create: bool) -> None:
         with self._translated():
             self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.busy_timeout_ms}ms",))
+            if self._keepalives is not None:
+                idle, interval, count = self._keepalives
+                self.conn.execute(
+                    "SELECT set_config('tcp_keepalives_idle', %s, false), "
+                    "set_config('tcp_keepalives_interval', %s, false), "
+                    "set_config('tcp_keepalives_count', %s, false)",
+                    (str(idle), str(interval), str(count)),
+                )
             version, names = self._version()
         self._refuse_newer(version, names)
         if version == 0 and not create:
