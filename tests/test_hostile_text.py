@@ -6,6 +6,7 @@ queue --watch, history and explain print hostile titles and reasons as inert tex
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -112,6 +113,18 @@ def test_hostile_titles_through_every_view(setup: Setup) -> None:
     assert shown_show.returncode == 0 and "two\\nlines" in shown_show.stdout
 
 
+def _has_open(pid: int, path: str) -> bool:
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == path:
+                return True
+    return False
+
+
 def test_queue_watch_renders_hostile_reasons_literally(setup: Setup) -> None:
     rt = setup.runtime()
     key = tasks.add(rt, "[/]").key
@@ -127,7 +140,14 @@ def test_queue_watch_renders_hostile_reasons_literally(setup: Setup) -> None:
         env=env,
         cwd=setup.root,
     )
-    time.sleep(1.5)  # start-up, then a few refreshes
+    # Past start-up (which can take seconds on a loaded machine) once it has the database
+    # open; then a few refreshes, then stop it as a person would. Its output reaches the
+    # pipe when it stops.
+    db = str((setup.root / ".orch" / "orch.db").resolve())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and not _has_open(proc.pid, db):
+        time.sleep(0.05)
+    time.sleep(0.6)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode in (0, 130), err
