@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from orch.adapters.git import git
+from orch.app.store_checks import shared_store_findings
 from orch.config import Config
 
 # A command that opens with one of these is shell syntax (case ... esac, if ..., a
@@ -224,57 +225,8 @@ def config_check(cfg: Config) -> list[dict[str, str]]:
                         "upgrade orch, or use another database",
                     )
                 )
-    out += _shared_store_findings(cfg)
+    out += shared_store_findings(cfg)
     return out
-
-
-def _shared_store_findings(cfg: Config) -> list[dict[str, str]]:
-    """A PostgreSQL store is for several hosts: how soon a dead host is noticed, and what
-    does not span hosts."""
-    if not cfg.store.url:
-        return []
-    from orch.errors import ConfigError
-    from orch.store.postgres import check_url, keepalives
-
-    out: list[dict[str, str]] = []
-    try:
-        timing = keepalives(check_url(cfg.store.url))
-    except (ConfigError, ValueError):
-        timing = None
-    if timing is None:
-        out.append(
-            _finding(
-                "warning",
-                "[store] url",
-                "TCP keepalives are off: a host that loses power keeps its leases and jobs "
-                "until the operating system gives up on its connection (hours)",
-                "remove keepalives=0 from the URL",
-            )
-        )
-    else:
-        idle, interval, count = timing
-        out.append(
-            _finding(
-                "info",
-                "[store] url",
-                "a host that dies is noticed when its database sessions end: at once when its "
-                f"processes exit, within about {idle + interval * count} s when it loses power or "
-                f"its network (TCP keepalives: idle {idle} s, then {count} probes {interval} s apart)",
-                "set keepalives_idle, keepalives_interval, keepalives_count in the URL to change it",
-            )
-        )
-    if cfg.forge.kind != "local":
-        return out
-    return [
-        *out,
-        _finding(
-            "warning",
-            "[forge] kind",
-            "the local forge is a git repository on this host: with a PostgreSQL store, "
-            "runners on other hosts cannot fetch or push the tasks' branches",
-            'use kind = "gitea", or run every orch process on this host',
-        ),
-    ]
 
 
 def _integration_finding(key: str, what: str, e: Exception) -> dict[str, str]:
