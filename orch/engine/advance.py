@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from orch import faults, log
 from orch.config import Transition
-from orch.engine import effects, lease_names, tracker_check, transition
+from orch.engine import lease_names
 from orch.engine.gates import GateResult, evaluate
 from orch.engine.runtime import Runtime
 from orch.errors import Busy, EffectFailed, NotReady, OrchError, PermanentFailure, RetryLater, UsageError
@@ -199,6 +199,8 @@ def _locked_step(
     expect: str | None,
     entered: dict[str, Any] | None,
 ) -> AdvanceResult:
+    from orch.engine import tracker_check  # past the gates only: a red advance never loads it
+
     fresh = rt.task(task.key)
     if fresh.stage != task.stage or fresh.version != task.version:
         return AdvanceResult(
@@ -266,6 +268,8 @@ def _merge_lease(rt: Runtime, task: Task, tr: Transition) -> str | None:
 
 
 def _effects_and_cas(rt: Runtime, fresh: Task, tr: Transition, gates: list[GateResult]) -> AdvanceResult:
+    from orch.engine import effects, transition  # past the gates only
+
     task = fresh
     try:
         ran = effects.run_all(rt, fresh, tr)
@@ -314,6 +318,8 @@ def _moved(rt: Runtime, task: Task) -> str | None:
 
 def _send_back(rt: Runtime, task: Task, tr: Transition, why: str, gates: list[GateResult]) -> AdvanceResult:
     """A failed effect (a rebase conflict, CI red after rebase) returns the task, with a note."""
+    from orch.engine import transition
+
     change = transition.back(rt, task, tr, why)
     if not transition.commit(rt, change):
         return AdvanceResult(
