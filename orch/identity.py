@@ -165,6 +165,15 @@ def group_alive(owner: Owner, pgid: int, leader_start: str | None) -> bool:
     return bool(group_members(pgid))
 
 
+def judged_alive(owner: Owner) -> bool | None:
+    """`is_alive` where it can be judged; None for an owner of another host that nobody
+    here can judge (no shared store's sessions speak for it), which `is_alive` assumes
+    alive. For what people read: `orch queue` and `orch doctor` per host."""
+    if owner.host != host():
+        return _session_check(owner) if _session_check is not None else None
+    return is_alive(owner)
+
+
 def is_alive(owner: Owner) -> bool:
     """Is `owner` provably still running? Another host is assumed alive unless its
     database sessions say otherwise (see the module docstring)."""

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from typing import Any
 
 import pytest
 from conftest import Setup, drive_to
+from holders import hold_lease
 
 from orch import identity
 from orch.engine import deps, jobs, status, tasks, tick
@@ -51,6 +54,7 @@ def _strip(view: dict[str, Any]) -> dict[str, Any]:
         "by",
         "alive",
         "id",
+        "pid",
         "seconds",
     }
 
@@ -84,6 +88,14 @@ def test_queue_view(scenario: tuple[Setup, Runtime, dict[str, str]]) -> None:
             }
         ],
         "leases": [{"name": f"task:{k['held']}", "actor": "person:ops", "purpose": "a look"}],
+        "hosts": [
+            {
+                "host": identity.host(),
+                "here": True,
+                "jobs": [],
+                "leases": [{"name": f"task:{k['held']}", "actor": "person:ops", "purpose": "a look"}],
+            }
+        ],
         "dependency_line": [
             {
                 "task": k["waiting"],
@@ -112,6 +124,7 @@ def test_queue_view(scenario: tuple[Setup, Runtime, dict[str, str]]) -> None:
         },
     }
     assert view["leases"][0]["alive"] is True
+    assert view["hosts"][0]["leases"][0]["alive"] is True
     # The tick's reconcile run was counted (its tasks are younger than the grace period).
     assert view["reconcile"]["total"]["runs"] == 1
     assert set(view["reconcile"]["last"]["counters"]["skipped"]) == {
@@ -184,3 +197,77 @@ def test_decision_logs_as_json_lines(setup: Setup, tmp_path: Any) -> None:
         assert {"ts", "level", "event"} <= set(r)
     bad = setup.orch("--log-level", "loud", "task", "list")
     assert bad.returncode == 2 and "log level" in bad.stderr
+
+
+def test_queue_and_doctor_show_this_host_with_its_running_job_and_lease(setup: Setup) -> None:
+    # Issue 13: each host with its running jobs and leases. On SQLite there is one host;
+    # a runner and a lease holder are real processes, judged alive by their identity.
+    pidfile = setup.root / "agent.pid"
+    setup.update_config({"agents": {"analyst": {"command": f"echo $$ > {pidfile}; sleep 30"}}})
+    rt = setup.runtime()
+    t = tasks.add(rt, "runs")
+    ghost = Owner("host-b", "boot-b", 4242, "777")  # a host SQLite cannot judge
+    rt.store.acquire_lease("merge:elsewhere", owner=ghost, actor="b", purpose="far", now=rt.now())
+    runner = setup.orch_popen("job", "run", "--next")
+    holder = hold_lease(setup.config_path, f"task:{t.key}")
+    try:
+        deadline = time.monotonic() + 20
+        while not (pidfile.exists() and pidfile.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (job,) = rt.store.jobs(task_id=t.id)
+        assert job.state == "running"
+        here = identity.host()
+        queue_view = json.loads(setup.orch("queue", "--json").stdout)
+        doctor = setup.orch("doctor", "--json")
+        for hosts in (queue_view["hosts"], json.loads(doctor.stdout)["hosts"]):
+            assert hosts == [
+                {
+                    "host": here,
+                    "here": True,
+                    "jobs": [
+                        {
+                            "id": job.id,
+                            "task": t.key,
+                            "agent": "analyst",
+                            "pid": runner.pid,
+                            "pgid": job.pgid,
+                            "alive": True,
+                        }
+                    ],
+                    "leases": [
+                        {
+                            "name": f"task:{t.key}",
+                            "actor": "holder",
+                            "purpose": "a test",
+                            "pid": holder.pid,
+                            "alive": True,
+                        }
+                    ],
+                },
+                {
+                    "host": "host-b",
+                    "here": False,
+                    "jobs": [],
+                    "leases": [
+                        {
+                            "name": "merge:elsewhere",
+                            "actor": "b",
+                            "purpose": "far",
+                            "pid": 4242,
+                            "alive": None,
+                        }
+                    ],
+                },
+            ]
+        assert job.pgid is not None
+        shown = setup.orch("queue").stdout + setup.orch("doctor").stdout
+        assert f"host {here} (this host): 1 running job, 1 lease" in shown
+        assert f"job {job.id} {t.key} analyst pid {runner.pid} alive" in shown
+        assert f"lease task:{t.key} (holder, a test) pid {holder.pid} alive" in shown
+        assert "host host-b: 0 running jobs, 1 lease" in shown and "pid 4242 unknown" in shown
+    finally:
+        holder.communicate(timeout=10)  # stdin closed: it lets go and exits
+        if pidfile.exists() and pidfile.read_text().strip():
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+        runner.communicate(timeout=20)
+        rt.close()

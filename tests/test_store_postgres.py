@@ -25,7 +25,8 @@ import psycopg
 import pytest
 import test_crash
 import test_race
-from conftest import Setup, drive_to
+from conftest import Setup, drive_to, run_orch
+from holders import hold_lease
 from store_contract import StoreContract
 
 from orch.engine import reaper, tasks
@@ -445,6 +446,73 @@ def test_a_store_url_with_a_password_is_refused_without_repeating_it(setup: Setu
     assert r.returncode == 2, r.stderr
     assert "[store] url: must not contain a password" in r.stderr
     assert "hunter2" not in r.stderr + r.stdout
+
+
+def test_queue_and_doctor_show_a_lease_of_another_host_under_that_host(
+    setup: Setup, pg_db: pg.Database
+) -> None:
+    # Issue 13: each host with its running jobs and leases. A process of "host-b" holds
+    # a lease: alive while its database session is open, DEAD once it was killed.
+    setup.update_config({"store": {"url": pg_db.url}})
+    assert setup.orch("task", "add", "shared", "--key", "PG-1", env=pg_db.env()).returncode == 0
+    holder = hold_lease(setup.config_path, "task:PG-1", env={**pg_db.env(), "ORCH_HOST": "host-b"})
+    here = socket.gethostname()
+
+    def hosts(*command: str) -> list[dict[str, Any]]:
+        out = setup.orch(*command, "--json", env=pg_db.env())
+        assert out.returncode in (0, 1), out.stderr
+        return json.loads(out.stdout)["hosts"]  # type: ignore[no-any-return]
+
+    def lease(alive: bool) -> dict[str, Any]:
+        held = {"name": "task:PG-1", "actor": "holder", "purpose": "a test", "pid": holder.pid}
+        held["alive"] = alive
+        return {"host": "host-b", "here": False, "jobs": [], "leases": [held]}
+
+    try:
+        for command in ("queue", "doctor"):
+            assert hosts(command) == [{"host": here, "here": True, "jobs": [], "leases": []}, lease(True)]
+        shown = setup.orch("queue", env=pg_db.env()).stdout
+        assert "host host-b: 0 running jobs, 1 lease" in shown
+        assert f"lease task:PG-1 (holder, a test) pid {holder.pid} alive" in shown
+    finally:
+        holder.kill()
+        holder.communicate(timeout=10)
+    deadline = time.monotonic() + 5
+    while hosts("queue")[1] != lease(False) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert hosts("queue")[1] == lease(False)
+    assert hosts("doctor")[1] == lease(False)
+
+
+def test_init_and_config_show_name_the_postgres_store_not_a_sqlite_file(
+    tmp_path: Path, pg_db: pg.Database
+) -> None:
+    repo = tmp_path / "app"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
+    env = {"ORCH_STORE_URL": pg_db.url, **pg_db.env()}
+    out = run_orch("init", "--repo", ".", cwd=repo, env=env)
+    assert out.returncode == 0, out.stderr
+    assert f"database at {pg_db.url}\n" in out.stdout and "orch.db" not in out.stdout
+    shown = run_orch("config", "show", cwd=repo, env=env)
+    assert f"# database: {pg_db.url}\n" in shown.stdout
+    data = json.loads(run_orch("config", "show", "--json", cwd=repo, env=env).stdout)
+    assert data["store"] == pg_db.url
+    assert pg_db.password not in out.stdout + shown.stdout + json.dumps(data)
+
+
+def test_the_store_location_shown_to_people_masks_a_password_but_keeps_the_user() -> None:
+    from types import SimpleNamespace
+
+    from orch.cli.render import store_location
+
+    def shown(url: str) -> str:
+        return store_location(SimpleNamespace(store=SimpleNamespace(url=url, db_path=Path("x.db"))))
+
+    assert shown("") == "x.db"
+    assert shown("postgresql://orch@db:5432/orch") == "postgresql://orch@db:5432/orch"
+    assert shown("postgresql://orch:hunter2@db/orch") == "postgresql://orch:***@db/orch"
+    assert "hunter2" not in shown("postgresql://orch@db/orch?sslmode=require&password=hunter2")
+    assert "sslmode=require" in shown("postgresql://orch@db/orch?sslmode=require&password=hunter2")
 
 
 # -- the race, on PostgreSQL -------------------------------------------------------------------

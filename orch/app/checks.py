@@ -482,4 +482,5 @@ def doctor(cfg: Config) -> dict[str, Any]:
         "ok": not any(f["level"] == "error" for f in findings),
         "findings": findings,
         "healthy": view.get("healthy"),
+        "hosts": view.get("hosts", []),
     }

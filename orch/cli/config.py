@@ -6,7 +6,7 @@ import typer
 
 from orch.cli.context import config_path
 from orch.cli.options import JSON
-from orch.cli.render import emit_json, print_findings
+from orch.cli.render import emit_json, print_findings, store_location
 
 app = typer.Typer(
     name="config", help="Inspect the configuration.\n\nExample: orch config show", no_args_is_help=True
@@ -46,6 +46,7 @@ def config_show(json_: bool = JSON) -> None:
         "source": str(cfg.source) if cfg.source else None,
         "state_dir": str(cfg.state_dir),
         "db_path": str(cfg.store.db_path),
+        "store": store_location(cfg),
         "config": redact(cfg.raw or {}),
     }
     if json_:
@@ -53,7 +54,7 @@ def config_show(json_: bool = JSON) -> None:
         return
     import tomli_w
 
-    typer.echo(f"# source: {data['source'] or 'embedded defaults'}\n# database: {data['db_path']}")
+    typer.echo(f"# source: {data['source'] or 'embedded defaults'}\n# database: {data['store']}")
     typer.echo(tomli_w.dumps(redact(cfg.raw or {})))  # type: ignore[arg-type]
 
 

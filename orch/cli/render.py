@@ -61,6 +61,66 @@ def print_findings(findings: list[dict[str, str]]) -> None:
         print(text, file=sys.stderr if f["level"] == "error" else sys.stdout, flush=True)
 
 
+def store_location(cfg: Any) -> str:
+    """Where the store is, for people: the SQLite path, or the `[store] url` with any
+    password and secret-named query parameter masked (orch refuses a URL with a password,
+    but `orch config show` must not echo one that a mistaken file holds). The user name
+    stays: it is no secret, and it says which role orch connects as."""
+    url = cfg.store.url
+    if not url:
+        return str(cfg.store.db_path)
+    from urllib.parse import urlsplit, urlunsplit
+
+    from orch.adapters.http import MASK
+    from orch.adapters.http import redact as redact_url
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(an unparseable store URL, not shown: it may hold a password)"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    shown = redact_url(urlunsplit(parts._replace(netloc=hostport)))
+    if at:
+        user, colon, _ = userinfo.partition(":")
+        scheme, sep, rest = shown.partition("://")
+        shown = f"{scheme}{sep}{user}{':' + MASK if colon else ''}@{rest}"
+    return safe_text(shown)
+
+
+def host_lines(hosts: list[dict[str, Any]]) -> list[str]:
+    """`orch queue` and `orch doctor`: each host with its running jobs and held leases,
+    one line each, already made inert."""
+
+    def alive(value: bool | None) -> str:
+        return "alive" if value else "unknown" if value is None else "DEAD"
+
+    def many(n: int, word: str) -> str:
+        return f"{n} {word}" + ("" if n == 1 else "s")
+
+    lines = []
+    for h in hosts:
+        here = " (this host)" if h["here"] else ""
+        jobs, leases = h["jobs"], h["leases"]
+        lines.append(
+            safe_text(
+                f"host {h['host']}{here}: {many(len(jobs), 'running job')}, {many(len(leases), 'lease')}"
+            )
+        )
+        for j in jobs:
+            lines.append(
+                "  " + safe_text(f"job {j['id']} {j['task']} {j['agent']} pid {j['pid']} {alive(j['alive'])}")
+            )
+        for lease in leases:
+            lines.append(
+                "  "
+                + safe_text(
+                    f"lease {lease['name']} ({lease['actor']}, {lease['purpose']}) "
+                    f"pid {lease['pid']} {alive(lease['alive'])}"
+                )
+            )
+    return lines
+
+
 def advance_result(result: Any, *, as_json: bool) -> int:
     """Print an AdvanceResult; returns its exit code."""
     if as_json:

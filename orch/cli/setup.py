@@ -9,7 +9,7 @@ import typer
 
 from orch.cli.context import config_path
 from orch.cli.options import JSON
-from orch.cli.render import emit_json, print_findings
+from orch.cli.render import emit_json, host_lines, print_findings, store_location
 
 if TYPE_CHECKING:
     from orch.app import demo as demo_mod
@@ -58,7 +58,7 @@ def init(
     typer.echo(
         f"wrote {target}: repository {facts.name!r} at {facts.top}, default branch {facts.default_branch}"
     )
-    typer.echo(f"database at {cfg.store.db_path}")
+    typer.echo(f"database at {store_location(cfg)}")
     if excluded:
         typer.echo(f"added {excluded} to {facts.exclude}")
     typer.echo("next: set [agents.developer] and [agents.reviewer] command in orch.toml, then")
@@ -81,6 +81,8 @@ def doctor(json_: bool = JSON) -> None:
         emit_json(report)
     else:
         print_findings(report["findings"])
+        for line in host_lines(report["hosts"]):
+            typer.echo(line)
         typer.echo(
             "ok"
             if report["ok"] and not report["findings"]

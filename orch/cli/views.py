@@ -38,7 +38,7 @@ def render_queue(view: dict[str, Any]) -> Any:
     from rich.table import Table
     from rich.text import Text
 
-    from orch.cli.render import cell, safe_text
+    from orch.cli.render import cell, host_lines, safe_text
 
     parts: list[Any] = []
     health = Text("healthy", style="green") if view["healthy"] else Text("needs a look", style="bold red")
@@ -54,6 +54,9 @@ def render_queue(view: dict[str, Any]) -> Any:
     parts.append(head)
     for p in view["problems"]:
         parts.append(Text(f"  ! {safe_text(p)}", style="yellow"))
+    # Per host (several share a PostgreSQL store); one host shows as one short section.
+    for line in host_lines(view["hosts"]):
+        parts.append(Text(line, style="red" if line.endswith(" DEAD") else ""))
     if view["running"] or view["queued"] or view["waiting"]:
         t = Table("job", "task", "agent", "state", "attempt", "age", "owner", "note", title="jobs")
         for j in view["running"]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from orch import identity
 from orch.engine import effects, lease_names
 from orch.engine.gates import evaluate
 from orch.engine.runtime import Runtime
@@ -64,7 +65,8 @@ def queue(rt: Runtime) -> dict[str, Any]:
         else:
             row["waits_on"] = [d.key for d in store.deps_of(j.task_id) if not _finished(rt, d)]
             waiting.append(row)
-    leases = [_lease(rt, lease) for lease in store.list_leases()]
+    held = store.list_leases()
+    leases = [_lease(rt, lease) for lease in held]
     line = [
         {
             "task": t.key,
@@ -100,6 +102,7 @@ def queue(rt: Runtime) -> dict[str, Any]:
         "queued": queued,
         "waiting": waiting,
         "leases": leases,
+        "hosts": hosts(active, held, keys),
         "dependency_line": line,
         "blocked": blocked,
         "stages": counts["stages"],
@@ -111,6 +114,43 @@ def queue(rt: Runtime) -> dict[str, Any]:
         "max_concurrency": rt.config.work.max_concurrency,
         "reconcile": _reconcile_facts(rt),
     }
+
+
+def hosts(active: list[Job], leases: list[Lease], keys: dict[int, str]) -> list[dict[str, Any]]:
+    """Each host (its owners' `identity.host()`, which ORCH_HOST overrides) with the jobs
+    its runners run and the leases its processes hold: this host first (always listed,
+    even idle), the others by name. `alive` is None where it cannot be judged from here:
+    a process of another host with no shared store's sessions to speak for it."""
+    here = identity.host()
+    by_host: dict[str, dict[str, Any]] = {here: {"host": here, "here": True, "jobs": [], "leases": []}}
+
+    def entry(name: str) -> dict[str, Any]:
+        return by_host.setdefault(name, {"host": name, "here": False, "jobs": [], "leases": []})
+
+    for j in active:
+        if j.state != "running" or j.owner is None:
+            continue
+        entry(j.owner.host)["jobs"].append(
+            {
+                "id": j.id,
+                "task": keys.get(j.task_id, f"#{j.task_id}"),
+                "agent": j.agent,
+                "pid": j.owner.pid,
+                "pgid": j.pgid,
+                "alive": identity.judged_alive(j.owner),
+            }
+        )
+    for lease in leases:
+        entry(lease.owner.host)["leases"].append(
+            {
+                "name": lease.name,
+                "actor": lease.actor,
+                "purpose": lease.purpose,
+                "pid": lease.owner.pid,
+                "alive": identity.judged_alive(lease.owner),
+            }
+        )
+    return [by_host[here], *(by_host[h] for h in sorted(by_host) if h != here)]
 
 
 def _reconcile_facts(rt: Runtime) -> dict[str, Any] | None:
