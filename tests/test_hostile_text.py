@@ -74,12 +74,21 @@ def test_queue_rendering_with_a_lone_surrogate_prints_literally() -> None:
         "leases": [],
         "dependency_line": [],
         "blocked": [{"task": "ENG-1", "stage": "analysis", "escalated": True, "reason": "[/]\ud800\x07"}],
+        "hosts": [
+            {
+                "host": "h\x1b[2J",
+                "here": True,
+                "jobs": [],
+                "leases": [{"name": "l", "actor": "[bold]a\ud800", "purpose": "p", "pid": 1, "alive": None}],
+            }
+        ],
     }
     out = io.StringIO()
     Console(file=out, width=200).print(render_queue(view))
     text = out.getvalue()
     text.encode("utf-8")
     assert "[/bold] problem\\x1b[2J" in text and "[/]\\ud800\\x07" in text
+    assert "host h\\x1b[2J (this host)" in text and "lease l ([bold]a\\ud800, p) pid 1 unknown" in text
     assert str(cell("[red]x[/red]")) == "[red]x[/red]"
 
 
