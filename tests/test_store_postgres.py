@@ -29,7 +29,7 @@ from conftest import Setup, drive_to, run_orch
 from holders import hold_lease
 from store_contract import StoreContract
 
-from orch.engine import reaper, tasks
+from orch.engine import advance, reaper, tasks
 from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
 from orch.identity import Owner
 from orch.store import Store, postgres, schema
@@ -400,6 +400,7 @@ def test_a_terminated_session_is_dead_to_others_and_its_owner_can_commit_nothing
         with pytest.raises(StoreError) as e, owner.write() as c:
             c.execute("INSERT INTO facts (name, value, at) VALUES (?, ?, ?)", ("late", "1", 1.0))
         assert e.value.exit_code == 1 and pg_db.password not in str(e.value)
+        assert "database session has ended" in str(e.value)
         # It does not come back under a new session: every later statement fails too.
         with pytest.raises(StoreError):
             owner.read("SELECT 1")
@@ -682,6 +683,97 @@ def test_a_lease_held_by_a_process_killed_on_another_host_is_reclaimed_at_once(
     reclaimed = [r.detail for r in rt.store.history(task.id) if r.event == "lease_reclaimed"]
     assert [d["dead_owner"]["host"] for d in reclaimed] == ["host-b"]
     assert [e.state for e in rt.store.effects_of(task.id) if e.effect == "merge"] == ["done"]
+    assert rt.store.list_leases() == []
+    rt.close()
+
+
+def test_a_partitioned_owner_cannot_commit_after_its_sessions_end_and_its_host_settles_the_effect(
+    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 13's partition case, end to end: "host-b" runs the deploy (a command that waits
+    # for a file) when its database sessions are ended under it (pg_terminate_backend, as
+    # the server does to a host gone silent). Another host must not run the deploy again
+    # while it may still run there; host-b's process must commit nothing once the deploy
+    # ends (one line on stderr, no traceback); host-b's next `orch advance` settles the
+    # deploy by its probe and moves the task once: the deploy ran exactly once.
+    go, started = setup.root / "deploy.go", setup.root / "deploy.started"
+    monkeypatch.setenv(pg_db.password_env, pg_db.password)
+    deploy = (
+        f"touch {started}; while [ ! -f {go} ]; do sleep 0.02; done; "
+        'echo "deployed $ORCH_TASK_KEY" >> deploys.log'
+    )
+    setup.update_config({"store": {"url": pg_db.url}, "effects": {"deploy": {"command": deploy}}})
+    rt = setup.runtime()
+    key = tasks.add(rt, "partitioned").key
+    drive_to(rt, key, "merge")  # with the merge window shut: the review's chain stops there
+    setup.open_merge_window()
+    assert advance.advance(rt, key, expect="merge").to_stage == "deploy"
+    before = rt.task(key)
+    rt.close()
+    host_b = {"ORCH_HOST": "host-b"}
+    owner = setup.orch_popen("advance", key, "--expect", "deploy", env=host_b)
+    try:
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            assert owner.poll() is None, owner.communicate()
+            time.sleep(0.02)
+        assert started.exists(), "the deploy never started"
+        with psycopg.connect(pg_db.url, password=pg_db.password, autocommit=True) as c:
+            # Every session host-b's process registered ends while the deploy runs.
+            sessions = [
+                r[0]
+                for r in c.execute(
+                    "SELECT session FROM orch_sessions WHERE owner_host = 'host-b' AND owner_pid = %s",
+                    (owner.pid,),
+                )
+            ]
+            assert sessions, "host-b's process registered no session"
+            for session in sessions:
+                pid = int(session.split("@")[0])
+                assert c.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] is True
+        d = _open(pg_db)
+        try:
+            deadline = time.monotonic() + 5
+            while d.live_sessions(sessions) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert d.live_sessions(sessions) == set()
+        finally:
+            d.close()
+        # This host sees host-b's owner gone, yet its deploy command may still run there
+        # (its process group cannot be seen from here): the deploy is not run again.
+        meanwhile = setup.orch("advance", key, "--expect", "deploy")
+        assert meanwhile.returncode == 4, meanwhile.stderr
+        assert "still running as process group" in meanwhile.stderr
+        go.touch()
+        out, err = owner.communicate(timeout=30)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+    # The deploy ended, but host-b's process could not record it nor move the task.
+    assert owner.returncode == 1, (owner.returncode, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "database session has ended" in err and "writes nothing more" in err, err
+    assert pg_db.password not in out + err
+    assert test_crash._deploys(setup, key) == 1
+    rt = setup.runtime()
+    now = rt.task(key)
+    assert (now.stage, now.version) == (before.stage, before.version)
+    assert [e.state for e in rt.store.effects_of(now.id) if e.effect == "deploy"] == ["started"]
+    rt.close()
+    # host-b's next process: its old owner and the deploy's process group are provably
+    # gone on that host, so the probe settles the deploy (it happened) and the task moves.
+    again = setup.orch("advance", key, "--expect", "deploy", env=host_b)
+    assert again.returncode == 0, again.stderr
+    assert test_crash._deploys(setup, key) == 1
+    rt = setup.runtime()
+    task = rt.task(key)
+    assert (task.stage, task.version) == ("monitoring", before.version + 1)
+    history = rt.store.history(task.id)
+    assert sum(1 for r in history if r.event == "stage_changed" and r.from_stage == "deploy") == 1
+    assert [r.detail for r in history if r.event == "effect_settled"] == [
+        {"effect": "deploy", "probe": "done"}
+    ]
     assert rt.store.list_leases() == []
     rt.close()
 

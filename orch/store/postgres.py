@@ -232,6 +232,12 @@ class PostgresDatabase:
             e, psycopg.errors.InsufficientPrivilege
         ):
             return e
+        if self.conn.closed:
+            # A connection never reconnects (see session()): say so, not just the driver's words.
+            return StoreError(
+                f"{self.where}: this process's database session has ended ({_said(e, self._password)}); "
+                "it writes nothing more, and other processes may take over what it held"
+            )
         return StoreError(f"{self.where}: {_said(e, self._password)}")
 
     @contextmanager
