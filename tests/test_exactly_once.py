@@ -22,6 +22,7 @@ import pytest
 from conftest import Setup
 
 from orch.engine import advance, effects, tasks
+from orch.errors import Busy
 
 
 def _seed(name: str) -> int:
@@ -708,4 +709,50 @@ def test_a_git_busy_in_another_repository_does_not_keep_a_dead_lock(setup: Setup
     finally:
         busy.communicate(b"")
         lock.unlink(missing_ok=True)
+    rt.close()
+
+
+def test_a_person_settles_from_here_an_effect_of_a_host_that_is_gone(setup: Setup) -> None:
+    """A deploy recorded as running on host-b, whose command's process group nobody here
+    can see: nobody settles it from here (exit 4), unless a person says the host is gone
+    for good (`--host-gone`, audited); refused for this host's own effect, and while the
+    store says host-b's orch is alive."""
+    from orch import identity
+    from orch.identity import Owner
+
+    rt = setup.runtime()
+    task = rt.task(tasks.add(rt, "deployed on a host that died").key)
+    on_b = Owner("host-b", "boot-b", 4242, "start-b")
+    started, _ = rt.store.start_effect(
+        task.id, "deploy->monitoring", "deploy", owner=on_b, now=time.time(), seen=None,
+        stage=task.stage, version=task.version,
+    )  # fmt: skip
+    assert started == "started"
+    assert rt.store.set_effect_process(
+        task.id, "deploy->monitoring", "deploy", owner=on_b, pid=4242, pgid=4242, start="start-b"
+    )
+    refused = setup.orch("effect", "settle", task.key, "deploy", "--done")
+    assert refused.returncode == 4 and "host-b" in refused.stderr, refused.stderr
+
+    identity.set_session_check(lambda o: True)  # as a shared store would say: host-b's orch lives
+    try:
+        with pytest.raises(Busy, match="alive"):
+            effects.settle(rt, task.key, "deploy", done=True, host_gone=True)
+    finally:
+        identity.set_session_check(None)
+
+    settled = setup.orch("effect", "settle", task.key, "deploy", "--done", "--host-gone")
+    assert settled.returncode == 0, settled.stderr
+    row = rt.store.get_effect(task.id, "deploy->monitoring", "deploy")
+    assert row is not None and row.state == "done"
+    audits = [h for h in rt.store.history(task.id) if h.event == "effect_settled"]
+    assert len(audits) == 1 and audits[0].detail["host_gone"] == "host-b", audits
+
+    mine = rt.task(tasks.add(rt, "deployed here").key)
+    rt.store.start_effect(
+        mine.id, "deploy->monitoring", "deploy", owner=identity.me(), now=time.time(), seen=None,
+        stage=mine.stage, version=mine.version,
+    )  # fmt: skip
+    here = setup.orch("effect", "settle", mine.key, "deploy", "--redo", "--host-gone")
+    assert here.returncode == 2 and "ran on this host" in here.stderr, here.stderr
     rt.close()

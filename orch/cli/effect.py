@@ -41,6 +41,12 @@ def effect_settle(
     key: str = KEY,
     effect: str = typer.Argument(..., help="Effect name (see `orch effect list`)."),
     done: bool = typer.Option(None, "--done/--redo", help="It happened / run it again."),
+    host_gone: bool = typer.Option(
+        False,
+        "--host-gone",
+        help="It ran on another host that is gone for good: settle it from here "
+        "(you vouch that nothing of it still runs).",
+    ),
 ) -> None:
     """Settle an interrupted effect that has no probe, after checking by hand; then unblock.
 
@@ -51,4 +57,4 @@ def effect_settle(
 
     if done is None:
         raise UsageError("say --done (it happened) or --redo (run it again)")
-    typer.echo(effects.settle(runtime(), key, effect, done=done))
+    typer.echo(effects.settle(runtime(), key, effect, done=done, host_gone=host_gone))

@@ -30,7 +30,7 @@ from orch.errors import (
     RetryLater,
     UsageError,
 )
-from orch.identity import group_alive, is_alive, process_start_time
+from orch.identity import group_alive, host, is_alive, judged_alive, process_start_time
 from orch.store import Audit, EffectRow, Task
 
 
@@ -393,15 +393,30 @@ def running(rt: Runtime, task: Task) -> list[dict[str, Any]]:
     return out
 
 
-def settle(rt: Runtime, key: str, effect: str, *, done: bool) -> str:
-    """A person's word on an interrupted effect: it happened (done), or run it again."""
+def settle(rt: Runtime, key: str, effect: str, *, done: bool, host_gone: bool = False) -> str:
+    """A person's word on an interrupted effect: it happened (done), or run it again.
+
+    `host_gone`: the effect ran on another host that will not come back. Its command's
+    process group cannot be seen from here, so without this word nobody could settle it;
+    the person vouches that nothing of it still runs. Refused while that host's orch is
+    alive by what the store can tell (its database sessions)."""
     task = rt.task(key)
     rows = [e for e in rt.store.effects_of(task.id) if e.effect == effect and e.state != "done"]
     if not rows:
         raise UsageError(f"{key} has no unsettled {effect!r} effect (see `orch effect list {key}`)")
     row = rows[-1]
+    gone = row.owner.host
+    if host_gone and gone == host():
+        raise UsageError(
+            f"the {effect} of {key} ran on this host ({gone}): --host-gone is for another host's"
+        )
+    if host_gone and judged_alive(row.owner):
+        raise Busy(
+            f"its owner {row.owner.label()} on {gone} is alive (its database session is open): "
+            "settle it there"
+        )
     eff = rt.config.effects.get(effect)
-    if eff is not None:
+    if eff is not None and not host_gone:
         busy = _still_running(rt, task, eff, row)
         if busy is not None:
             raise Busy(f"{busy}. Settle it once it has ended")
@@ -415,7 +430,14 @@ def settle(rt: Runtime, key: str, effect: str, *, done: bool) -> str:
         now=rt.now(),
         seen=row,
         audit=Audit(
-            task.id, rt.actor, "effect_settled", {"effect": effect, "as": "done" if done else "redo"}
+            task.id,
+            rt.actor,
+            "effect_settled",
+            {
+                "effect": effect,
+                "as": "done" if done else "redo",
+                **({"host_gone": gone} if host_gone else {}),
+            },
         ),
     )
     if not ended:
