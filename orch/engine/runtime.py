@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from orch.config import Config
 from orch.errors import UsageError
 from orch.identity import Owner
 from orch.ports import ExternalTracker, Forge, Notifier, Runner, Tracker
-from orch.store import Task
-
-if TYPE_CHECKING:
-    from orch.store.interface import StoreProtocol
+from orch.store import Store, Task
 
 
 class Runtime:
@@ -27,7 +23,7 @@ class Runtime:
         self,
         *,
         config: Config,
-        store: StoreProtocol,
+        store: Store,
         forge: Forge | Callable[[], Forge],
         tracker: Tracker,
         external: ExternalTracker | None = None,

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from orch.store.audit import AuditStore
 from orch.store.backend import Database
@@ -25,9 +25,6 @@ from orch.store.ledger import LedgerStore
 from orch.store.outbox import CLAIM_S, OutboxStore
 from orch.store.sqlite import SqliteDatabase
 from orch.store.tasks import TaskStore
-
-if TYPE_CHECKING:
-    from orch.store.interface import StoreProtocol
 
 __all__ = ["CLAIM_S", "TERMINAL_JOB_STATES", "Store"]
 
@@ -75,9 +72,3 @@ class Store(
         """One write transaction on the backend (for tests and benches that fill tables)."""
         with self.db.write(durable=durable) as c:
             yield c
-
-
-if TYPE_CHECKING:
-
-    def _implements(store: Store) -> StoreProtocol:
-        return store  # mypy checks here that Store has every method of the interface
