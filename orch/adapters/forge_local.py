@@ -87,12 +87,15 @@ class LocalForge:
     def _clear_locks(self, repo: Repo) -> None:
         """Remove lock files a killed git left in the repository (never one a live git
         may hold: then a git command that needs it fails, and we try later)."""
+
         # Only this repository's places: a git working in another repository's worktree
         # under the same workspace root holds none of these locks, and counting it made a
         # lock stay for as long as any other repository was busy.
-        out = git("worktree", "list", "--porcelain", cwd=repo.path).stdout
-        listed = [Path(line[len("worktree ") :]) for line in out.splitlines() if line.startswith("worktree ")]
-        places = [self.config.workspace.root / safe_name(repo.name), *listed]
+        def places() -> list[Path]:
+            out = git("worktree", "list", "--porcelain", cwd=repo.path).stdout.splitlines()
+            listed = [Path(ln.removeprefix("worktree ")) for ln in out if ln.startswith("worktree ")]
+            return [self.config.workspace.root / safe_name(repo.name), *listed]
+
         removed = clear_stale_locks(self._gitdir(repo), places)
         if removed:
             log.warning("stale_git_locks_removed", repo=repo.name, locks=[str(p) for p in removed])

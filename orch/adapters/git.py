@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from orch.errors import IntegrationError
@@ -88,11 +89,12 @@ def _git_writers(paths: list[Path]) -> list[int]:
     return pids
 
 
-def stale_locks(gitdir: Path, worktrees: list[Path], *, min_age_s: float = 2.0) -> list[Path]:
+def stale_locks(gitdir: Path, worktrees: Callable[[], list[Path]], *, min_age_s: float = 2.0) -> list[Path]:
     """Lock files under `gitdir` (index.lock, HEAD.lock, refs/**.lock, worktrees/*/...)
     that a killed git left: none is stale while a git process works in the repository or
     one of its `worktrees` (it may be the writer), nor before `min_age_s` has passed
-    since its last write with no git showing up."""
+    since its last write with no git showing up. `worktrees` is asked only when there is
+    a lock at all (the common case has none and costs no subprocess)."""
 
     locks: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(gitdir):
@@ -101,7 +103,7 @@ def stale_locks(gitdir: Path, worktrees: list[Path], *, min_age_s: float = 2.0) 
         locks.extend(Path(dirpath) / f for f in filenames if f.endswith(".lock"))
     if not locks:
         return []
-    roots = [gitdir.parent, gitdir, *worktrees]
+    roots = [gitdir.parent, gitdir, *worktrees()]
     if _git_writers(roots):
         return []
     # No git works here now; a lock younger than min_age_s may still be a git that is only
@@ -118,7 +120,7 @@ def stale_locks(gitdir: Path, worktrees: list[Path], *, min_age_s: float = 2.0) 
     return [lock for lock in locks if lock.exists()]
 
 
-def clear_stale_locks(gitdir: Path, worktrees: list[Path]) -> list[Path]:
+def clear_stale_locks(gitdir: Path, worktrees: Callable[[], list[Path]]) -> list[Path]:
     """Remove the lock files whose writer is dead (see `stale_locks`); returns them.
 
     A lock a live git holds is left alone: the git command that needs it then fails
