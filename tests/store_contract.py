@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from orch import identity
 from orch.errors import KeyTaken, SchemaTooNew
 from orch.identity import Owner, me
 from orch.store import Audit, EffectRow, Message, NextJob, StageChange, Store, Task, Verdict
@@ -664,6 +665,74 @@ class StoreContract:
         assert len(claimed) == len(set(claimed)) == 5
         assert store.running_count() == 5
 
+    def test_claims_keep_both_limits_while_other_writers_end_jobs_and_change_readiness(
+        self, store: Store, reopen: Callable[[], Store], tmp_path: Path
+    ) -> None:
+        # Claimers race finishers (which free slots) and a writer toggling a task's
+        # readiness (a dependency added and removed): at no commit may more than 3 jobs
+        # run, nor more than 1 of agent "rev"; every job is claimed at most once.
+        seed = random.randrange(2**32)
+        print(f"seed {seed}")
+        rng = random.Random(seed)
+        base = self.task(store, "BASE")
+        tasks = [self.task(store, f"K-{i}", agent=rng.choice(("dev", "rev"))) for i in range(16)]
+        gate = tasks[0]
+        stores = [reopen() for _ in range(5)]
+        claimed: list[int] = []
+        peaks: list[tuple[int, int]] = []
+        lock = threading.Lock()
+        stop = threading.Event()
+
+        def counts(s: Store) -> tuple[int, int]:
+            r = s.db.one(
+                "SELECT count(*), sum(CASE WHEN agent = 'rev' THEN 1 ELSE 0 END) "
+                "FROM jobs WHERE state = 'running'"
+            )
+            return int(r[0]), int(r[1] or 0)
+
+        def claimer(s: Store, n: int) -> None:
+            for _ in range(12):
+                j = s.claim_job(
+                    owner=owner(n), now=NOW, log_dir=tmp_path, max_running=3, agent_limits={"rev": 1}
+                )
+                if j is not None:
+                    with lock:
+                        claimed.append(j.id)
+                peaks.append(counts(s))
+
+        def finisher(s: Store) -> None:
+            while not stop.is_set():
+                for j in s.jobs(states=("running",))[:1]:
+                    s.finish_job(
+                        j.id, state="succeeded", exit_code=0, reason="ok", now=NOW, head_sha=None,
+                        audit=audit(j.task_id, "end"),
+                    )  # fmt: skip
+                peaks.append(counts(s))
+
+        def toggler(s: Store) -> None:
+            while not stop.is_set():
+                s.add_dep(gate.id, base.id, unfinished=True, now=NOW, audit=audit(gate), notification=None)
+                peaks.append(counts(s))
+                s.remove_dep(gate.id, base.id, unfinished=True, now=NOW, audit=audit(gate))
+
+        claimers = [threading.Thread(target=claimer, args=(s, n)) for n, s in enumerate(stores[:3])]
+        others = [
+            threading.Thread(target=finisher, args=(stores[3],)),
+            threading.Thread(target=toggler, args=(stores[4],)),
+        ]
+        for th in claimers + others:
+            th.start()
+        for th in claimers:
+            th.join(timeout=120)
+        stop.set()
+        for th in others:
+            th.join(timeout=60)
+        assert len(claimed) == len(set(claimed)) > 3
+        assert max(p[0] for p in peaks) <= 3 and max(p[1] for p in peaks) <= 1, seed
+        for j in store.jobs():
+            assert (j.state == "queued") == (j.id not in claimed)
+        assert store.running_count() <= 3
+
     def test_finishing_a_job_is_conditional_on_its_state_and_owner(
         self, store: Store, tmp_path: Path
     ) -> None:
@@ -948,6 +1017,22 @@ class StoreContract:
         assert store.inbox_claim(now=NOW + 300, owner=me()).id == item  # type: ignore[union-attr]
         assert store.inbox_claim(now=NOW + 400, owner=me(), ceiling_s=1000) is None
         assert store.inbox_claim(now=NOW + 1300, owner=me(), ceiling_s=1000).id == item  # type: ignore[union-attr]
+
+    def test_a_claim_from_another_host_follows_its_sessions_where_a_shared_store_judges_them(
+        self, store: Store, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # On PostgreSQL a relay on another host is judged by its database sessions: once
+        # they have all ended its claim is taken at once; while one is open the claim
+        # holds past claim_s, up to the ceiling.
+        gone, there = owner(1, host="elsewhere"), owner(2, host="elsewhere")
+        monkeypatch.setattr(identity, "_session_check", lambda o: o == there)
+        first, _ = self.put(store, 1)
+        second, _ = self.put(store, 2)
+        assert store.inbox_claim(now=NOW, owner=there).id == first  # type: ignore[union-attr]
+        assert store.inbox_claim(now=NOW, owner=gone).id == second  # type: ignore[union-attr]
+        assert store.inbox_claim(now=NOW + 1, owner=me()).id == second  # type: ignore[union-attr]
+        assert store.inbox_claim(now=NOW + 900, owner=me()) is None
+        assert store.inbox_claim(now=NOW + 1300, owner=me(), ceiling_s=1000).id == first  # type: ignore[union-attr]
 
     def test_released_claims_are_due_again(self, store: Store) -> None:
         item, _ = self.put(store, 1)

@@ -326,6 +326,62 @@ def test_a_writer_that_waited_for_the_lock_reads_what_the_holder_committed(pg_db
         waiter.close()
 
 
+def test_a_claim_neither_waits_for_the_write_lock_nor_for_a_job_row_another_write_holds(
+    pg_db: pg.Database, tmp_path: Path
+) -> None:
+    # Issue 13: claims use FOR UPDATE SKIP LOCKED. While another connection holds the
+    # store's write lock and has the first queued job's row locked (a cancel or a
+    # dependency change in flight), a claim takes the next job at once; the held row's
+    # writer then finds its job still queued, untouched by the claim.
+    store = Store(_open(pg_db, busy_timeout_ms=300))
+    holder = _open(pg_db)
+    try:
+        first, second = (
+            store.add_task(
+                title=k, repo="app", stage="dev", now=1.0, key=k, key_prefix="T", actor="t", agent="dev"
+            )
+            for k in ("T-1", "T-2")
+        )
+        (j1,), (j2,) = store.jobs(task_id=first.id), store.jobs(task_id=second.id)
+        with holder.write() as c:
+            c.execute("UPDATE jobs SET note = 'held' WHERE id = ?", (j1.id,))
+            t0 = time.monotonic()
+            got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=5)
+            waited = time.monotonic() - t0
+            assert got is not None and got.id == j2.id and got.state == "running"
+            assert waited < 0.25  # it did not wait out the 300 ms lock timeout
+            assert c.execute("SELECT state FROM jobs WHERE id = ?", (j1.id,)).fetchone()[0] == "queued"
+        # Released: the next claim takes the first job, and the limit counts both.
+        got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=3.0, log_dir=tmp_path, max_running=2)
+        assert got is not None and got.id == j1.id and got.note == "held"
+        assert (
+            store.claim_job(owner=Owner("h", "b", 1, "s"), now=4.0, log_dir=tmp_path, max_running=2) is None
+        )
+    finally:
+        store.close()
+        holder.close()
+
+
+def test_claims_wait_for_each_other_and_give_up_busy(pg_db: pg.Database, tmp_path: Path) -> None:
+    # The limits are a count over every host, so claims are serialised with each other by
+    # their own lock: one held past the busy timeout makes the next claim Busy (exit 4),
+    # having changed nothing.
+    store = Store(_open(pg_db, busy_timeout_ms=300))
+    holder = _open(pg_db)
+    try:
+        store.add_task(
+            title="x", repo="app", stage="dev", now=1.0, key="T-1", key_prefix="T", actor="t", agent="dev"
+        )
+        with holder.claim():
+            with pytest.raises(Busy) as e:
+                store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=5)
+            assert e.value.exit_code == 4
+        assert store.running_count() == 0
+    finally:
+        store.close()
+        holder.close()
+
+
 # -- the store contract ----------------------------------------------------------------------
 
 

@@ -30,9 +30,21 @@ class Tx(Protocol):
 class Database(Protocol):
     """One backend: the transaction and read primitives every noun module uses."""
 
+    # Appended to the SELECT that picks the row a claim takes: PostgreSQL's
+    # " FOR UPDATE SKIP LOCKED" (a row another transaction is changing is passed over, not
+    # waited for); "" on SQLite, where a write transaction excludes every other writer.
+    skip_locked: str
+
     def write(self, *, durable: bool = False) -> AbstractContextManager[Tx]:
         """One write transaction that decides on what it reads (SQLite: BEGIN IMMEDIATE),
         retried while the database is locked; `durable` survives power loss."""
+        ...
+
+    def claim(self) -> AbstractContextManager[Tx]:
+        """One write transaction that claims queued work against a limit: serialised with
+        every other claim (so a count of what runs is exact when it decides), but not
+        necessarily with other writes, which it meets row by row (`skip_locked`).
+        SQLite: `write()`."""
         ...
 
     def read(self, sql: str, params: Any = ()) -> list[Any]: ...

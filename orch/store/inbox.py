@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from orch.identity import Owner, is_alive
+from orch.identity import Owner, is_alive, judged_alive
 from orch.identity import host as identity_host
 from orch.store.backend import Database
 from orch.store.models import InboxItem, InboxRow
@@ -24,7 +24,10 @@ def _claim_lapsed(r: Any, now: float, claim_s: float, ceiling_s: float) -> bool:
         return age >= claim_s
     claimer = Owner(r["claim_host"], r["claim_boot"] or "", int(r["claim_pid"] or 0), r["claim_start"] or "")
     if claimer.host != identity_host():
-        return age >= claim_s
+        # A shared store's sessions may say (PostgreSQL: a relay on another host that
+        # died, or that the server dropped); with nobody to say, the claim ages out.
+        verdict = judged_alive(claimer)
+        return age >= claim_s if verdict is None else not verdict
     return not is_alive(claimer)
 
 
@@ -77,9 +80,10 @@ class InboxStore:
         """The oldest due delivery, claimed for processing by `owner`.
 
         A claim holds while its claimer lives, judged by identity as for leases: one whose
-        claimer is gone (this host: process missing, pid reused, or an older boot) is
-        taken at once. A claim by another host cannot be checked from here and lapses
-        after `claim_s`; any claim lapses after `ceiling_s` (the reaper's hard limit).
+        claimer is gone (this host: process missing, pid reused, or an older boot; another
+        host: its database sessions all ended, on PostgreSQL) is taken at once. A claim by
+        another host that nothing here can judge lapses after `claim_s`; any claim lapses
+        after `ceiling_s` (the reaper's hard limit).
         """
         due = "state IN ('pending', 'failed') AND next_at <= ?"
         with self.db.write() as c:

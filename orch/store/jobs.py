@@ -88,12 +88,14 @@ class JobStore:
         job_id: int | None = None,
         timeouts: dict[str, float] | None = None,
     ) -> Job | None:
-        """Claim one queued job in one write transaction: the next by priority then age, or `job_id`.
+        """Claim one queued job in one transaction: the next by priority then age, or `job_id`.
 
         Refuses when `max_running` jobs run already or the job's agent is at its own limit.
         A job whose task waits on a dependency (ready = 0) is never chosen and holds no slot.
+        Claims are serialised with each other (the counts decide); the job row is picked
+        with the backend's `skip_locked`, so a row another write is changing is passed over.
         """
-        with self.db.write() as c:
+        with self.db.claim() as c:
             running = c.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
             if running >= max_running:
                 return None
@@ -116,7 +118,8 @@ class JobStore:
             if full:
                 sql += f" AND agent NOT IN ({','.join('?' * len(full))})"
                 params.extend(full)
-            r = c.execute(sql + " ORDER BY priority DESC, id LIMIT 1", params).fetchone()
+            sql += " ORDER BY priority DESC, id LIMIT 1" + self.db.skip_locked
+            r = c.execute(sql, params).fetchone()
             if r is None:
                 return None
             timeout = (timeouts or {}).get(r["agent"])

@@ -18,9 +18,20 @@ serialised as on SQLite, across every host; readers never wait (MVCC). Under REA
 COMMITTED each statement's snapshot is taken after the lock is held, so a writer always
 sees every write committed before it. Waiting for the lock is bounded by `lock_timeout`
 (the store's busy timeout): past it the write raises `Busy` (exit 4) having changed
-nothing, as on SQLite. Finer locks (row locks and `FOR UPDATE SKIP LOCKED` for claims) can
-replace the global one statement by statement; each such change must keep the store
-contract suite green on both backends.
+nothing, as on SQLite.
+
+**Claims.** A job claim (`claim()`) does not take the write lock. It takes its own
+transaction-level advisory lock, shared by claims only, then picks its row with
+`FOR UPDATE SKIP LOCKED` and updates it in the same transaction. The concurrency limits
+are a count of running jobs on every host: two claims deciding on the same count at once
+could both take the last slot, so claims are serialised with each other (about a
+millisecond each; agent jobs run for minutes). Claims no longer queue behind
+transitions, leases or inbox writes, and those meet a claim row by row: a job row
+another transaction is changing (a cancel, a dependency making it unready) is passed
+over, never waited for, and a writer that finds the row claimed re-reads it under
+READ COMMITTED (its `WHERE state = 'queued'` no longer matches). Only a claim makes a
+job running, so a count read under the claim lock can only be too high (a job ending
+meanwhile), never too low: a limit is never exceeded.
 
 **Durability.** Commits are durable with PostgreSQL's default `synchronous_commit = on`;
 a `durable=True` write sets it on for its own transaction, so it is durable even on a
@@ -61,9 +72,10 @@ SESSIONS_KEPT_S = 7 * 86400
 _SESSION_NAME = "pid || '@' || (extract(epoch from backend_start) * 1000000)::bigint"
 _LIVE_SESSIONS = f"SELECT {_SESSION_NAME} FROM pg_stat_activity WHERE backend_type = 'client backend'"
 # pg_advisory_xact_lock(key1, key2): key1 is "orch" in ASCII; key2 1 is the store's write
-# lock. Other key2 values are free for other orch locks (e.g. session liveness).
+# lock, 2 the claims' lock. Other key2 values are free for other orch locks.
 LOCK_SPACE = 0x6F726368
 WRITE_LOCK = 1
+CLAIM_LOCK = 2
 # Unless the URL says otherwise: a silent peer is dropped after 10 + 3 * 5 s.
 KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
 
@@ -327,13 +339,26 @@ class PostgresDatabase:
     @contextmanager
     def write(self, *, durable: bool = False) -> Iterator[_Tx]:
         """One write transaction under the store's global write lock (see the module docstring)."""
+        with self._transaction(WRITE_LOCK) as tx:
+            if durable:
+                self.conn.execute("SET LOCAL synchronous_commit = on")
+            yield tx
+
+    @contextmanager
+    def _transaction(self, lock: int) -> Iterator[_Tx]:
         if self.conn.info.transaction_status != TransactionStatus.IDLE:
             raise StoreError("nested write transaction")  # a bug, not a state
         with self._translated(), self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, WRITE_LOCK))
-            if durable:
-                self.conn.execute("SET LOCAL synchronous_commit = on")
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, lock))
             yield _Tx(self.conn)
+
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+
+    @contextmanager
+    def claim(self) -> Iterator[_Tx]:
+        """One claim's transaction, under the claims' lock only (see the module docstring)."""
+        with self._transaction(CLAIM_LOCK) as tx:
+            yield tx
 
     def read(self, sql: str, params: Any = ()) -> list[Any]:
         with self._translated():

@@ -21,7 +21,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -202,6 +202,11 @@ class SqliteDatabase:
             if durable:
                 with suppress(sqlite3.Error):
                     self.conn.execute("PRAGMA synchronous=NORMAL")
+
+    skip_locked = ""  # BEGIN IMMEDIATE excludes every other writer: no row is ever locked
+
+    def claim(self) -> AbstractContextManager[sqlite3.Connection]:
+        return self.write()
 
     def read(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return self._retrying(lambda: self.conn.execute(sql, params).fetchall())
