@@ -429,6 +429,9 @@ def settle(rt: Runtime, key: str, effect: str, *, done: bool, host_gone: bool = 
         result={"settled_by": rt.actor},
         now=rt.now(),
         seen=row,
+        # Its process group was on that host: kept, it would read as running forever here
+        # (another host's group is assumed alive) and block the rerun of a --redo.
+        forget_process=host_gone,
         audit=Audit(
             task.id,
             rt.actor,

@@ -146,17 +146,21 @@ class LedgerStore:
         audit: Audit,
         seen: EffectRow | None = None,
         owner: Owner | None = None,
+        forget_process: bool = False,
     ) -> bool:
         """End the row; only if it is still `seen` (a probe's verdict on that row), or still
-        started by `owner`, when given. False (nothing written) otherwise."""
-        sql = (
-            "UPDATE effects SET state = ?, result = ?, ended_at = ? "
-            "WHERE task_id = ? AND transition = ? AND effect = ?"
-        )
+        started by `owner`, when given. False (nothing written) otherwise.
+
+        `forget_process`: also drop the recorded command's process (a person vouched that
+        it no longer runs, on a host nobody here can look at)."""
+        ended = "state = ?, result = ?, ended_at = ?"
+        if forget_process:
+            ended += ", proc_pid = NULL, proc_pgid = NULL, proc_start = NULL"
+        sql = f"UPDATE effects SET {ended} WHERE task_id = ? AND transition = ? AND effect = ?"
         text = json.dumps(result, sort_keys=True)
         params: tuple[Any, ...] = (state, text, now, task_id, transition, effect)
         if seen is not None:
-            sql = "UPDATE effects SET state = ?, result = ?, ended_at = ? WHERE " + _SAME_ROW
+            sql = f"UPDATE effects SET {ended} WHERE " + _SAME_ROW
             params = (state, text, now, *_row_key(seen))
         elif owner is not None:
             sql += _STARTED_BY
