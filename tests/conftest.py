@@ -163,6 +163,19 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     yield Setup(tmp_path / "demo")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_setup(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Setup:
+    """The demo `Setup` once per backend: the embedded SQLite file, then a fresh database on
+    the PostgreSQL test server (its password in the environment every `orch` inherits). A
+    test module runs its tests on both by defining `setup` as this fixture."""
+    s = Setup(tmp_path / "demo")
+    if request.param == "postgres":
+        db: pg.Database = request.getfixturevalue("pg_db")
+        monkeypatch.setenv(db.password_env, db.password)
+        s.update_config({"store": {"url": db.url}})
+    return s
+
+
 @pytest.fixture
 def rt(setup: Setup) -> Iterator[Runtime]:
     r = setup.runtime()

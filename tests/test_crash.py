@@ -1,6 +1,7 @@
 """The crash matrix: `ORCH_FAULT=<point>` SIGKILLs a real `orch advance` there; the next
 `orch advance` must reclaim the stale lease (audited), run every effect exactly once,
-leave the task at the right stage and hold no lease."""
+leave the task at the right stage and hold no lease. Every point runs with the store on
+SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -26,6 +27,12 @@ MERGE_POINTS = [
 
 def _reflog(setup: Setup) -> int:
     return len(setup.git("reflog", "show", "--format=%H", "refs/heads/main").split())
+
+
+@pytest.fixture
+def setup(store_setup: Setup) -> Setup:
+    """Every test here runs on SQLite and on PostgreSQL (conftest.store_setup)."""
+    return store_setup
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Many real `orch advance` processes entering the same transition at the same moment."""
+"""Many real `orch advance` processes entering the same transition at the same moment,
+with the store on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ from orch.engine import tasks
 from orch.engine.runtime import Runtime
 
 RACERS = 16
+
+
+@pytest.fixture
+def setup(store_setup: Setup) -> Setup:
+    """Every test here runs on SQLite and on PostgreSQL (conftest.store_setup)."""
+    return store_setup
 
 
 def _race(

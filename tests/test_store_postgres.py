@@ -24,7 +24,6 @@ import pg
 import psycopg
 import pytest
 import test_crash
-import test_race
 from conftest import Setup, drive_to, run_orch
 from holders import hold_lease
 from store_contract import StoreContract
@@ -570,49 +569,6 @@ def test_the_store_location_shown_to_people_masks_a_password_but_keeps_the_user(
     assert shown("postgresql://orch:hunter2@db/orch") == "postgresql://orch:***@db/orch"
     assert "hunter2" not in shown("postgresql://orch@db/orch?sslmode=require&password=hunter2")
     assert "sslmode=require" in shown("postgresql://orch@db/orch?sslmode=require&password=hunter2")
-
-
-# -- the race, on PostgreSQL -------------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_sixteen_processes_one_merge_on_postgres(
-    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # tests/test_race.py's race (16 real `orch advance` processes entering one merge at the
-    # same moment), with the store on PostgreSQL: one winner, one merge, one main update.
-    monkeypatch.setenv(pg_db.password_env, pg_db.password)  # inherited by every racer
-    setup.update_config({"store": {"url": pg_db.url}})
-    rt = setup.runtime()
-    assert type(rt.store.db).__name__ == "PostgresDatabase"
-    keys = [tasks.add(rt, f"race {i}").key for i in range(2)]
-    for key in keys:
-        drive_to(rt, key, "merge")
-    rt.close()
-    setup.open_merge_window()
-    for key in keys:
-        before = test_race._main_updates(setup)
-        test_race._check_one_winner(setup, key, test_race._race(setup, key), before)
-
-
-@pytest.mark.slow
-def test_crashes_mid_merge_and_mid_deploy_recover_on_postgres(
-    setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Two points of tests/test_crash.py's matrix, on one task, with the store on PostgreSQL:
-    # a SIGKILL between the merge and its ledger row (the probe settles it), then one right
-    # after the deploy was marked started. Each next `orch advance` reclaims the dead
-    # owner's leases and runs every effect exactly once.
-    monkeypatch.setenv(pg_db.password_env, pg_db.password)
-    setup.update_config({"store": {"url": pg_db.url}})
-    rt = setup.runtime()
-    assert type(rt.store.db).__name__ == "PostgresDatabase"
-    key = tasks.add(rt, "crash me").key
-    drive_to(rt, key, "merge")
-    rt.close()
-    setup.open_merge_window()
-    test_crash.test_crash_at_merge_then_recover((setup, key), "before_effect_done:merge")
-    test_crash.test_crash_in_deploy_runs_the_deploy_once((setup, key), "after_effect_started:deploy")
 
 
 # -- two relays on one PostgreSQL store --------------------------------------------------------
