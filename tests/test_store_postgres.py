@@ -245,6 +245,28 @@ def test_the_server_side_of_each_session_probes_a_silent_client_host(pg_db: pg.D
     tuned.close()
 
 
+def test_a_server_default_that_ends_idle_sessions_does_not_end_orchs(
+    pg_server: pg.Server, pg_db: pg.Database
+) -> None:
+    # An owner's session is its liveness and idles while its agent or deploy runs: were the
+    # server to end it (idle_session_timeout set for the database or the role), every other
+    # host would take the live owner for dead.
+    with pg_server.admin() as c:
+        c.execute(f'ALTER DATABASE "{pg_db.name}" SET idle_session_timeout = 300')
+    d = _open(pg_db)
+    try:
+        session = d.session()
+        time.sleep(0.8)
+        assert d.live_sessions([session]) == {session}
+        assert d.read("SHOW idle_session_timeout")[0][0] == "0"
+    finally:
+        d.close()
+    with psycopg.connect(pg_db.url, password=pg_db.password, autocommit=True) as plain:
+        time.sleep(0.8)  # the setting is in force: a session that does not turn it off ends
+        with pytest.raises(psycopg.OperationalError):
+            plain.execute("SELECT 1")
+
+
 # -- transactions ----------------------------------------------------------------------------
 
 

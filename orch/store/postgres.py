@@ -278,6 +278,11 @@ class PostgresDatabase:
     def _prepare(self, *, create: bool) -> None:
         with self._translated():
             self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.busy_timeout_ms}ms",))
+            if self.conn.info.server_version >= 140000:
+                # This session is the process's liveness (session()): it idles for as long as
+                # an agent or a deploy runs. A server or role default that ends idle
+                # sessions would make a live owner look dead to every other host.
+                self.conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
             if self._keepalives is not None:
                 idle, interval, count = self._keepalives
                 self.conn.execute(
