@@ -74,6 +74,15 @@ def inert_text(text: str) -> str:
     return "".join(ch if ch.isprintable() else _visible(ch) for ch in text)
 
 
+def inert_lines(text: str) -> str:
+    """`text` as lines a terminal shows and never acts on: as `inert_text`, but newlines
+    and tabs stay (an agent's log is many lines) and a CR before a newline is dropped."""
+    if text.isprintable():
+        return text
+    text = text.replace("\r\n", "\n")
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else _visible(ch) for ch in text)
+
+
 def is_safe_name(text: str) -> bool:
     return safe_name(text) == text
 

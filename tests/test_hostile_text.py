@@ -184,3 +184,28 @@ def test_task_add_refuses_a_title_that_cannot_be_stored(setup: Setup) -> None:
         timeout=60,
     )
     assert out.returncode == 2 and b"not valid UTF-8" in out.stderr and b"Traceback" not in out.stderr
+
+
+def test_orch_logs_shows_an_agents_escape_sequences_as_text_unless_raw(setup: Setup) -> None:
+    # An agent's output is not orch's to trust: a log that clears the screen, retitles
+    # the window or rewrites a line with a carriage return is shown as text. A UTF-8
+    # character and a Windows line end survive; --raw gives the bytes back.
+    said = "ok é\r\nclear\x1b[2J title\x1b]0;pwned\x07 over\rdone\x00\n"
+    script = setup.root / "agent.py"
+    script.write_text(f"import sys; sys.stdout.buffer.write({said.encode()!r})\n")
+    setup.update_config({"agents": {"analyst": {"command": f"{sys.executable} {script}"}}})
+    rt = setup.runtime()
+    key = tasks.add(rt, "logged").key
+    rt.close()
+    assert setup.orch("work", "--inline").returncode == 0
+    shown = setup.orch("logs", key)
+    assert shown.returncode == 0, shown.stderr
+    assert "ok é\nclear\\x1b[2J title\\x1b]0;pwned\\x07 over\\x0ddone\\x00\n" in shown.stdout
+    assert not set(shown.stdout) & {"\x1b", "\x07", "\r", "\x00"}
+    raw = subprocess.run(
+        [sys.executable, "-m", "orch", "-c", str(setup.config_path), "logs", key, "--raw"],
+        capture_output=True,
+        cwd=setup.root,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ORCH_")},
+    )
+    assert raw.returncode == 0 and said.encode() in raw.stdout
