@@ -179,14 +179,15 @@ def _toml_value(v: object) -> str:
     return json.dumps(v)  # strings and numbers: JSON spells them as TOML does
 
 
-def write_toml(path: Path, *, stages: int, lease: bool) -> None:
+def write_toml(path: Path, *, stages: int, lease: bool, url: str = "") -> None:
     """An orch.toml with a gate-less, effect-less, agent-less chain s0 -> ... -> done.
 
     The default stages (analysis .. cancelled, from orch.config.DEFAULTS) are written out
     too, unreachable: whether [pipeline.stages] merges with the defaults or replaces them,
     every stage a default setting names (an agent's stage, a finished stage) exists. The
     default gates, effects and agents stay defined, so validation passes; the transitions
-    list replaces the default one, so only s0 -> ... -> done is reachable.
+    list replaces the default one, so only s0 -> ... -> done is reachable. With `url`, the
+    store is that PostgreSQL database (its password in $PGPASSWORD) instead of orch.db.
     """
     from orch.config import DEFAULTS
 
@@ -194,7 +195,7 @@ def write_toml(path: Path, *, stages: int, lease: bool) -> None:
     repo.mkdir(exist_ok=True)
     lines = [
         "[store]",
-        'path = "orch.db"',
+        f"url = {json.dumps(url)}" if url else 'path = "orch.db"',
         f"busy_timeout_ms = {BUSY_TIMEOUT_MS}",
         "",
         "[transition_lease]",
@@ -218,15 +219,20 @@ def write_toml(path: Path, *, stages: int, lease: bool) -> None:
     path.write_text("\n".join(lines), encoding="utf-8")
 
 
-def make_orch_db(run_dir: Path, template_db: Path, *, stages: int, lease: bool, keys: list[str]) -> Path:
+def make_orch_db(
+    run_dir: Path, template_db: Path | None, *, stages: int, lease: bool, keys: list[str], url: str = ""
+) -> Path:
+    """A run's orch.toml and its store with `keys` added: a copy of `template_db`, or the
+    (empty) PostgreSQL database at `url`."""
     from orch import config
     from orch.app.wiring import open_runtime
     from orch.engine import tasks
 
     run_dir.mkdir(parents=True)
     toml = run_dir / "orch.toml"
-    write_toml(toml, stages=stages, lease=lease)
-    shutil.copy(template_db, run_dir / "orch.db")
+    write_toml(toml, stages=stages, lease=lease, url=url)
+    if template_db is not None:
+        shutil.copy(template_db, run_dir / "orch.db")
     cfg = config.load(toml)
     if cfg.transition_lease.enabled is not lease or cfg.pipeline.initial != "s0":
         sys.exit(
@@ -338,13 +344,15 @@ def median_run(results: list[Result]) -> Result:
 
 def _check_done(toml: Path, keys: list[str], res: Result) -> None:
     """Every task must be at `done`, with exactly one move per stage: else report it."""
-    db = toml.parent / "orch.db"
-    conn = sqlite3.connect(db)
-    rows = conn.execute(
-        f"SELECT key, stage, version FROM tasks WHERE key IN ({','.join('?' * len(keys))})", keys
-    ).fetchall()
-    leases = conn.execute("SELECT count(*) FROM leases").fetchone()[0]
-    conn.close()
+    from orch import config
+    from orch.app.wiring import open_store
+
+    store = open_store(config.load(toml))
+    try:
+        rows = [tuple(r) for r in store.db.read("SELECT key, stage, version FROM tasks")]
+        leases = len(store.list_leases())
+    finally:
+        store.close()
     bad = [r for r in rows if r[1] != "done"]
     moves = sum(r[2] - 1 for r in rows)
     if bad or len(rows) != len(keys):

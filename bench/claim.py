@@ -98,9 +98,20 @@ def pct(values: list[float], q: float) -> float:
 # -- the data -----------------------------------------------------------------------
 
 
-def build(path: Path, scenario: str, rng: random.Random) -> tuple[Store, dict[str, int]]:
-    """A migrated orch database holding the scenario; returns the open store and its counts."""
-    store = Store.open(path)
+# The columns `scenario_rows` fills, in its tuples' order.
+TASK_COLUMNS = ("id", "key", "title", "repo", "stage", "version", "created_at", "updated_at", "waiting_on")
+JOB_COLUMNS = (
+    "task_id", "agent", "stage", "task_version", "attempt", "state", "priority",
+    "queued_at", "ended_at", "ready",
+)  # fmt: skip
+DEP_COLUMNS = ("task_id", "on_task_id", "created_at")
+
+
+Rows = dict[str, list[tuple[Any, ...]]]  # by table
+
+
+def scenario_rows(scenario: str, rng: random.Random) -> tuple[Rows, dict[str, int]]:
+    """The scenario's rows, by table (columns as TASK/JOB/DEP_COLUMNS), and their counts."""
     stage: dict[int, str] = {}
     tasks: list[tuple[Any, ...]] = []
     jobs: list[tuple[Any, ...]] = []
@@ -136,24 +147,17 @@ def build(path: Path, scenario: str, rng: random.Random) -> tuple[Store, dict[st
     for t, o in deps:
         if stage[o] not in FINISHED:
             waiting[t] = waiting.get(t, 0) + 1
-    with store.write() as c:
-        c.executemany(
-            "INSERT INTO tasks (id, key, title, repo, stage, version, created_at, updated_at, waiting_on) "
-            "VALUES (?, ?, 'bench task', 'app', ?, ?, ?, ?, ?)",
-            ((tid, key, st, ver, at, at, waiting.get(tid, 0)) for tid, key, st, ver, at in tasks),
-        )
-        c.executemany(
-            "INSERT INTO jobs (task_id, agent, stage, task_version, attempt, state, priority, queued_at, "
-            "ended_at, ready) VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?, ?)",
-            (
-                (tid, agent, st, ver, state, prio, at, at + 60 if ended else None, int(tid not in waiting))
-                for tid, agent, st, ver, state, prio, at, ended in jobs
-            ),
-        )
-        c.executemany(
-            "INSERT INTO deps (task_id, on_task_id, created_at) VALUES (?, ?, ?)",
-            ((t, o, NOW - 1800) for t, o in sorted(deps)),
-        )
+    rows = {
+        "tasks": [
+            (tid, key, "bench task", "app", st, ver, at, at, waiting.get(tid, 0))
+            for tid, key, st, ver, at in tasks
+        ],
+        "jobs": [
+            (tid, agent, st, ver, 1, state, prio, at, at + 60 if ended else None, int(tid not in waiting))
+            for tid, agent, st, ver, state, prio, at, ended in jobs
+        ],
+        "deps": [(t, o, NOW - 1800) for t, o in sorted(deps)],
+    }
     counts = {
         "tasks": len(tasks),
         "queued": len(queued),
@@ -161,6 +165,21 @@ def build(path: Path, scenario: str, rng: random.Random) -> tuple[Store, dict[st
         "unfinished deps": sum(waiting.values()),
         "waiting jobs": len(waiting),
     }
+    return rows, counts
+
+
+COLUMNS = {"tasks": TASK_COLUMNS, "jobs": JOB_COLUMNS, "deps": DEP_COLUMNS}
+
+
+def build(path: Path, scenario: str, rng: random.Random) -> tuple[Store, dict[str, int]]:
+    """A migrated orch database holding the scenario; returns the open store and its counts."""
+    store = Store.open(path)
+    rows, counts = scenario_rows(scenario, rng)
+    with store.write() as c:
+        for table, cols in COLUMNS.items():
+            c.executemany(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows[table]
+            )
     return store, counts
 
 
@@ -180,13 +199,13 @@ def sample(fn: Callable[[], Any], n: int, *, after: Callable[[Any], None] | None
 
 
 class _Recorder:
-    """Stands in for store.conn to record every statement a Store method executes."""
+    """Stands in for a backend's connection to record every statement a Store method executes."""
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: Any):
         self._conn = conn
         self.calls: list[tuple[str, list[Any]]] = []
 
-    def execute(self, sql: str, params: Any = ()) -> sqlite3.Cursor:
+    def execute(self, sql: str, params: Any = ()) -> Any:
         self.calls.append((sql, list(params)))
         return self._conn.execute(sql, params)
 

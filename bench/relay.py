@@ -113,8 +113,18 @@ def delivery(i: int, run: str, secret: bytes) -> tuple[bytes, dict[str, str]]:
 
 
 def client(
-    idx: int, clients: int, total: int, port: int, secret: bytes, run: str, barrier: Any, out: Any
+    idx: int,
+    clients: int,
+    total: int,
+    port: int,
+    secret: bytes,
+    run: str,
+    barrier: Any,
+    out: Any,
+    every_s: float = 0.0,
 ) -> None:
+    """Send this client's share of the deliveries, one at a time: back to back, or (every_s)
+    each at its own scheduled time, so that a slow answer does not slow the stream."""
     work = [delivery(i, run, secret) for i in range(idx, total, clients)]
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.connect()
@@ -123,7 +133,9 @@ def client(
     duplicates = reconnects = 0
     barrier.wait()
     start = time.monotonic()
-    for body, headers in work:
+    for k, (body, headers) in enumerate(work):
+        if every_s:
+            time.sleep(max(0.0, start + k * every_s - time.monotonic()))
         t = time.perf_counter()
         conn.request("POST", "/hooks/gitea", body=body, headers=headers)
         resp = conn.getresponse()
@@ -153,14 +165,16 @@ def client(
 # -- one run -------------------------------------------------------------------------------------
 
 
-def setup(root: Path) -> Path:
+def setup(root: Path, url: str = "") -> Path:
+    """A git repo and an orch.toml naming it; the store is .orch/orch.db, or PostgreSQL at `url`."""
     from orch.adapters.git import init_repo
 
     repo = root / "repo"
     init_repo(repo)
     toml = root / "orch.toml"
     # A JSON string is a valid TOML basic string for any path.
-    toml.write_text(f'[repos.app]\npath = {json.dumps(str(repo))}\n\n[store]\npath = ".orch/orch.db"\n')
+    store = f"url = {json.dumps(url)}" if url else 'path = ".orch/orch.db"'
+    toml.write_text(f"[repos.app]\npath = {json.dumps(str(repo))}\n\n[store]\n{store}\n")
     return toml
 
 

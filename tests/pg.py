@@ -202,8 +202,13 @@ def _private_copy(install: Path, root: Path) -> Path:
     return dst
 
 
-def start(*, timeout_s: float = 60.0) -> Server:
-    """initdb and start a server in a new private directory; measured in `Server.start_s`."""
+# A throwaway cluster: durability to power loss is not what the tests test.
+THROWAWAY = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off", "shared_buffers": "32MB"}
+
+
+def start(*, timeout_s: float = 60.0, settings: dict[str, str] | None = None) -> Server:
+    """initdb and start a server in a new private directory; measured in `Server.start_s`.
+    `settings` replace THROWAWAY's (bench/postgres.py runs with PostgreSQL's own defaults)."""
     import psycopg
 
     t0 = time.monotonic()
@@ -238,6 +243,8 @@ def start(*, timeout_s: float = 60.0) -> Server:
         pwfile.unlink()
         if r.returncode != 0:
             raise ServerError(f"initdb failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+        chosen = THROWAWAY if settings is None else settings
+        flags = [arg for k, v in chosen.items() for arg in ("-c", f"{k}={v}")]
         for _attempt in range(3):  # a free port can be taken between our probe and the bind
             port = _free_port()
             log = open(root / "server.log", "ab")  # noqa: SIM115 (the server keeps writing to it)
@@ -245,10 +252,8 @@ def start(*, timeout_s: float = 60.0) -> Server:
                 [
                     str(install / "bin" / "postgres"), "-D", str(data),
                     "-c", f"listen_addresses={HOST}", "-c", f"port={port}",
-                    "-c", "unix_socket_directories=",
-                    # A throwaway cluster: durability to power loss is not what is tested here.
-                    "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off",
-                    "-c", "max_connections=200", "-c", "shared_buffers=32MB",
+                    "-c", "unix_socket_directories=", "-c", "max_connections=200",
+                    *flags,
                 ],
                 stdout=log, stderr=subprocess.STDOUT, env=env, cwd=root,
                 preexec_fn=_die_with_parent, **as_user,
