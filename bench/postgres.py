@@ -9,16 +9,21 @@ PostgreSQL database, the same code path on both, side by side:
   claim    Store.claim_job with 100,000 queued jobs: claim.py's `normal` data (10,000
            older tasks, 10,000 deps rows), inserted on SQLite as claim.py does and on
            PostgreSQL with COPY, then ANALYZE. Each sample claims the same job and is put
-           back untimed (claim.put_back). On PostgreSQL also: the claim SELECT alone, its
-           EXPLAIN ANALYZE, claim_job with synchronous_commit off for the session, an empty
-           write transaction, and the time of each statement claim_job sends.
+           back untimed (claim.put_back). Beside it: a SELECT 1, the claim SELECT alone
+           and an empty write transaction. On PostgreSQL also: the time of each statement
+           claim_job sends, the claim SELECT's EXPLAIN ANALYZE, claim_job with
+           synchronous_commit off for the session (no WAL flush at commit), and for
+           reference a claim in one statement (ONE_STATEMENT_CLAIM, not orch's code), in
+           autocommit and pipelined under the claims' lock.
   advance  advance() throughput with 1, 2, 4, 8 processes, advance_throughput.py's
            gate-less chain and workers, lease on; `disjoint` (16 tasks split between the
            workers) and `shared` (4 tasks, every worker on all of them).
-  relay    two `orch relay serve` processes on one store, 8 client processes (relay.py's
-           signed Gitea pushes, one keep-alive connection each) split between them: 202
-           latency, and delivery -> handled (the inbox's received_at -> processed_at).
-           Every delivery must be stored once and handled once.
+  relay    two `orch relay serve` processes on one store, client processes (relay.py's
+           signed Gitea pushes, one keep-alive connection each) split between them: 8
+           sending flat out, then 2 at a steady 50 deliveries/s in all (RELAY_LOADS). 202
+           latency, and delivery -> handled (the inbox's received_at -> processed_at);
+           every delivery must be stored once and handled once. Beside it, Store.inbox_put
+           alone in this process: the durable commit under every 202.
   reclaim  `ORCH_HOST=host-b orch advance` takes a task's lease and SIGKILLs itself there
            (ORCH_FAULT=after_lease); from its death (its wait() returning here), this host
            runs `orch advance` (again while it says busy) until it has taken the lease
@@ -31,8 +36,9 @@ Goals (issue 13): claim p50 <= 1 ms and relay p99 <= 20 ms with two relays, on
 PostgreSQL; reclaim <= 2 s after the process dies. Advance throughput has no goal here.
 Nothing leaves the machine; everything lives in a temporary directory.
 
-    .venv/bin/python bench/postgres.py                      # ~100 s on 2 cores
-    .venv/bin/python bench/postgres.py --quick              # ~40 s
+    .venv/bin/python bench/postgres.py                      # ~90 s on 2 cores
+    .venv/bin/python bench/postgres.py --quick              # ~50 s
+    .venv/bin/python bench/postgres.py --store postgres     # PostgreSQL only
     .venv/bin/python bench/postgres.py --only claim,reclaim # some of the four
 """
 
@@ -103,7 +109,7 @@ class Target:
         self.backend, self.tmp, self.server = backend, tmp, server
 
     def url(self) -> str:
-        """ "" for SQLite; else the URL of a new database (its password is in $PGPASSWORD)."""
+        """A new database's URL (its password is in $PGPASSWORD); the empty string for SQLite."""
         return "" if self.server is None else self.server.create_database().url
 
     def store(self, sqlite_path: Path) -> Store:
@@ -188,10 +194,13 @@ def claim_measure(t: Target, n: int) -> dict[str, Any]:
     claim.sample(one, 20, after=after)
     out["rows"]["Store.claim_job()"] = claim.sample(one, n, after=after)
     out["rows"]["floor: SELECT 1"] = claim.sample(lambda: db.conn.execute("SELECT 1").fetchone(), n)
-    if select:
-        sql, params = select[0]
-        claim.sample(lambda: db.conn.execute(sql, params).fetchone(), 50)
-        out["rows"]["claim SELECT alone"] = claim.sample(lambda: db.conn.execute(sql, params).fetchone(), n)
+    sql, params = select[0] if select else ("", [])
+    if sql:  # without a row lock, which in autocommit would make it a write of its own
+        read = sql.replace(" FOR UPDATE SKIP LOCKED", "")
+        claim.sample(lambda: db.conn.execute(read, params).fetchone(), 50)
+        out["rows"]["claim SELECT alone, no row lock"] = claim.sample(
+            lambda: db.conn.execute(read, params).fetchone(), n
+        )
 
     def empty_write() -> None:
         with store.write():
@@ -199,21 +208,93 @@ def claim_measure(t: Target, n: int) -> dict[str, Any]:
 
     out["rows"]["empty store.write()"] = claim.sample(empty_write, n)
     if t.server is not None:
-        per: list[list[float]] = []
-        for _ in range(min(n, 500)):  # the statements' own times, BEGIN/COMMIT aside
-            with recording(store) as rec:
-                job = one()
-            after(job)
-            per.append(rec.us)
-        out["per_statement"] = [[p[i] for p in per if len(p) > i] for i in range(len(statements))]
-        if select:
-            plan = db.conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params).fetchall()
-            out["plan"] = [r[0] for r in plan]
-        db.conn.execute("SET synchronous_commit = off")
-        claim.sample(one, 20, after=after)
-        out["rows"]["claim_job(), sync commit off"] = claim.sample(one, n, after=after)
-        out["rows"]["empty write, sync commit off"] = claim.sample(empty_write, n)
+        costs = postgres_costs(store, n, kwargs, first.id, one, after, sql, params, len(statements))
+        out["rows"].update(costs.pop("rows"))
+        out.update(costs)
     store.close()
+    return out
+
+
+# A claim in one statement: not orch's code, a reference for what round trips cost (as
+# claim.py's NOT EXISTS scan is for its SELECT). It changes the same rows as claim_job (the
+# job set running, one audit row) with the running-jobs limit checked in the statement.
+ONE_STATEMENT_CLAIM = """WITH picked AS (
+  SELECT id FROM jobs WHERE state = 'queued' AND not_before <= %(now)s AND ready = 1
+  AND (SELECT count(*) FROM jobs WHERE state = 'running') < %(max)s
+  ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+claimed AS (UPDATE jobs j SET state = 'running', started_at = %(now)s, owner_host = %(host)s,
+  owner_boot = %(boot)s, owner_pid = %(pid)s, owner_start = %(start)s,
+  log_path = %(logs)s || j.id || '.log' FROM picked WHERE j.id = picked.id RETURNING j.*),
+audit AS (INSERT INTO transitions (task_id, at, actor, event, detail)
+  SELECT task_id, %(now)s, %(actor)s, 'job_claimed',
+  json_build_object('job', id, 'agent', agent, 'attempt', attempt)::text FROM claimed)
+SELECT * FROM claimed"""
+
+
+def postgres_costs(
+    store: Store,
+    n: int,
+    kwargs: dict[str, Any],
+    first: int,
+    one: Callable[[], Any],
+    after: Callable[[Any], None],
+    sql: str,
+    params: list[Any],
+    statements: int,
+) -> dict[str, Any]:
+    """Where a PostgreSQL claim's time goes: each statement's own time, the plan, the
+    commit's WAL flush (synchronous_commit off for this session), and the one-statement
+    reference in autocommit and pipelined under the claims' lock."""
+    from orch.store.postgres import CLAIM_LOCK, LOCK_SPACE
+
+    conn = store.db.conn  # type: ignore[attr-defined]
+    out: dict[str, Any] = {"rows": {}}
+    per: list[list[float]] = []
+    for _ in range(min(n, 500)):  # the statements' own times, BEGIN/COMMIT aside
+        with recording(store) as rec:
+            job = one()
+        after(job)
+        per.append(rec.us)
+    out["per_statement"] = [[p[i] for p in per if len(p) > i] for i in range(statements)]
+    if sql:
+        with conn.transaction(force_rollback=True):  # it runs, row lock and all: undone
+            out["plan"] = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)]
+    owner = kwargs["owner"]
+    ref = {
+        "now": kwargs["now"], "max": kwargs["max_running"], "host": owner.host, "boot": owner.boot_id,
+        "pid": owner.pid, "start": owner.start_time, "logs": f"{kwargs['log_dir']}/job-",
+        "actor": owner.label(),
+    }  # fmt: skip
+
+    def ref_autocommit() -> Any:
+        return conn.execute(ONE_STATEMENT_CLAIM, ref).fetchone()
+
+    def ref_pipelined() -> Any:
+        with conn.pipeline(), conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, CLAIM_LOCK))
+            cur = conn.execute(ONE_STATEMENT_CLAIM, ref)
+        return cur.fetchone()
+
+    def ref_after(row: Any) -> None:
+        if row is None or row[0] != first:
+            raise RuntimeError(f"the one-statement claim took {row and row[0]}, expected job {first}")
+        claim.put_back(store, first)
+
+    for sync in ("on", "off"):
+        conn.execute(f"SET synchronous_commit = {sync}")
+        suffix = "" if sync == "on" else ", sync commit off"
+        if sync == "off":
+            claim.sample(one, 20, after=after)
+            out["rows"]["Store.claim_job()" + suffix] = claim.sample(one, n, after=after)
+        claim.sample(ref_autocommit, 20, after=ref_after)
+        out["rows"]["ref: 1 statement, autocommit" + suffix] = claim.sample(
+            ref_autocommit, n, after=ref_after
+        )
+        claim.sample(ref_pipelined, 20, after=ref_after)
+        out["rows"]["ref: lock + 1 stmt, pipelined" + suffix] = claim.sample(
+            ref_pipelined, n, after=ref_after
+        )
+    conn.execute("RESET synchronous_commit")
     return out
 
 
@@ -231,7 +312,7 @@ def claim_report(results: dict[str, dict[str, Any]]) -> list[str]:
             print(f"    {pct(us, 50):8.1f}  {sql[:130]}")
         print("  [postgres] EXPLAIN (ANALYZE, BUFFERS) of the claim SELECT:")
         print("\n".join(f"    {line}" for line in pgr.get("plan", [])))
-    head = f"  {'backend':9} {'measure':30} {'samples':>7}" + "".join(
+    head = f"  {'backend':9} {'measure':46} {'samples':>7}" + "".join(
         f" {h:>9}" for h in ("p50 us", "p90 us", "p99 us", "max us")
     )
     print(head)
@@ -239,7 +320,7 @@ def claim_report(results: dict[str, dict[str, Any]]) -> list[str]:
     for backend, r in results.items():
         for name, us in r["rows"].items():
             print(
-                f"  {backend:9} {name:30} {len(us):>7} {pct(us, 50):>9.1f} {pct(us, 90):>9.1f} "
+                f"  {backend:9} {name:46} {len(us):>7} {pct(us, 50):>9.1f} {pct(us, 90):>9.1f} "
                 f"{pct(us, 99):>9.1f} {max(us):>9.1f}"
             )
     goals = []
