@@ -128,3 +128,30 @@ def test_no_secret_is_written_anywhere(
         assert secret.encode() not in log, f"a secret is in the log: {secret[:6]}..."
         for o in outputs:
             assert secret not in o, f"a secret is in the output: {secret[:6]}...\n{o[:500]}"
+
+
+def test_git_never_hands_a_secret_to_a_hook_an_agent_wrote(
+    setup: Setup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An agent works inside the repository, so it can write the repository's hooks and
+    # config; git runs them during orch's own worktree adds, rebases and merges. They see
+    # the task's work happen, never orch's secrets.
+    from conftest import drive_to
+
+    from orch.engine import advance, tasks
+
+    for name, value in (("GITEA_TOKEN", GITEA_TOKEN), ("ORCH_RELAY_TOKEN", RELAY_TOKEN)):
+        monkeypatch.setenv(name, value)
+    seen = setup.root / "seen-by-git"
+    hook = setup.repo / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(f'#!/bin/sh\nenv >> "{seen}"\ncat > /dev/null\n')
+    hook.chmod(0o755)
+    rt = setup.runtime()
+    key = tasks.add(rt, "watched by git").key
+    drive_to(rt, key, "merge")
+    setup.open_merge_window()
+    assert advance.advance(rt, key, expect="merge").to_stage == "deploy"
+    rt.close()
+    written = seen.read_text()
+    assert written.count("PATH=") >= 3  # git really ran it, for every ref it moved
+    assert GITEA_TOKEN not in written and RELAY_TOKEN not in written

@@ -6,7 +6,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 
 from orch.errors import IntegrationError
@@ -20,12 +20,25 @@ _IDENTITY = {
 }
 
 
+# orch's secrets (docs/security.md), withheld from git as from every command orch starts:
+# git runs a repository's hooks and the commands its config names (filters, fsmonitor,
+# credential helpers), and an agent can write those in the repository it works in.
+_hidden: frozenset[str] = frozenset()
+
+
+def hide(names: Collection[str]) -> None:
+    """Withhold the variables `names` from every git command this process runs."""
+    global _hidden
+    _hidden = frozenset(names)
+
+
 class GitError(IntegrationError):
     """A git command failed."""
 
 
 def git(*args: str, cwd: Path, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**_IDENTITY, **os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    inherited = {k: v for k, v in os.environ.items() if k not in _hidden} if _hidden else os.environ
+    env = {**_IDENTITY, **inherited, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     if not cwd.is_dir():
         # The machine's state, not a git failure nor the agent's: say what is missing.
         why = f"directory {cwd} is missing (git {' '.join(args[:1])}): restore it or fix the path"

@@ -81,7 +81,10 @@ def open_runtime(
 
     cfg = cfg or config_mod.load(config_path)
     store = open_store(cfg, create=create)
+    from orch.adapters import git
+
     runner = ProcessRunner(hidden=cfg.secret_env_names())
+    git.hide(cfg.secret_env_names())
     clock = time.time
     try:
         tracker, external = _tracker(cfg, store, clock)
