@@ -73,6 +73,7 @@ def logs(
     Example: orch logs ORCH-3 --follow
     """
     from orch.engine import status
+    from orch.identity import host
 
     rt = runtime()
     jobs = status.job_logs(rt, key)
@@ -89,7 +90,10 @@ def logs(
         typer.echo(
             f"== job {j['job']} {j['agent']} at {j['stage']}, attempt {j['attempt']}: {j['state']}{reason} =="
         )
-        if j["log"]:
+        if j["log"] and j["host"] not in (None, host()):
+            # The path names a file on that host: here it is absent, or someone else's.
+            typer.echo(f"(its log is on host {inert_text(j['host'])}: {inert_text(j['log'])})")
+        elif j["log"]:
             whole = _Copier(Path(j["log"]), 0, raw=raw)
             whole.copy()
             whole.end()

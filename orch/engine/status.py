@@ -341,6 +341,8 @@ def job_logs(rt: Runtime, key: str) -> list[dict[str, Any]]:
             "state": j.state,
             "reason": j.reason,
             "log": j.log_path,
+            # A log is a file on the host that ran the job (a shared store spans hosts).
+            "host": j.owner.host if j.owner else None,
         }
         for j in rt.store.jobs(task_id=task.id)
     ]
