@@ -319,6 +319,9 @@ def test_jobs_of_one_task_alternate_between_hosts_each_in_its_own_workspace(host
         _ok(hosts.orch(reviewer, "tick"))
         hosts.settle_down(reviewer)
     assert hosts.task(key).stage == "merge"
+    # Each host made its worktree of the task in its own root, and none elsewhere.
+    for name in HOSTS:
+        assert _worktrees(hosts, name) == [hosts.roots[name] / "app" / key]
     hosts.open_merge_window()
     for p in [hosts.popen(name, "tick", "--no-spawn") for name in HOSTS]:
         assert p.wait(60) == 0
@@ -327,6 +330,12 @@ def test_jobs_of_one_task_alternate_between_hosts_each_in_its_own_workspace(host
             break
         _ok(hosts.orch(name, "tick", "--no-spawn"))
     assert hosts.task(key).stage == "done"
+    # The host whose tick finished the task removed its worktree; the other host's next
+    # tick removes its own.
+    left = [name for name in HOSTS if (hosts.roots[name] / "app" / key).exists()]
+    assert len(left) == 1, left
+    _ok(hosts.orch(left[0], "tick", "--no-spawn"))
+    assert not any((hosts.roots[name] / "app" / key).exists() for name in HOSTS)
 
     # Each agent ran on the host that claimed it, in that host's worktree, on the head
     # the other host had pushed.
@@ -349,12 +358,17 @@ def test_jobs_of_one_task_alternate_between_hosts_each_in_its_own_workspace(host
     assert hosts.main_moves() == [heads[1]]
     assert hosts.server.pr("acme", "app", 1)["merged"] is True and len(hosts.server.merges) == 1
     assert len(hosts.deployed(key)) == 1
-    # Neither host made a worktree outside its own root.
-    for name in HOSTS:
-        mirror = hosts.configs[name].parent / ".orch" / "mirrors" / "app"
-        listed = run_git("worktree", "list", "--porcelain", cwd=mirror).stdout.splitlines()
-        paths = [Path(line.split(" ", 1)[1]) for line in listed if line.startswith("worktree ")]
-        assert all(p == mirror or p.is_relative_to(hosts.roots[name]) for p in paths), paths
+    assert _worktrees(hosts, "host-a") == _worktrees(hosts, "host-b") == []
+    # A job's log is a file on the host that ran it: `orch logs` elsewhere says where.
+    logs = _ok(hosts.orch("host-a", "logs", key)).stdout
+    assert logs.count("(its log is on host host-b: ") == 2 and "committed" in logs, logs
+
+
+def _worktrees(hosts: Hosts, host: str) -> list[Path]:
+    """The worktrees of `host`'s Gitea mirror (the mirror's own checkout left out)."""
+    mirror = hosts.configs[host].parent / ".orch" / "mirrors" / "app"
+    listed = run_git("worktree", "list", "--porcelain", cwd=mirror).stdout.splitlines()
+    return [Path(line.split(" ", 1)[1]) for line in listed if line.startswith("worktree ")][1:]
 
 
 # -- 2. a host whose processes all die mid-job and mid-merge -----------------------------------------

@@ -7,6 +7,8 @@
      stage with no agent - merge, deploy, monitoring - has no grace period: a busy
      merge lease or a pending CI is simply tried again here); replay the tracker
   4. work: start detached runners for the jobs that can start now
+  5. worktrees: remove this host's worktrees of finished tasks (with several hosts, the
+     process that finished a task removed only the worktree on its own host)
 
 It never waits for an agent. Two ticks at once are safe: each part that must not run
 twice is taken under a `tick:<part>` lease, and a tick that finds it held by a live
@@ -21,7 +23,8 @@ from typing import Any
 from orch import log
 from orch.engine import deps, jobs, lease_names, outbox, reaper, tasks
 from orch.engine.runtime import Runtime
-from orch.errors import ConfigError
+from orch.errors import ConfigError, OrchError
+from orch.names import safe_name
 
 
 def _exclusive(rt: Runtime, part: str, fn: Callable[[], Any]) -> Any:
@@ -63,6 +66,31 @@ def sweep(rt: Runtime, *, progress: Progress | None = None) -> dict[str, Any]:
     return out
 
 
+def remove_finished_worktrees(rt: Runtime) -> list[str]:
+    """Remove the worktrees under this host's workspace root whose task is finished and
+    runs no job here; the keys of those removed. Each host has its own root (a shared
+    store), so no other host's tick can do it for this one."""
+    root = rt.config.workspace.root
+    removed: list[str] = []
+    candidates = [p for d in root.iterdir() if d.is_dir() for p in d.iterdir()] if root.is_dir() else []
+    for path in candidates:
+        task = rt.store.get_task(path.name)
+        if (
+            task is None
+            or not rt.config.pipeline.is_terminal(task.stage)
+            or (path.parent.name, path.name) != (safe_name(task.repo), safe_name(task.key))
+            or rt.store.jobs(task_id=task.id, states=("running",))
+        ):
+            continue
+        try:
+            rt.forge.remove_worktree(task)
+        except OrchError as e:  # tried again on the next tick
+            log.warning("worktree_not_removed", task=task.key, error=str(e), actor=rt.actor)
+            continue
+        removed.append(task.key)
+    return removed
+
+
 def tick(rt: Runtime, *, spawn: bool = True, progress: Progress | None = None) -> dict[str, Any]:
     started = rt.now()
     # A repository path that points nowhere is a configuration error, not a quiet tick.
@@ -86,6 +114,7 @@ def tick(rt: Runtime, *, spawn: bool = True, progress: Progress | None = None) -
     if isinstance(report.get("deps"), dict) and "cycles" in report["deps"]:
         report["deps"]["cycles"] = report["sweep"].pop("cycles", report["deps"]["cycles"])
     report["work"] = {"started": jobs.spawn(rt)} if spawn else {"started": []}
+    report["worktrees"] = {"removed": remove_finished_worktrees(rt)}
     report["notified"] = outbox.flush(rt)
     reap = report["reap"]
     log.info(
