@@ -12,8 +12,9 @@ the Gitea forge has: pull requests, `publish`, and the server's refusals.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +189,41 @@ def test_each_task_gets_its_own_worktree_on_its_branch_inside_the_root(bench: Be
     assert not (p2 / "scratch.txt").exists()
     assert forge.ensure_worktree(one) == p1  # idempotent, and keeps what is there
     assert (p1 / "scratch.txt").exists()
+
+
+def test_worktrees_made_and_removed_at_once_in_one_repository_all_succeed(bench: Bench) -> None:
+    # Runners start jobs of one repository at the same moment. git's worktree commands
+    # are not safe against each other (a prune deletes the directory an add is creating,
+    # a list fails on a half-written one): orch serialises them per repository, so none
+    # of these fails and no job spends an attempt on orch's own contention.
+    forge = bench.forge
+    first = bench.task("ENG-FIRST")
+    forge.ensure_worktree(first)  # the mirror's clone, not raced here
+    tasks = [bench.task(f"ENG-{i}") for i in range(10)]
+    errors: list[BaseException] = []
+
+    def at_once(step: Callable[[Task], None]) -> None:
+        start = threading.Barrier(len(tasks))
+
+        def one(task: Task) -> None:
+            start.wait()
+            try:
+                step(task)
+            except BaseException as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=one, args=(t,)) for t in tasks]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(120)
+
+    at_once(forge.ensure_worktree)
+    at_once(lambda t: (forge.ensure_worktree(t), forge.remove_worktree(t)))
+    assert errors == []
+    listed = git("worktree", "list", "--porcelain", cwd=forge.worktree_path(first)).stdout
+    assert [t.key for t in tasks if f"/{t.key}\n" in listed] == []  # each removed, cleanly
+    assert [t.key for t in tasks if forge.worktree_path(t).exists()] == []
 
 
 def test_a_key_with_a_dot_dot_still_gets_a_worktree(bench: Bench) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from orch import log
-from orch.adapters.git import GitError, git
+from orch.adapters.git import GitError, git, worktree_admin
 from orch.adapters.gitea import GiteaClient, MergeConflict, PullRequest
 from orch.command_env import run_hook
 from orch.errors import BranchBehind, Busy, EffectFailed, NotReady, RetryLater, UsageError
@@ -157,21 +157,23 @@ class GiteaForge:
             self._sync(mirror, path, branch)
             return path
         path.parent.mkdir(parents=True, exist_ok=True)
-        git("worktree", "prune", cwd=mirror)
-        if self._rev(mirror, f"refs/heads/{branch}"):
-            git("worktree", "add", "-q", str(path), branch, cwd=mirror)
-            self._sync(mirror, path, branch)
-        else:
-            remote = self._rev(mirror, self._tracking(branch))
-            start = remote or self._tracking(repo.default_branch)
-            git("worktree", "add", "-q", "--no-track", "-b", branch, str(path), start, cwd=mirror)
-            if remote:  # the branch was published before (another machine, a removed mirror)
-                git("update-ref", self._published_ref(branch), remote, cwd=mirror)
-        # The upstream, for the agent's own `git status` / `git push`; orch pushes explicitly.
-        git("config", f"branch.{branch}.remote", "origin", cwd=mirror)
-        git("config", f"branch.{branch}.merge", f"refs/heads/{branch}", cwd=mirror)
+        with worktree_admin(mirror / ".git"):
+            git("worktree", "prune", cwd=mirror)
+            if self._rev(mirror, f"refs/heads/{branch}"):
+                git("worktree", "add", "-q", str(path), branch, cwd=mirror)
+                self._sync(mirror, path, branch)
+            else:
+                remote = self._rev(mirror, self._tracking(branch))
+                start = remote or self._tracking(repo.default_branch)
+                git("worktree", "add", "-q", "--no-track", "-b", branch, str(path), start, cwd=mirror)
+                if remote:  # the branch was published before (another machine, a removed mirror)
+                    git("update-ref", self._published_ref(branch), remote, cwd=mirror)
+            # The upstream, for the agent's own `git status` / `git push`; orch pushes explicitly.
+            git("config", f"branch.{branch}.remote", "origin", cwd=mirror)
+            git("config", f"branch.{branch}.merge", f"refs/heads/{branch}", cwd=mirror)
         if not self._hook("after_create", task, path):
-            git("worktree", "remove", "--force", str(path), cwd=mirror, check=False)
+            with worktree_admin(mirror / ".git"):
+                git("worktree", "remove", "--force", str(path), cwd=mirror, check=False)
             raise GitError(
                 f"workspace hook after_create failed for {task.key} (log in {self._hook_log(task)})"
             )
@@ -221,9 +223,10 @@ class GiteaForge:
             return
         mirror = self.mirror_path(repo)
         self._hook("before_remove", task, path)  # a failing hook is logged; removal goes on
-        if git("worktree", "remove", "--force", str(path), cwd=mirror, check=False).returncode:
-            shutil.rmtree(path, ignore_errors=True)
-            git("worktree", "prune", cwd=mirror, check=False)
+        with worktree_admin(mirror / ".git"):
+            if git("worktree", "remove", "--force", str(path), cwd=mirror, check=False).returncode:
+                shutil.rmtree(path, ignore_errors=True)
+                git("worktree", "prune", cwd=mirror, check=False)
 
     def _hook_log(self, task: Task) -> Path:
         return self.log_dir / f"hooks-{safe_name(task.key)}.log"

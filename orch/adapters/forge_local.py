@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from orch import log
-from orch.adapters.git import GitError, clear_stale_locks, git, in_progress
+from orch.adapters.git import GitError, clear_stale_locks, git, in_progress, worktree_admin
 from orch.command_env import run_hook
 from orch.config import Config, Repo
 from orch.errors import BranchBehind, EffectFailed, UsageError
@@ -36,6 +36,7 @@ class LocalForge:
         self.store = store
         self.runner = runner
         self.clock = clock
+        self._gitdirs: dict[str, Path] = {}
 
     def _repo(self, task: Task) -> Repo:
         repo = self.config.repos.get(task.repo)
@@ -59,30 +60,34 @@ class LocalForge:
         repo = self._repo(task)
         path = self.worktree_path(task)
         branch = self.branch(task)
-        self._clear_locks(repo)
-        if (path / ".git").exists():
-            if self._healthy(path, branch):
-                return path
-            log.warning("worktree_rebuilt", task=task.key, path=str(path))
-            self._drop_worktree(repo, path)
-        elif path.exists() and any(path.iterdir()):
-            self._drop_worktree(repo, path)  # files but no .git: an add killed half-way
-        path.parent.mkdir(parents=True, exist_ok=True)
-        git("worktree", "prune", cwd=repo.path)
-        if self._rev(repo, f"refs/heads/{branch}"):
-            git("worktree", "add", "-q", "-f", str(path), branch, cwd=repo.path)
-        else:
-            git("worktree", "add", "-q", "-b", branch, str(path), repo.default_branch, cwd=repo.path)
+        with worktree_admin(self._gitdir(repo)):
+            self._clear_locks(repo)
+            if (path / ".git").exists():
+                if self._healthy(path, branch):
+                    return path
+                log.warning("worktree_rebuilt", task=task.key, path=str(path))
+                self._drop_worktree(repo, path)
+            elif path.exists() and any(path.iterdir()):
+                self._drop_worktree(repo, path)  # files but no .git: an add killed half-way
+            path.parent.mkdir(parents=True, exist_ok=True)
+            git("worktree", "prune", cwd=repo.path)
+            if self._rev(repo, f"refs/heads/{branch}"):
+                git("worktree", "add", "-q", "-f", str(path), branch, cwd=repo.path)
+            else:
+                git("worktree", "add", "-q", "-b", branch, str(path), repo.default_branch, cwd=repo.path)
         if not self._hook("after_create", task, path):
-            git("worktree", "remove", "--force", str(path), cwd=repo.path, check=False)
+            with worktree_admin(self._gitdir(repo)):
+                git("worktree", "remove", "--force", str(path), cwd=repo.path, check=False)
             raise GitError(
                 f"workspace hook after_create failed for {task.key} (log in {self._hook_log(task)})"
             )
         return path
 
     def _gitdir(self, repo: Repo) -> Path:
-        out = git("rev-parse", "--git-common-dir", cwd=repo.path).stdout.strip()
-        return (repo.path / out).resolve()
+        if repo.name not in self._gitdirs:
+            out = git("rev-parse", "--git-common-dir", cwd=repo.path).stdout.strip()
+            self._gitdirs[repo.name] = (repo.path / out).resolve()
+        return self._gitdirs[repo.name]
 
     def _clear_locks(self, repo: Repo) -> None:
         """Remove lock files a killed git left in the repository (never one a live git
@@ -96,7 +101,8 @@ class LocalForge:
             listed = [Path(ln.removeprefix("worktree ")) for ln in out if ln.startswith("worktree ")]
             return [self.config.workspace.root / safe_name(repo.name), *listed]
 
-        removed = clear_stale_locks(self._gitdir(repo), places)
+        with worktree_admin(self._gitdir(repo)):  # a `worktree list` fails on an add half-way
+            removed = clear_stale_locks(self._gitdir(repo), places)
         if removed:
             log.warning("stale_git_locks_removed", repo=repo.name, locks=[str(p) for p in removed])
 
@@ -144,8 +150,9 @@ class LocalForge:
         if repo is None or not path.exists():
             return
         self._hook("before_remove", task, path)  # a failing hook is logged; removal goes on
-        if git("worktree", "remove", "-f", "-f", str(path), cwd=repo.path, check=False).returncode:
-            self._drop_worktree(repo, path)
+        with worktree_admin(self._gitdir(repo)):
+            if git("worktree", "remove", "-f", "-f", str(path), cwd=repo.path, check=False).returncode:
+                self._drop_worktree(repo, path)
 
     def _rev(self, repo: Repo, ref: str) -> str | None:
         out = git("rev-parse", "--verify", "-q", f"{ref}^{{commit}}", cwd=repo.path, check=False)

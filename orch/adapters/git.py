@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from orch.errors import IntegrationError
@@ -65,6 +68,57 @@ def git(*args: str, cwd: Path, check: bool = True, timeout: float = 120) -> subp
     if check and out.returncode != 0:
         raise GitError(f"git {' '.join(args)} failed in {cwd}: {out.stderr.strip() or out.stdout.strip()}")
     return out
+
+
+# Which worktree-administration locks this thread holds (a path -> depth): the lock is
+# reentrant here, since flock on a second descriptor of one file would wait for ourselves.
+# Per thread: two threads each open their own descriptor and exclude each other.
+_admin = threading.local()
+ADMIN_LOCK_WAIT_S = 300.0
+
+
+@contextmanager
+def worktree_admin(gitdir: Path) -> Iterator[None]:
+    """Hold the repository's worktree-administration lock: one orch process at a time
+    adds, prunes, lists or removes the worktrees of `gitdir` (a repository's common git dir).
+
+    git's worktree commands are not safe against each other: a `prune` deletes the
+    administrative directory an `add` is still creating, and a `list` fails on a
+    half-written one; concurrent `git config` writers fail on `config.lock`. Runners
+    starting jobs in one repository at once met these as failed jobs (attempts spent on
+    orch's own contention). The lock is an flock, released by the kernel when its holder
+    dies, so a killed process never leaves it held; its file is not named `*.lock`, so the
+    stale-lock sweep never takes it for git's."""
+    path = gitdir / "orch-worktrees.flock"
+    held: dict[Path, int] = _admin.__dict__.setdefault("held", {})
+    if path in held:
+        held[path] += 1
+        try:
+            yield
+        finally:
+            held[path] -= 1
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        deadline = time.monotonic() + ADMIN_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise GitError(
+                        f"{gitdir}: another orch process kept this repository's worktrees locked "
+                        f"for {ADMIN_LOCK_WAIT_S:.0f} s"
+                    ) from None
+                time.sleep(0.02)
+        held[path] = 1
+        try:
+            yield
+        finally:
+            del held[path]
+    finally:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def init_repo(path: Path, *, branch: str = "main") -> None:
