@@ -14,7 +14,7 @@ PostgreSQL database, the same code path on both, side by side:
            claim_job sends, the claim SELECT's EXPLAIN ANALYZE, claim_job with
            synchronous_commit off for the session (no WAL flush at commit), and for
            reference a claim in one statement (ONE_STATEMENT_CLAIM, not orch's code), in
-           autocommit and pipelined under the claims' lock.
+           autocommit and in a transaction under the claims' lock (BEGIN, lock, it, COMMIT).
   advance  advance() throughput with 1, 2, 4, 8 processes, advance_throughput.py's
            gate-less chain and workers, lease on; `disjoint` (16 tasks split between the
            workers) and `shared` (4 tasks, every worker on all of them).
@@ -87,9 +87,9 @@ SERVER_SETTINGS = {
 GOAL_CLAIM_P50_MS = 1.0
 GOAL_RELAY_P99_MS = 20.0
 GOAL_RECLAIM_S = 2.0
-FLOOR_RUNS = 3
+FLOOR_RUNS = 2
 SECRET_ENV = relay_bench.SECRET_ENV
-FULL = {"claim": 1000, "stages": 12, "deliveries": 1200, "reclaims": 8}
+FULL = {"claim": 1000, "stages": 10, "deliveries": 1000, "reclaims": 8}
 QUICK = {"claim": 300, "stages": 6, "deliveries": 600, "reclaims": 4}
 # Relay loads: (client processes, share of the deliveries, seconds between one client's
 # sends). 8 keep-alive clients sending back to back saturate 2 cores and the store's write
@@ -244,13 +244,13 @@ def postgres_costs(
 ) -> dict[str, Any]:
     """Where a PostgreSQL claim's time goes: each statement's own time, the plan, the
     commit's WAL flush (synchronous_commit off for this session), and the one-statement
-    reference in autocommit and pipelined under the claims' lock."""
+    reference in autocommit and in a transaction under the claims' lock."""
     from orch.store.postgres import CLAIM_LOCK, LOCK_SPACE
 
     conn = store.db.conn  # type: ignore[attr-defined]
     out: dict[str, Any] = {"rows": {}}
     per: list[list[float]] = []
-    for _ in range(min(n, 500)):  # the statements' own times, BEGIN/COMMIT aside
+    for _ in range(min(n, 300)):  # the statements' own times, BEGIN/COMMIT aside
         with recording(store) as rec:
             job = one()
         after(job)
@@ -269,17 +269,17 @@ def postgres_costs(
     def ref_autocommit() -> Any:
         return conn.execute(ONE_STATEMENT_CLAIM, ref).fetchone()
 
-    def ref_pipelined() -> Any:
-        with conn.pipeline(), conn.transaction():
+    def ref_locked() -> Any:  # what Store.claim_job would be with its statements as one
+        with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, CLAIM_LOCK))
-            cur = conn.execute(ONE_STATEMENT_CLAIM, ref)
-        return cur.fetchone()
+            return conn.execute(ONE_STATEMENT_CLAIM, ref).fetchone()
 
     def ref_after(row: Any) -> None:
         if row is None or row[0] != first:
             raise RuntimeError(f"the one-statement claim took {row and row[0]}, expected job {first}")
         claim.put_back(store, first)
 
+    n = n // 2  # the references: enough samples for a p50 and a p90
     for sync in ("on", "off"):
         conn.execute(f"SET synchronous_commit = {sync}")
         suffix = "" if sync == "on" else ", sync commit off"
@@ -290,10 +290,8 @@ def postgres_costs(
         out["rows"]["ref: 1 statement, autocommit" + suffix] = claim.sample(
             ref_autocommit, n, after=ref_after
         )
-        claim.sample(ref_pipelined, 20, after=ref_after)
-        out["rows"]["ref: lock + 1 stmt, pipelined" + suffix] = claim.sample(
-            ref_pipelined, n, after=ref_after
-        )
+        claim.sample(ref_locked, 20, after=ref_after)
+        out["rows"]["ref: claims' lock + 1 statement" + suffix] = claim.sample(ref_locked, n, after=ref_after)
     conn.execute("RESET synchronous_commit")
     return out
 
