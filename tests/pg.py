@@ -24,6 +24,7 @@ A missing wheel or a server that does not start is an error, never a skip.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.util
 import itertools
 import os
@@ -35,6 +36,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,7 @@ class Server:
         self.password = password
         self._names = itertools.count(1)
         self.start_s = 0.0
+        self._relaunch: Callable[[], subprocess.Popen[bytes]] = lambda: proc
 
     def url(self, dbname: str, user: str = ROLE) -> str:
         return f"postgresql://{user}@{HOST}:{self.port}/{dbname}"
@@ -157,6 +160,25 @@ class Server:
         except OSError:
             return ""
 
+    def restart(self, timeout_s: float = 30.0) -> None:
+        """Stop the server (fast shutdown: every session ends) and start it again on the same
+        data and port, as an operator's restart does."""
+        import psycopg
+
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout_s)
+        self.proc = self._relaunch()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ServerError(f"PostgreSQL did not start again:\n{self.log_tail()}")
+            try:
+                self.admin().close()
+                return
+            except psycopg.OperationalError:
+                time.sleep(0.02)
+        raise ServerError(f"PostgreSQL did not accept connections again in {timeout_s} s")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             # Immediate shutdown: no checkpoint, the data directory is thrown away next.
@@ -204,6 +226,19 @@ def _private_copy(install: Path, root: Path) -> Path:
 
 # A throwaway cluster: durability to power loss is not what the tests test.
 THROWAWAY = {"fsync": "off", "full_page_writes": "off", "synchronous_commit": "off", "shared_buffers": "32MB"}
+
+
+def _relaunch(argv: Any, root: Path, env: dict[str, str], as_user: dict[str, Any]) -> subprocess.Popen[bytes]:
+    with open(root / "server.log", "ab") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+            preexec_fn=_die_with_parent,
+            **as_user,
+        )
 
 
 def start(*, timeout_s: float = 60.0, settings: dict[str, str] | None = None) -> Server:
@@ -260,6 +295,9 @@ def start(*, timeout_s: float = 60.0, settings: dict[str, str] | None = None) ->
             )  # fmt: skip
             log.close()
             server = Server(root, port, proc, password)
+            server._relaunch = functools.partial(  # the same server again (Server.restart)
+                _relaunch, proc.args, root, env, as_user
+            )
             deadline = time.monotonic() + timeout_s
             while proc.poll() is None and time.monotonic() < deadline:
                 try:

@@ -688,6 +688,45 @@ def test_an_owner_on_another_host_is_dead_once_its_sessions_have_ended(pg_db: pg
         theirs.close()
 
 
+def test_a_server_restart_ends_every_session_but_kills_no_owner() -> None:
+    # A restart (or a failover) of PostgreSQL ends every session at once, the live
+    # owners' too: that is not taken for the death of every owner on every host (their
+    # jobs reaped and rerun while their agents still run). Such an owner is unknown from
+    # another host, as with SQLite, and judged by its own host; a session of the server
+    # as it runs now that ends is still a death.
+    server = pg.start()
+    try:
+        db = server.create_database()
+        before = Owner("host-b", "boot-b", 4242, "777")
+        d = _open(db)
+        d.register(before)
+        d.close()  # its process may die or live: nobody can tell after the restart
+        survivor = _open(db)
+        server.restart()
+        mine = _open(db)
+        try:
+            assert mine.owner_alive(before) is None
+            with (
+                pytest.raises(StoreError, match="database session has ended"),
+                survivor.write() as c,  # the survivor can commit nothing more
+            ):
+                c.execute("SELECT 1")
+            after = Owner("host-b", "boot-b", 4343, "888")
+            theirs = _open(db)
+            theirs.register(after)
+            assert mine.owner_alive(after) is True
+            theirs.close()
+            deadline = time.monotonic() + 5  # the server lists a closed session a moment longer
+            while mine.owner_alive(after) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert mine.owner_alive(after) is False
+        finally:
+            mine.close()
+            survivor.close()
+    finally:
+        server.stop()
+
+
 @pytest.mark.slow
 def test_a_lease_held_by_a_process_killed_on_another_host_is_reclaimed_at_once(
     setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch

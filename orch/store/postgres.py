@@ -71,6 +71,9 @@ SESSIONS_KEPT_S = 7 * 86400
 # A session's name from a pg_stat_activity row: `<backend pid>@<backend start in µs>`.
 _SESSION_NAME = "pid || '@' || (extract(epoch from backend_start) * 1000000)::bigint"
 _LIVE_SESSIONS = f"SELECT {_SESSION_NAME} FROM pg_stat_activity WHERE backend_type = 'client backend'"
+# When the server (this incarnation of it: a restart or a promoted standby starts anew)
+# started, in µs since the epoch; recorded with each session.
+_SERVER_START = "SELECT (extract(epoch from pg_postmaster_start_time()) * 1000000)::bigint"
 # pg_advisory_xact_lock(key1, key2): key1 is "orch" in ASCII; key2 1 is the store's write
 # lock, 2 the claims' lock. Other key2 values are free for other orch locks.
 LOCK_SPACE = 0x6F726368
@@ -267,9 +270,12 @@ class PostgresDatabase:
     def _version(self) -> tuple[int, list[str]]:
         """(highest migration applied, names of all applied), (0, []) on a fresh database."""
         found = self.conn.execute(
-            "SELECT to_regclass(%s), to_regclass(%s)", (VERSION_TABLE, SESSIONS_TABLE)
+            "SELECT to_regclass(%s), to_regclass(%s), (SELECT count(*) FROM pg_attribute "
+            "WHERE attrelid = to_regclass(%s) AND attname = 'server_start' AND NOT attisdropped)",
+            (VERSION_TABLE, SESSIONS_TABLE, SESSIONS_TABLE),
         ).fetchone()
-        self._has_sessions = found is not None and found[1] is not None
+        # The sessions table as this orch writes it (server_start came after the table).
+        self._has_sessions = found is not None and found[1] is not None and found[2] == 1
         if found is None or found[0] is None:
             return 0, []
         rows = self.conn.execute(f"SELECT seq, name FROM {VERSION_TABLE} ORDER BY seq").fetchall()
@@ -322,6 +328,7 @@ class PostgresDatabase:
                 "owner_start TEXT NOT NULL, session TEXT NOT NULL, since DOUBLE PRECISION NOT NULL, "
                 "PRIMARY KEY (owner_host, owner_boot, owner_pid, owner_start, session))"
             )
+            self.conn.execute(f"ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS server_start BIGINT")
             if version >= schema.LATEST:
                 return
             self.conn.execute(
@@ -410,8 +417,9 @@ class PostgresDatabase:
         with self._translated():
             self.conn.execute(
                 f"INSERT INTO {SESSIONS_TABLE} "
-                "(owner_host, owner_boot, owner_pid, owner_start, session, since) "
-                "VALUES (%s, %s, %s, %s, %s, extract(epoch from clock_timestamp())) ON CONFLICT DO NOTHING",
+                "(owner_host, owner_boot, owner_pid, owner_start, session, since, server_start) "
+                f"VALUES (%s, %s, %s, %s, %s, extract(epoch from clock_timestamp()), ({_SERVER_START})) "
+                "ON CONFLICT DO NOTHING",
                 (owner.host, owner.boot_id, owner.pid, owner.start_time, self.session()),
             )
             self.conn.execute(
@@ -421,21 +429,23 @@ class PostgresDatabase:
             )
 
     def owner_alive(self, owner: Owner) -> bool | None:
-        """True if one of `owner`'s registered sessions is open, False if it registered
-        some and all have ended (it is gone, on whatever host), None if it registered none
-        (an owner from before sessions, or SQLite's) or the database cannot say now."""
+        """True if one of `owner`'s registered sessions is open; False if all have ended
+        and one of them was opened on the server as it runs now (the owner is gone, on
+        whatever host); None if it registered none (an owner from before sessions, or
+        SQLite's), if every one was opened before the server last started (a restart or a
+        failover ended them all at once, whether or not the owner lives: its own host
+        judges it), or if the database cannot say now."""
         try:
-            sessions = [
-                r[0]
-                for r in self.conn.execute(
-                    f"SELECT session FROM {SESSIONS_TABLE} WHERE owner_host = %s AND owner_boot = %s "
-                    "AND owner_pid = %s AND owner_start = %s",
-                    (owner.host, owner.boot_id, owner.pid, owner.start_time),
-                ).fetchall()
-            ]
-            if not sessions:
+            rows = self.conn.execute(
+                f"SELECT session, server_start, ({_SERVER_START}) FROM {SESSIONS_TABLE} "
+                "WHERE owner_host = %s AND owner_boot = %s AND owner_pid = %s AND owner_start = %s",
+                (owner.host, owner.boot_id, owner.pid, owner.start_time),
+            ).fetchall()
+            if not rows:
                 return None
-            return bool(self.live_sessions(sessions))
+            if self.live_sessions(r[0] for r in rows):
+                return True
+            return False if any(r[1] == r[2] for r in rows) else None
         except (psycopg.Error, StoreError):
             return None  # our own connection failed: unknown, so the owner stays alive
 
