@@ -95,50 +95,45 @@ class JobStore:
         Claims are serialised with each other (the counts decide); the job row is picked
         with the backend's `skip_locked`, so a row another write is changing is passed over.
         """
-        with self.db.claim() as c:
-            running = c.execute("SELECT count(*) FROM jobs WHERE state = 'running'").fetchone()[0]
-            if running >= max_running:
-                return None
-            full = [
-                agent
-                for agent, limit in (agent_limits or {}).items()
-                if limit
-                and c.execute(
-                    "SELECT count(*) FROM jobs WHERE state = 'running' AND agent = ?", (agent,)
-                ).fetchone()[0]
-                >= limit
-            ]
-            sql = "SELECT id, agent FROM jobs WHERE state = 'queued' AND not_before <= ?"
-            params: list[Any] = [now]
-            if deps_enabled:
-                sql += " AND ready = 1"
-            if job_id is not None:
-                sql += " AND id = ?"
-                params.append(job_id)
-            if full:
-                sql += f" AND agent NOT IN ({','.join('?' * len(full))})"
-                params.extend(full)
-            sql += " ORDER BY priority DESC, id LIMIT 1" + self.db.skip_locked
-            r = c.execute(sql, params).fetchone()
-            if r is None:
-                return None
-            timeout = (timeouts or {}).get(r["agent"])
-            c.execute(
-                "UPDATE jobs SET state = 'running', started_at = ?, owner_host = ?, owner_boot = ?, "
-                "owner_pid = ?, owner_start = ?, log_path = ?, deadline = ? "
-                "WHERE id = ? AND state = 'queued'",
-                (
-                    now,
-                    owner.host,
-                    owner.boot_id,
-                    owner.pid,
-                    owner.start_time,
-                    str(log_dir / f"job-{r['id']}.log"),
-                    now + timeout if timeout else None,
-                    r["id"],
-                ),
+        # One statement picks and takes the job: the limits are counted inside it, after
+        # the claims' lock was taken (so its snapshot holds every earlier claim), and the
+        # job row is picked with the backend's skip_locked.
+        pick = "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?"
+        params: list[Any] = [now]
+        if deps_enabled:
+            pick += " AND ready = 1"
+        if job_id is not None:
+            pick += " AND id = ?"
+            params.append(job_id)
+        limits = [(agent, limit) for agent, limit in (agent_limits or {}).items() if limit]
+        if limits:
+            each = " UNION ALL ".join(
+                ["SELECT CAST(? AS TEXT) AS agent, CAST(? AS INTEGER) AS n"] * len(limits)
             )
-            row = c.execute("SELECT * FROM jobs WHERE id = ?", (r["id"],)).fetchone()
+            pick += (
+                f" AND agent NOT IN (SELECT l.agent FROM ({each}) l WHERE (SELECT count(*) FROM jobs r "
+                "WHERE r.state = 'running' AND r.agent = l.agent) >= l.n)"
+            )
+            params.extend(v for pair in limits for v in pair)
+        pick += " AND (SELECT count(*) FROM jobs WHERE state = 'running') < ?"
+        params.append(max_running)
+        pick += " ORDER BY priority DESC, id LIMIT 1" + self.db.skip_locked
+        deadline = "NULL"
+        if timeouts:
+            deadline = f"? + CASE agent {' '.join(['WHEN ? THEN ?'] * len(timeouts))} ELSE NULL END"
+        took = [now, owner.host, owner.boot_id, owner.pid, owner.start_time, str(log_dir / "job-")]
+        if timeouts:
+            took.append(now)
+            took.extend(v for pair in timeouts.items() for v in pair)
+        with self.db.claim() as c:
+            row = c.execute(
+                "UPDATE jobs SET state = 'running', started_at = ?, owner_host = ?, owner_boot = ?, "
+                f"owner_pid = ?, owner_start = ?, log_path = ? || id || '.log', deadline = {deadline} "
+                f"WHERE id = ({pick}) RETURNING *",
+                [*took, *params],
+            ).fetchone()
+            if row is None:
+                return None
             write_audit(
                 c,
                 Audit(
