@@ -383,6 +383,40 @@ def test_a_claim_neither_waits_for_the_write_lock_nor_for_a_job_row_another_writ
         holder.close()
 
 
+def test_a_delivery_is_stored_while_another_write_holds_the_lock_and_stored_once(pg_db: pg.Database) -> None:
+    # The 202 of a webhook waits only for its own durable insert: the inbox's unique keys,
+    # not the global write lock, keep a delivery from being stored twice.
+    store = Store(_open(pg_db, busy_timeout_ms=300))
+    other = Store(_open(pg_db))
+    holder = _open(pg_db)
+    put = dict(source="gitea", event="push", delivery="d-1", digest="x", headers={}, body=b"{}")
+    try:
+        with holder.write() as c:
+            c.execute("INSERT INTO facts (name, value, at) VALUES (?, ?, ?)", ("held", "1", 1.0))
+            t0 = time.monotonic()
+            first = store.inbox_put(now=1.0, **put)  # type: ignore[arg-type]
+            assert time.monotonic() - t0 < 0.25 and first[1] is True
+        # Two relays storing one delivery at the same moment: one row, both told its id.
+        got: list[tuple[int, bool]] = []
+        start = threading.Barrier(2)
+
+        def put_again(s: Store) -> None:
+            start.wait()
+            got.append(s.inbox_put(now=2.0, **{**put, "delivery": "d-2", "digest": "y"}))  # type: ignore[arg-type]
+
+        threads = [threading.Thread(target=put_again, args=(s,)) for s in (store, other)]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(10)
+        assert sorted(new for _, new in got) == [False, True] and len({i for i, _ in got}) == 1
+        assert store.inbox_count() == {"pending": 2}
+    finally:
+        store.close()
+        other.close()
+        holder.close()
+
+
 def test_claims_wait_for_each_other_and_give_up_busy(pg_db: pg.Database, tmp_path: Path) -> None:
     # The limits are a count over every host, so claims are serialised with each other by
     # their own lock: one held past the busy timeout makes the next claim Busy (exit 4),

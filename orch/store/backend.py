@@ -35,9 +35,13 @@ class Database(Protocol):
     # waited for); "" on SQLite, where a write transaction excludes every other writer.
     skip_locked: str
 
-    def write(self, *, durable: bool = False) -> AbstractContextManager[Tx]:
+    def write(self, *, durable: bool = False, exclusive: bool = True) -> AbstractContextManager[Tx]:
         """One write transaction that decides on what it reads (SQLite: BEGIN IMMEDIATE),
-        retried while the database is locked; `durable` survives power loss."""
+        retried while the database is locked; `durable` survives power loss.
+        `exclusive=False` is for a transaction that decides nothing on what it reads (an
+        insert whose duplicates the schema's unique keys refuse, an update of one row by
+        its id): a backend may run it beside other writers (PostgreSQL: without the global
+        write lock, meeting them row by row)."""
         ...
 
     def claim(self) -> AbstractContextManager[Tx]:

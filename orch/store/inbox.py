@@ -53,8 +53,12 @@ class InboxStore:
         body: bytes,
         now: float,
     ) -> tuple[int, bool]:
-        """Commit a delivery durably (before it is acknowledged). Returns (id, new)."""
-        with self.db.write(durable=True) as c:
+        """Commit a delivery durably (before it is acknowledged). Returns (id, new).
+
+        Not exclusive: the inbox's unique keys refuse a second copy of a delivery (a
+        concurrent insert of it is waited for, then found), so a 202 does not wait for
+        every other write of the store."""
+        with self.db.write(durable=True, exclusive=False) as c:
             got = c.execute(
                 "INSERT INTO inbox (source, event, delivery, digest, headers, body, received_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
@@ -129,7 +133,7 @@ class InboxStore:
             return cur.rowcount
 
     def inbox_done(self, item_id: int, *, now: float, result: str) -> None:
-        with self.db.write() as c:
+        with self.db.write(exclusive=False) as c:  # one row, by its id
             c.execute(
                 "UPDATE inbox SET state = 'done', processed_at = ?, result = ?, error = NULL, "
                 f"{_UNCLAIM} WHERE id = ?",
@@ -139,7 +143,7 @@ class InboxStore:
     def inbox_failed(self, item_id: int, *, now: float, error: str, retry_at: float | None) -> None:
         """Failed: tried again at retry_at, or parked (retry_at None) until a person retries it."""
         state = "failed" if retry_at is not None else "parked"
-        with self.db.write() as c:
+        with self.db.write(exclusive=False) as c:  # one row, by its id
             c.execute(
                 f"UPDATE inbox SET state = ?, error = ?, next_at = ?, {_UNCLAIM} WHERE id = ?",
                 (state, _text(error, 1000), retry_at or 0, item_id),

@@ -349,22 +349,26 @@ class PostgresDatabase:
     # -- the primitives the noun modules use ---------------------------------------------
 
     @contextmanager
-    def write(self, *, durable: bool = False) -> Iterator[_Tx]:
-        """One write transaction under the store's global write lock (see the module docstring)."""
-        with self._transaction(WRITE_LOCK) as tx:
-            if durable:
-                self.conn.execute("SET LOCAL synchronous_commit = on")
+    def write(self, *, durable: bool = False, exclusive: bool = True) -> Iterator[_Tx]:
+        """One write transaction under the store's global write lock (see the module
+        docstring); `exclusive=False`, one that decides nothing on what it reads, without it."""
+        with self._transaction(WRITE_LOCK if exclusive else None, durable=durable) as tx:
             yield tx
 
     @contextmanager
-    def _transaction(self, lock: int) -> Iterator[_Tx]:
+    def _transaction(self, lock: int | None, *, durable: bool = False) -> Iterator[_Tx]:
         if self.conn.info.transaction_status != TransactionStatus.IDLE:
             raise StoreError("nested write transaction")  # a bug, not a state
+        # BEGIN, the lock and the durability setting in one round trip (no parameters: the
+        # simple protocol takes them all); a claim is a handful of round trips of ~0.1 ms.
+        begin = "BEGIN"
+        if lock is not None:
+            begin += f"; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {int(lock)})"
+        if durable:
+            begin += "; SET LOCAL synchronous_commit = on"
         with self._translated():
-            # BEGIN and the lock in one round trip (no parameters: the simple protocol takes
-            # both statements); a claim is a handful of round trips, each ~0.1 ms.
             try:
-                self.conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {int(lock)})")
+                self.conn.execute(begin)
                 yield _Tx(self.conn)
             except BaseException:
                 if not self.conn.closed:

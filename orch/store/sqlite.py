@@ -178,8 +178,9 @@ class SqliteDatabase:
     # -- the primitives the noun modules use ---------------------------------------------
 
     @contextmanager
-    def write(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE), retried while the database is locked."""
+    def write(self, *, durable: bool = False, exclusive: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE), retried while the database is locked.
+        SQLite has one writer at a time whatever `exclusive` says."""
         if self.conn.in_transaction:
             raise StoreError("nested write transaction")  # a bug, not a state
         if durable:
