@@ -18,11 +18,22 @@ from orch.app.wiring import open_runtime
 from orch.engine import advance, jobs, tasks
 from orch.engine.runtime import Runtime
 
+# The files that take longest, longest first (seconds each on 2 busy cores): started first,
+# one per worker, while the many short files fill in around them. ./scripts/test keeps this
+# order (--no-loadscope-reorder); xdist would otherwise start the files with the most tests.
+LONGEST_FIRST = ("test_race.py", "test_many.py", "test_hosts_postgres.py", "test_exactly_once.py")
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slow tests first (stable otherwise): with two workers the longest files start at
-    once instead of forming a tail at the end of the run."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    """The longest files, then slow tests, then the rest (stable otherwise): with two
+    workers the longest files start at once instead of forming a tail at the end."""
+
+    def weight(item: pytest.Item) -> tuple[int, bool]:
+        name = item.path.name
+        rank = LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+        return rank, item.get_closest_marker("slow") is None
+
+    items.sort(key=weight)
 
 
 class Quiet:

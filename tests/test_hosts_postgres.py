@@ -403,7 +403,7 @@ def test_a_host_killed_mid_job_and_mid_merge_is_taken_over_by_the_other(hosts: H
         (2, "host-a", "succeeded"),
     ]
     print(f"host-b's job reaped and running again on host-a {reclaimed_s:.2f} s after the kill")
-    assert reclaimed_s < 10, reclaimed_s  # within seconds (bench/ measures the time)
+    assert reclaimed_s < 30, reclaimed_s  # within seconds (bench/ measures it; a loaded CI is slower)
     # The work was done once: host-b's commit never left host-b, host-a's is the branch's one.
     log = run_git("log", "--format=%s", f"main..orch/{key}", cwd=hosts.bare).stdout.splitlines()
     assert log == [f"{key}: host b dies (retry 0)"], log

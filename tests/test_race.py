@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
 from conftest import Setup, drive_to
+from racers import Racers
 
 from orch.engine import tasks
 from orch.engine.runtime import Runtime
@@ -25,20 +25,17 @@ def setup(store_setup: Setup) -> Setup:
 def _race(
     setup: Setup, key: str, env: dict[str, str] | None = None
 ) -> list[subprocess.CompletedProcess[str]]:
+    """RACERS `orch advance KEY --expect merge` processes, forked at the same instant
+    (tests/racers.py: each a real process running orch's main, without 0.15-0.35 s of
+    imports each that would stagger their arrival on 2 cores)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     base.update(env or {})
-    cmd = [sys.executable, "-m", "orch", "-c", str(setup.config_path), "advance", key, "--expect", "merge"]
-    procs = [
-        subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=base, cwd=setup.root
-        )
-        for _ in range(RACERS)
-    ]
-    out = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=120)
-        out.append(subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr))
-    return out
+    racers = Racers(setup.root.parent / f"racers-{key}", base)
+    try:
+        argv = ["-c", str(setup.config_path), "advance", key, "--expect", "merge"]
+        return racers.race(RACERS, argv, base, setup.root)
+    finally:
+        racers.close()
 
 
 def _task_leases(rt: Runtime, key: str) -> int:
