@@ -68,10 +68,15 @@ def _check_one_winner(
     rt.close()
 
 
+# Tasks raced, each by RACERS processes, on each backend: 10 keep the suite inside its time
+# budget on 2 cores; ORCH_TEST_RACE_TASKS=20 (or more) runs the longer race.
+RACE_TASKS = int(os.environ.get("ORCH_TEST_RACE_TASKS", "10"))
+
+
 @pytest.mark.slow
-def test_sixteen_processes_one_merge_repeated_twenty_times(setup: Setup) -> None:
+def test_sixteen_processes_one_merge_on_each_of_many_tasks(setup: Setup) -> None:
     rt = setup.runtime()
-    keys = [tasks.add(rt, f"race {i}").key for i in range(20)]
+    keys = [tasks.add(rt, f"race {i}").key for i in range(RACE_TASKS)]
     for key in keys:
         drive_to(rt, key, "merge")
     rt.close()
