@@ -21,9 +21,9 @@ import tomli_w
 
 from orch.adapters.git import init_repo
 
-# 80 tasks keep the suite inside its time budget on 2 cores (each job and tick is a real
+# 60 tasks keep the suite inside its time budget on 2 cores (each job and tick is a real
 # process); ORCH_TEST_MANY_TASKS=200 (or more) runs the longer version.
-N_TASKS = int(os.environ.get("ORCH_TEST_MANY_TASKS", "80"))
+N_TASKS = int(os.environ.get("ORCH_TEST_MANY_TASKS", "60"))
 MAX_CONCURRENCY = 4
 
 DEVELOPER = """#!/bin/sh
