@@ -8,10 +8,11 @@ import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from orch import secret_env
 from orch.errors import IntegrationError
 
 # Commits orch makes itself (rebases) need an identity even on a bare machine.
@@ -23,24 +24,16 @@ _IDENTITY = {
 }
 
 
-# orch's secrets (docs/security.md), withheld from git as from every command orch starts:
-# git runs a repository's hooks and the commands its config names (filters, fsmonitor,
-# credential helpers), and an agent can write those in the repository it works in.
-_hidden: frozenset[str] = frozenset()
-
-
-def hide(names: Collection[str]) -> None:
-    """Withhold the variables `names` from every git command this process runs."""
-    global _hidden
-    _hidden = frozenset(names)
-
-
 class GitError(IntegrationError):
     """A git command failed."""
 
 
 def git(*args: str, cwd: Path, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    inherited = {k: v for k, v in os.environ.items() if k not in _hidden} if _hidden else os.environ
+    # orch's secrets (docs/security.md), withheld from git as from every command orch starts:
+    # git runs a repository's hooks and the commands its config names (filters, fsmonitor,
+    # credential helpers), and an agent can write those in the repository it works in.
+    hidden = secret_env.hidden()
+    inherited = {k: v for k, v in os.environ.items() if k not in hidden} if hidden else os.environ
     env = {**_IDENTITY, **inherited, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     if not cwd.is_dir():
         # The machine's state, not a git failure nor the agent's: say what is missing.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orch import config as config_mod
+from orch import secret_env
 from orch.config import Config
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError, NoDatabase
@@ -81,10 +82,8 @@ def open_runtime(
 
     cfg = cfg or config_mod.load(config_path)
     store = open_store(cfg, create=create)
-    from orch.adapters import git
-
     runner = ProcessRunner(hidden=cfg.secret_env_names())
-    git.hide(cfg.secret_env_names())
+    secret_env.hide(cfg.secret_env_names())  # for git (orch/adapters/git.py)
     clock = time.time
     try:
         tracker, external = _tracker(cfg, store, clock)
