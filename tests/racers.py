@@ -40,9 +40,9 @@ def racer(argv, env, cwd, out, err):
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except BaseException as e:
+    except BaseException:
         import traceback
-        traceback.print_exc()
+        traceback.print_exc()  # exit 1: the race's check names it, with this on stderr
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
