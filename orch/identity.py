@@ -25,6 +25,8 @@ from collections.abc import Callable
 from functools import cache
 from typing import NamedTuple
 
+from orch.errors import UsageError
+
 
 class Owner(NamedTuple):
     host: str
@@ -44,9 +46,23 @@ class Owner(NamedTuple):
         }
 
 
+def _override(name: str) -> str | None:
+    """An identity override from the environment, refused unless it is a printable name:
+    it is stored with every lease and job, shown to people, and compared across hosts (a
+    byte that is not UTF-8 cannot even be stored, and an escape sequence would act on
+    whoever reads `orch queue`)."""
+    value = os.environ.get(name)
+    if value and not (value.isprintable() and len(value) <= 255):
+        raise UsageError(
+            f"{name} must be a printable name of at most 255 characters (it holds a control "
+            "character, bytes that are not UTF-8, or too much)"
+        )
+    return value or None
+
+
 @cache
 def _boot_id() -> str:
-    override = os.environ.get("ORCH_BOOT_ID")
+    override = _override("ORCH_BOOT_ID")
     if override:
         return override
     try:
@@ -80,7 +96,7 @@ def process_start_time(pid: int) -> str | None:
 
 @cache
 def host() -> str:
-    return os.environ.get("ORCH_HOST") or socket.gethostname()
+    return _override("ORCH_HOST") or socket.gethostname()
 
 
 # The shared store's verdict on an owner of another host: True (one of its database

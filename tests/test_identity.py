@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from orch import identity
+from orch.adapters.git import init_repo
 from orch.identity import Owner, is_alive, me
 from orch.store import Store
 
@@ -119,3 +120,25 @@ def test_lease_of_another_host_is_never_stolen(store: Store) -> None:
     store.acquire_lease("task:T-1", owner=far, actor="far", purpose="p", now=1, audit_task=tid)
     assert not store.acquire_lease("task:T-1", owner=me(), actor="b", purpose="p", now=2, audit_task=tid)[0]
     assert store.clear_dead_lease("task:T-1", actor="b", now=3, audit_task=tid) is None
+
+
+@pytest.mark.parametrize("name", ["ORCH_HOST", "ORCH_BOOT_ID"])
+@pytest.mark.parametrize("value", [b"h\xffx", b"h\x1b[2Jx", b"two\nlines"])
+def test_an_identity_override_that_is_no_printable_name_is_refused_in_one_line(
+    tmp_path: Path, name: str, value: bytes
+) -> None:
+    # It is stored with every lease and job: a byte that is not UTF-8 crashed the claim
+    # with a traceback (PostgreSQL cannot encode it), an escape would act on `orch queue`.
+    env = {k.encode(): v.encode() for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env[name.encode()] = value
+
+    def run(*argv: str, **kw: object) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(argv, cwd=tmp_path, capture_output=True, **kw)  # type: ignore[call-overload]
+
+    init_repo(tmp_path)
+    assert run(sys.executable, "-m", "orch", "init").returncode == 0
+    out = run(sys.executable, "-m", "orch", "task", "add", "t", env=env)
+    err = out.stderr.decode(errors="replace")
+    assert out.returncode == 2, err
+    assert f"{name} must be a printable name" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1 and "\x1b" not in err
