@@ -9,12 +9,13 @@ PostgreSQL database, the same code path on both, side by side:
   claim    Store.claim_job with 100,000 queued jobs: claim.py's `normal` data (10,000
            older tasks, 10,000 deps rows), inserted on SQLite as claim.py does and on
            PostgreSQL with COPY, then ANALYZE. Each sample claims the same job and is put
-           back untimed (claim.put_back). Beside it: a SELECT 1, the claim SELECT alone
-           and an empty write transaction. On PostgreSQL also: the time of each statement
-           claim_job sends, the claim SELECT's EXPLAIN ANALYZE, claim_job with
-           synchronous_commit off for the session (no WAL flush at commit), and for
-           reference a claim in one statement (ONE_STATEMENT_CLAIM, not orch's code), in
-           autocommit and in a transaction under the claims' lock (BEGIN, lock, it, COMMIT).
+           back untimed (claim.put_back). Beside it: a SELECT 1, an empty write
+           transaction, the smallest committed write (one row: the WAL flush every durable
+           write pays), and the first claim of a freshly opened store (on PostgreSQL a new
+           session, its caches cold: what one `orch job run` pays). On PostgreSQL also:
+           the claim function's call on its own, claim_job with synchronous_commit off for
+           the session (no WAL flush at commit), and a claim in one plain statement
+           (ONE_STATEMENT_CLAIM, not orch's code) for reference.
   advance  advance() throughput with 1, 2, 4, 8 processes, advance_throughput.py's
            gate-less chain and workers, lease on, its `disjoint` mode (16 tasks split
            between the workers; its `shared` mode is left to advance_throughput.py).
@@ -116,11 +117,14 @@ class Target:
         return "" if self.server is None else self.server.create_database().url
 
     def store(self, sqlite_path: Path) -> Store:
-        if self.server is None:
-            return Store.open(sqlite_path)
+        return Store.open(sqlite_path) if self.server is None else self.store_at(self.url())
+
+    def store_at(self, url: str) -> Store:
+        """A store on the server's database at `url`."""
         from orch.store.postgres import PostgresDatabase
 
-        return Store(PostgresDatabase.open(self.url(), password=self.server.password))
+        assert self.server is not None
+        return Store(PostgresDatabase.open(url, password=self.server.password))
 
 
 # -- claim -------------------------------------------------------------------------------
@@ -169,10 +173,18 @@ def claim_measure(t: Target, n: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     if t.server is None:
         store, counts = claim.build(t.tmp / "claim.db", "normal", rng)
+
+        def reopen() -> Store:
+            return Store.open(t.tmp / "claim.db")
     else:
         rows, counts = claim.scenario_rows("normal", rng)
-        store = t.store(t.tmp / "unused")
+        url = t.url()
+        store = t.store_at(url)
         fill_postgres(store, rows)
+
+        def reopen() -> Store:
+            return t.store_at(url)
+
     built = time.perf_counter() - t0
     log_dir = t.tmp / "logs"
     kwargs = claim.claim_kwargs(log_dir)
@@ -182,7 +194,6 @@ def claim_measure(t: Target, n: int) -> dict[str, Any]:
         raise RuntimeError("claim_job found nothing to claim")
     claim.put_back(store, first.id)
     statements = [sql for sql, _ in rec.calls]
-    select = [(sql, p) for sql, p in rec.calls if sql.startswith("SELECT id, agent FROM jobs")]
 
     def one() -> Any:
         return store.claim_job(**kwargs)
@@ -192,46 +203,52 @@ def claim_measure(t: Target, n: int) -> dict[str, Any]:
             raise RuntimeError(f"claim_job took {job and job.id}, expected job {first.id}")
         claim.put_back(store, job.id)
 
+    def empty_write() -> None:
+        with store.write():
+            pass
+
+    def one_row() -> None:  # the smallest write that commits something: its WAL is flushed
+        with store.write() as c:
+            c.execute(
+                "INSERT INTO facts (name, value, at) VALUES ('bench', '1', 0) "
+                "ON CONFLICT (name) DO UPDATE SET at = facts.at + 1"
+            )
+
     out: dict[str, Any] = {"built_s": built, "counts": counts, "statements": statements, "rows": {}}
     db: Any = store.db
     claim.sample(one, 20, after=after)
     out["rows"]["Store.claim_job()"] = claim.sample(one, n, after=after)
     out["rows"]["floor: SELECT 1"] = claim.sample(lambda: db.conn.execute("SELECT 1").fetchone(), n)
-    sql, params = select[0] if select else ("", [])
-    if sql:  # without a row lock, which in autocommit would make it a write of its own
-        read = sql.replace(" FOR UPDATE SKIP LOCKED", "")
-        claim.sample(lambda: db.conn.execute(read, params).fetchone(), 50)
-        out["rows"]["claim SELECT alone, no row lock"] = claim.sample(
-            lambda: db.conn.execute(read, params).fetchone(), n
-        )
-
-    def empty_write() -> None:
-        with store.write():
-            pass
-
     out["rows"]["empty store.write()"] = claim.sample(empty_write, n)
+    out["rows"]["floor: a one-row write, committed"] = claim.sample(one_row, n)
+    out["rows"]["first claim of a fresh store"] = fresh_claims(reopen, kwargs, after, FRESH)
     if t.server is not None:
-        costs = postgres_costs(store, n, kwargs, first.id, one, after, sql, params, len(statements))
+        costs = postgres_costs(store, n, kwargs, first.id, one, after, len(statements))
         out["rows"].update(costs.pop("rows"))
         out.update(costs)
     store.close()
     return out
 
 
-# A claim in one statement: not orch's code, a reference for what round trips cost (as
-# claim.py's NOT EXISTS scan is for its SELECT). It changes the same rows as claim_job (the
-# job set running, one audit row) with the running-jobs limit checked in the statement.
-ONE_STATEMENT_CLAIM = """WITH picked AS (
-  SELECT id FROM jobs WHERE state = 'queued' AND not_before <= %(now)s AND ready = 1
-  AND (SELECT count(*) FROM jobs WHERE state = 'running') < %(max)s
-  ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED),
-claimed AS (UPDATE jobs j SET state = 'running', started_at = %(now)s, owner_host = %(host)s,
-  owner_boot = %(boot)s, owner_pid = %(pid)s, owner_start = %(start)s,
-  log_path = %(logs)s || j.id || '.log' FROM picked WHERE j.id = picked.id RETURNING j.*),
-audit AS (INSERT INTO transitions (task_id, at, actor, event, detail)
-  SELECT task_id, %(now)s, %(actor)s, 'job_claimed',
-  json_build_object('job', id, 'agent', agent, 'attempt', attempt)::text FROM claimed)
-SELECT * FROM claimed"""
+FRESH = 40  # stores opened for the first-claim row, each a new connection
+
+
+def fresh_claims(
+    reopen: Callable[[], Store], kwargs: dict[str, Any], after: Callable[[Any], None], n: int
+) -> list[float]:
+    """The first claim of a newly opened store, as `orch job run` makes it: on PostgreSQL in
+    a new server session, whose catalog caches and plans are still cold."""
+    out = []
+    for _ in range(n):
+        s = reopen()
+        try:
+            t0 = time.perf_counter_ns()
+            job = s.claim_job(**kwargs)
+            out.append((time.perf_counter_ns() - t0) / 1000)
+        finally:
+            s.close()
+        after(job)
+    return out
 
 
 def postgres_costs(
@@ -241,27 +258,19 @@ def postgres_costs(
     first: int,
     one: Callable[[], Any],
     after: Callable[[Any], None],
-    sql: str,
-    params: list[Any],
     statements: int,
 ) -> dict[str, Any]:
-    """Where a PostgreSQL claim's time goes: each statement's own time, the plan, the
-    commit's WAL flush (synchronous_commit off for this session), and the one-statement
-    reference in autocommit and in a transaction under the claims' lock."""
-    from orch.store.postgres import CLAIM_LOCK, LOCK_SPACE
-
+    """Where a PostgreSQL claim's time goes: the call's own time, the commit's WAL flush
+    (synchronous_commit off for this session), and a plain one-statement reference."""
     conn = store.db.conn  # type: ignore[attr-defined]
     out: dict[str, Any] = {"rows": {}}
     per: list[list[float]] = []
-    for _ in range(min(n, 200)):  # the statements' own times, BEGIN/COMMIT aside
+    for _ in range(min(n, 200)):  # each statement's own time
         with recording(store) as rec:
             job = one()
         after(job)
         per.append(rec.us)
     out["per_statement"] = [[p[i] for p in per if len(p) > i] for i in range(statements)]
-    if sql:
-        with conn.transaction(force_rollback=True):  # it runs, row lock and all: undone
-            out["plan"] = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)]
     owner = kwargs["owner"]
     ref = {
         "now": kwargs["now"], "max": kwargs["max_running"], "host": owner.host, "boot": owner.boot_id,
@@ -271,11 +280,6 @@ def postgres_costs(
 
     def ref_autocommit() -> Any:
         return conn.execute(ONE_STATEMENT_CLAIM, ref).fetchone()
-
-    def ref_locked() -> Any:  # what Store.claim_job would be with its statements as one
-        with conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, CLAIM_LOCK))
-            return conn.execute(ONE_STATEMENT_CLAIM, ref).fetchone()
 
     def ref_after(row: Any) -> None:
         if row is None or row[0] != first:
@@ -293,10 +297,25 @@ def postgres_costs(
         out["rows"]["ref: 1 statement, autocommit" + suffix] = claim.sample(
             ref_autocommit, n, after=ref_after
         )
-        claim.sample(ref_locked, 20, after=ref_after)
-        out["rows"]["ref: claims' lock + 1 statement" + suffix] = claim.sample(ref_locked, n, after=ref_after)
     conn.execute("RESET synchronous_commit")
     return out
+
+
+# A claim in one plain statement: not orch's code, a reference for what orch's function
+# costs beyond it (the claims' lock, per-agent limits, deadlines, PL/pgSQL). It changes the
+# same rows as claim_job (the job set running, one audit row) with the running-jobs limit
+# checked in the statement.
+ONE_STATEMENT_CLAIM = """WITH picked AS (
+  SELECT id FROM jobs WHERE state = 'queued' AND not_before <= %(now)s AND ready = 1
+  AND (SELECT count(*) FROM jobs WHERE state = 'running') < %(max)s
+  ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED),
+claimed AS (UPDATE jobs j SET state = 'running', started_at = %(now)s, owner_host = %(host)s,
+  owner_boot = %(boot)s, owner_pid = %(pid)s, owner_start = %(start)s,
+  log_path = %(logs)s || j.id || '.log' FROM picked WHERE j.id = picked.id RETURNING j.*),
+audit AS (INSERT INTO transitions (task_id, at, actor, event, detail)
+  SELECT task_id, %(now)s, %(actor)s, 'job_claimed',
+  json_build_object('job', id, 'agent', agent, 'attempt', attempt)::text FROM claimed)
+SELECT * FROM claimed"""
 
 
 def claim_report(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -308,11 +327,9 @@ def claim_report(results: dict[str, dict[str, Any]]) -> list[str]:
         )
     pgr = results.get("postgres")
     if pgr:
-        print("  [postgres] the statements claim_job sends (p50 us each, BEGIN and COMMIT not among them):")
+        print("  [postgres] the statements claim_job sends (p50 us each):")
         for sql, us in zip(pgr["statements"], pgr["per_statement"], strict=True):
             print(f"    {pct(us, 50):8.1f}  {sql[:130]}")
-        print("  [postgres] EXPLAIN (ANALYZE, BUFFERS) of the claim SELECT:")
-        print("\n".join(f"    {line}" for line in pgr.get("plan", [])))
     head = f"  {'backend':9} {'measure':46} {'samples':>7}" + "".join(
         f" {h:>9}" for h in ("p50 us", "p90 us", "p99 us", "max us")
     )

@@ -598,6 +598,30 @@ class StoreContract:
         assert store.count_events(first.id, "job_claimed") == 1
         assert store.running_count() == 1 and store.active_job(first.id) == j
 
+    def test_a_claims_audit_row_and_deadline_do_not_depend_on_the_backend(
+        self, store: Store, tmp_path: Path
+    ) -> None:
+        # PostgreSQL claims through a server-side function, SQLite through jobs.py's
+        # statement: the same row, audit detail and deadlines (none for an agent without
+        # one, whatever its name holds).
+        name = 'rév "x" \\ [b]'
+        t = self.task(store, "K-1", agent=name)
+        self.task(store, "K-2", agent=name)
+        j = store.claim_job(
+            owner=owner(1), now=NOW, log_dir=tmp_path, max_running=5, agent_limits={name: 1},
+            timeouts={name: None, "dev": 60},
+        )  # fmt: skip
+        assert j is not None and (j.agent, j.deadline, j.attempt) == (name, None, 1)
+        (row,) = [r for r in store.history(t.id) if r.event == "job_claimed"]
+        assert (row.actor, row.at, row.detail) == (
+            owner(1).label(),
+            NOW,
+            {"job": j.id, "agent": name, "attempt": 1},
+        )
+        again = dict(owner=owner(2), now=NOW, log_dir=tmp_path, max_running=5)
+        assert store.claim_job(**again, agent_limits={name: 1}) is None  # type: ignore[arg-type]
+        assert store.claim_job(**again, agent_limits={name: 2}) is not None  # type: ignore[arg-type]
+
     def test_a_claim_respects_the_global_limit(self, store: Store, tmp_path: Path) -> None:
         for i in range(3):
             self.task(store, f"K-{i}", agent="dev")

@@ -31,7 +31,7 @@ from store_contract import StoreContract
 from orch.engine import advance, reaper, tasks
 from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
 from orch.identity import Owner
-from orch.store import Store, postgres, schema
+from orch.store import Store, postgres, postgres_claim, schema
 from orch.store import postgres_dialect as dialect
 from orch.store.postgres import PostgresDatabase
 
@@ -206,6 +206,58 @@ def test_two_processes_opening_one_fresh_database_migrate_it_once(pg_db: pg.Data
     d = _open(pg_db)
     assert d.read("SELECT count(*) FROM orch_migrations")[0][0] == schema.LATEST
     d.close()
+
+
+def test_a_database_without_the_claim_function_gets_it_when_next_opened(
+    pg_db: pg.Database, tmp_path: Path
+) -> None:
+    # A database an earlier orch migrated (schema current, no function): the next open adds
+    # the function under the write lock, migrations untouched, and claims through it.
+    _open(pg_db).close()
+    with psycopg.connect(pg_db.url, password=pg_db.password, autocommit=True) as c:
+        c.execute(f"DROP FUNCTION {postgres_claim.SIGNATURE}")
+        assert c.execute("SELECT to_regprocedure(%s)", (postgres_claim.SIGNATURE,)).fetchone()[0] is None
+    store = Store(_open(pg_db))
+    try:
+        assert store.db.one("SELECT to_regprocedure(?) IS NOT NULL", (postgres_claim.SIGNATURE,))[0]
+        assert store.db.one("SELECT count(*) FROM orch_migrations")[0] == schema.LATEST
+        store.add_task(
+            title="x", repo="app", stage="dev", now=1.0, key="T-1", key_prefix="T", actor="t", agent="dev"
+        )
+        got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=1)
+        assert got is not None and got.state == "running"
+    finally:
+        store.close()
+
+
+def test_a_claim_is_one_round_trip(pg_db: pg.Database, tmp_path: Path) -> None:
+    # Issue 13's claim p50 of 1 ms: a claim sends one statement (the function's call, in
+    # autocommit) where a transaction of separate statements sent four.
+    store = Store(_open(pg_db))
+    try:
+        store.add_task(
+            title="x", repo="app", stage="dev", now=1.0, key="T-1", key_prefix="T", actor="t", agent="dev"
+        )
+        db: Any = store.db
+        sent: list[str] = []
+        real = db.conn
+
+        class Counting:
+            info = real.info
+
+            def execute(self, sql: str, params: Any = ()) -> Any:
+                sent.append(sql)
+                return real.execute(sql, params)
+
+        db.conn = Counting()
+        try:
+            got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=1)
+        finally:
+            db.conn = real
+        assert got is not None and len(sent) == 1 and postgres_claim.NAME in sent[0]
+        assert real.info.transaction_status == psycopg.pq.TransactionStatus.IDLE  # committed
+    finally:
+        store.close()
 
 
 # -- secrets in the URL and in messages ----------------------------------------------------
@@ -427,7 +479,8 @@ def test_claims_wait_for_each_other_and_give_up_busy(pg_db: pg.Database, tmp_pat
         store.add_task(
             title="x", repo="app", stage="dev", now=1.0, key="T-1", key_prefix="T", actor="t", agent="dev"
         )
-        with holder.claim():
+        with holder.write(exclusive=False) as c:
+            c.execute("SELECT pg_advisory_xact_lock(?, ?)", (postgres.LOCK_SPACE, postgres.CLAIM_LOCK))
             with pytest.raises(Busy) as e:
                 store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=5)
             assert e.value.exit_code == 4

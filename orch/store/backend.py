@@ -14,9 +14,11 @@ driver's failures into `StoreError` / `Busy` / `SchemaTooNew`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
+
+from orch.identity import Owner
 
 
 class Tx(Protocol):
@@ -27,13 +29,27 @@ class Tx(Protocol):
     def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
 
 
+class JobClaim(NamedTuple):
+    """One job claim's inputs: who claims, when, and the limits it must keep (jobs.py)."""
+
+    owner: Owner
+    now: float
+    log_prefix: str  # the job's log is this, its id, ".log"
+    max_running: int
+    agent_limits: tuple[tuple[str, int], ...]  # (agent, limit); 0 is no limit
+    deps_enabled: bool
+    job_id: int | None  # this job or nothing; None: the next by priority then age
+    timeouts: tuple[tuple[str, float | None], ...]  # (agent, seconds): the job's deadline
+
+
 class Database(Protocol):
     """One backend: the transaction and read primitives every noun module uses."""
 
-    # Appended to the SELECT that picks the row a claim takes: PostgreSQL's
-    # " FOR UPDATE SKIP LOCKED" (a row another transaction is changing is passed over, not
-    # waited for); "" on SQLite, where a write transaction excludes every other writer.
-    skip_locked: str
+    # A backend that claims a job in one call to the server sets this (PostgreSQL: a
+    # function, one round trip instead of four; orch/store/postgres_claim.py): it returns
+    # the claimed job's row, audited, or None. None here: jobs.py's claim statement runs in
+    # a `write()`.
+    server_claim: Callable[[JobClaim], Any | None] | None
 
     def write(self, *, durable: bool = False, exclusive: bool = True) -> AbstractContextManager[Tx]:
         """One write transaction that decides on what it reads (SQLite: BEGIN IMMEDIATE),
@@ -42,13 +58,6 @@ class Database(Protocol):
         insert whose duplicates the schema's unique keys refuse, an update of one row by
         its id): a backend may run it beside other writers (PostgreSQL: without the global
         write lock, meeting them row by row)."""
-        ...
-
-    def claim(self) -> AbstractContextManager[Tx]:
-        """One write transaction that claims queued work against a limit: serialised with
-        every other claim (so a count of what runs is exact when it decides), but not
-        necessarily with other writes, which it meets row by row (`skip_locked`).
-        SQLite: `write()`."""
         ...
 
     def read(self, sql: str, params: Any = ()) -> list[Any]: ...

@@ -7,7 +7,7 @@ from typing import Any
 
 from orch.identity import Owner
 from orch.store.audit import write_audit
-from orch.store.backend import Database, Tx
+from orch.store.backend import Database, JobClaim, Tx
 from orch.store.models import Audit, Job
 from orch.store.rows import record, records
 
@@ -92,40 +92,54 @@ class JobStore:
 
         Refuses when `max_running` jobs run already or the job's agent is at its own limit.
         A job whose task waits on a dependency (ready = 0) is never chosen and holds no slot.
-        Claims are serialised with each other (the counts decide); the job row is picked
-        with the backend's `skip_locked`, so a row another write is changing is passed over.
+        Claims are serialised with each other (the counts decide). A backend with a
+        `server_claim` runs its own twin of the statement below (PostgreSQL: a function,
+        which passes over a job row another write holds); the contract tests hold both.
         """
-        # One statement picks and takes the job: the limits are counted inside it, after
-        # the claims' lock was taken (so its snapshot holds every earlier claim), and the
-        # job row is picked with the backend's skip_locked.
+        claim = JobClaim(
+            owner=owner,
+            now=now,
+            log_prefix=str(log_dir / "job-"),
+            max_running=max_running,
+            agent_limits=tuple((agent, limit) for agent, limit in (agent_limits or {}).items() if limit),
+            deps_enabled=deps_enabled,
+            job_id=job_id,
+            timeouts=tuple((timeouts or {}).items()),
+        )
+        on_server = self.db.server_claim
+        row = on_server(claim) if on_server is not None else self._claim_here(claim)
+        return None if row is None else record(Job, row)
+
+    def _claim_here(self, claim: JobClaim) -> Any | None:
+        # One statement picks and takes the job, with the limits counted inside it.
         pick = "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?"
-        params: list[Any] = [now]
-        if deps_enabled:
+        params: list[Any] = [claim.now]
+        if claim.deps_enabled:
             pick += " AND ready = 1"
-        if job_id is not None:
+        if claim.job_id is not None:
             pick += " AND id = ?"
-            params.append(job_id)
-        limits = [(agent, limit) for agent, limit in (agent_limits or {}).items() if limit]
-        if limits:
+            params.append(claim.job_id)
+        if claim.agent_limits:
             each = " UNION ALL ".join(
-                ["SELECT CAST(? AS TEXT) AS agent, CAST(? AS INTEGER) AS n"] * len(limits)
+                ["SELECT CAST(? AS TEXT) AS agent, CAST(? AS INTEGER) AS n"] * len(claim.agent_limits)
             )
             pick += (
                 f" AND agent NOT IN (SELECT l.agent FROM ({each}) l WHERE (SELECT count(*) FROM jobs r "
                 "WHERE r.state = 'running' AND r.agent = l.agent) >= l.n)"
             )
-            params.extend(v for pair in limits for v in pair)
+            params.extend(v for pair in claim.agent_limits for v in pair)
         pick += " AND (SELECT count(*) FROM jobs WHERE state = 'running') < ?"
-        params.append(max_running)
-        pick += " ORDER BY priority DESC, id LIMIT 1" + self.db.skip_locked
+        params.append(claim.max_running)
+        pick += " ORDER BY priority DESC, id LIMIT 1"
         deadline = "NULL"
-        if timeouts:
-            deadline = f"? + CASE agent {' '.join(['WHEN ? THEN ?'] * len(timeouts))} ELSE NULL END"
-        took = [now, owner.host, owner.boot_id, owner.pid, owner.start_time, str(log_dir / "job-")]
-        if timeouts:
-            took.append(now)
-            took.extend(v for pair in timeouts.items() for v in pair)
-        with self.db.claim() as c:
+        if claim.timeouts:
+            deadline = f"? + CASE agent {' '.join(['WHEN ? THEN ?'] * len(claim.timeouts))} ELSE NULL END"
+        o = claim.owner
+        took: list[Any] = [claim.now, o.host, o.boot_id, o.pid, o.start_time, claim.log_prefix]
+        if claim.timeouts:
+            took.append(claim.now)
+            took.extend(v for pair in claim.timeouts for v in pair)
+        with self.db.write() as c:
             row = c.execute(
                 "UPDATE jobs SET state = 'running', started_at = ?, owner_host = ?, owner_boot = ?, "
                 f"owner_pid = ?, owner_start = ?, log_path = ? || id || '.log', deadline = {deadline} "
@@ -138,13 +152,13 @@ class JobStore:
                 c,
                 Audit(
                     row["task_id"],
-                    owner.label(),
+                    o.label(),
                     "job_claimed",
                     {"job": row["id"], "agent": row["agent"], "attempt": row["attempt"]},
                 ),
-                now,
+                claim.now,
             )
-        return record(Job, row)
+        return row
 
     def claimable_count(self, *, now: float, deps_enabled: bool = True) -> int:
         sql = "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state = 'queued' AND not_before <= ?"

@@ -20,18 +20,19 @@ sees every write committed before it. Waiting for the lock is bounded by `lock_t
 (the store's busy timeout): past it the write raises `Busy` (exit 4) having changed
 nothing, as on SQLite.
 
-**Claims.** A job claim (`claim()`) does not take the write lock. It takes its own
-transaction-level advisory lock, shared by claims only, then picks its row with
-`FOR UPDATE SKIP LOCKED` and updates it in the same transaction. The concurrency limits
-are a count of running jobs on every host: two claims deciding on the same count at once
-could both take the last slot, so claims are serialised with each other (about a
-millisecond each; agent jobs run for minutes). Claims no longer queue behind
-transitions, leases or inbox writes, and those meet a claim row by row: a job row
-another transaction is changing (a cancel, a dependency making it unready) is passed
-over, never waited for, and a writer that finds the row claimed re-reads it under
-READ COMMITTED (its `WHERE state = 'queued'` no longer matches). Only a claim makes a
-job running, so a count read under the claim lock can only be too high (a job ending
-meanwhile), never too low: a limit is never exceeded.
+**Claims.** A job claim does not take the write lock. It is one call to a server-side
+function (orch/store/postgres_claim.py: one round trip, where a transaction of separate
+statements is four), which takes its own transaction-level advisory lock, shared by claims
+only, then picks its row with `FOR UPDATE SKIP LOCKED` and updates it. The concurrency
+limits are a count of running jobs on every host: two claims deciding on the same count at
+once could both take the last slot, so claims are serialised with each other (under a
+millisecond each; agent jobs run for minutes). Claims do not queue behind transitions,
+leases or inbox writes, and those meet a claim row by row: a job row another transaction
+is changing (a cancel, a dependency making it unready) is passed over, never waited for,
+and a writer that finds the row claimed re-reads it under READ COMMITTED (its
+`WHERE state = 'queued'` no longer matches). Only a claim makes a job running, so a count
+read under the claim lock can only be too high (a job ending meanwhile), never too low: a
+limit is never exceeded.
 
 **Durability.** Commits are durable with PostgreSQL's default `synchronous_commit = on`;
 a `durable=True` write sets it on for its own transaction, so it is durable even on a
@@ -42,11 +43,13 @@ server configured with it off.
 table `orch_migrations` (one row per migration, `seq` = its position) replaces SQLite's
 `PRAGMA user_version`: a database whose highest `seq` is above what this orch knows, or
 with a migration name it does not know, is refused untouched (`SchemaTooNew`, exit 2).
+The claim function is created with the tables, and by the first orch that opens an
+existing database without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -54,12 +57,13 @@ from typing import Any, ClassVar
 import psycopg
 import psycopg.errors
 from psycopg.conninfo import conninfo_to_dict
-from psycopg.pq import TransactionStatus
+from psycopg.pq import ExecStatus, TransactionStatus
 
 from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
 from orch.identity import Owner, drop_session_check
+from orch.store import postgres_claim, schema
 from orch.store import postgres_dialect as dialect
-from orch.store import schema
+from orch.store.backend import JobClaim
 
 SCHEMES = ("postgresql://", "postgres://")
 VERSION_TABLE = "orch_migrations"
@@ -145,13 +149,21 @@ class Row(tuple[Any, ...]):
 
 
 @lru_cache(maxsize=256)
-def _row_class(names: tuple[str, ...]) -> type[Row]:
-    return type("Row", (Row,), {"__slots__": (), "_index": {n: i for i, n in enumerate(names)}})
+def _row_class(names: tuple[bytes, ...]) -> type[Row]:
+    index = {n.decode("utf-8", "replace"): i for i, n in enumerate(names)}
+    return type("Row", (Row,), {"__slots__": (), "_index": index})
 
 
 def _row_factory(cursor: Any) -> Any:
-    desc = cursor.description
-    return _row_class(tuple(d.name for d in desc)) if desc else tuple
+    # The names straight from the result, not `cursor.description`: that builds a Column
+    # object per column on every query (a quarter of a claim's client time, 25 columns).
+    res = cursor.pgresult
+    if res is None or res.status not in _HAS_ROWS or not res.nfields:
+        return tuple  # a command, a COPY: no rows to name
+    return _row_class(tuple(res.fname(i) for i in range(res.nfields)))
+
+
+_HAS_ROWS = (ExecStatus.TUPLES_OK, ExecStatus.SINGLE_TUPLE)
 
 
 class _Tx:
@@ -190,8 +202,9 @@ class PostgresDatabase:
         self.busy_timeout_ms = busy_timeout_ms
         self._password = password  # only to scrub it from messages
         self._session: str | None = None
-        self._has_sessions = False
+        self._has_extras = False
         self._keepalives: tuple[int, int, int] | None = None
+        self.server_claim: Callable[[JobClaim], Any | None] | None = self._claim_on_server
 
     @classmethod
     def open(
@@ -271,12 +284,15 @@ class PostgresDatabase:
         """(highest migration applied, names of all applied), (0, []) on a fresh database."""
         found = self.conn.execute(
             "SELECT to_regclass(%s), to_regclass(%s), (SELECT count(*) FROM pg_attribute "
-            "WHERE attrelid = to_regclass(%s) AND attname = 'server_start' AND NOT attisdropped)",
-            (VERSION_TABLE, SESSIONS_TABLE, SESSIONS_TABLE),
+            "WHERE attrelid = to_regclass(%s) AND attname = 'server_start' AND NOT attisdropped), "
+            "to_regprocedure(%s)",
+            (VERSION_TABLE, SESSIONS_TABLE, SESSIONS_TABLE, postgres_claim.SIGNATURE),
         ).fetchone()
-        # The sessions table as this orch writes it (server_start came after the table).
-        self._has_sessions = found is not None and found[1] is not None and found[2] == 1
-        if found is None or found[0] is None:
+        # What this orch adds beside the migrations: the sessions table as it writes it
+        # (server_start came after the table) and the claim function.
+        assert found is not None  # a SELECT without FROM: one row
+        self._has_extras = found[1] is not None and found[2] == 1 and found[3] is not None
+        if found[0] is None:
             return 0, []
         rows = self.conn.execute(f"SELECT seq, name FROM {VERSION_TABLE} ORDER BY seq").fetchall()
         return (int(rows[-1][0]) if rows else 0), [r[1] for r in rows]
@@ -301,7 +317,7 @@ class PostgresDatabase:
         self._refuse_newer(version, names)
         if version == 0 and not create:
             raise NoDatabase(f"{self.where}: no orch database here")
-        if version < schema.LATEST or not self._has_sessions:
+        if version < schema.LATEST or not self._has_extras:
             self._migrate()
 
     def _refuse_newer(self, version: int, names: list[str]) -> None:
@@ -322,6 +338,8 @@ class PostgresDatabase:
             # migrate it; the second sees the first's work here and stops.
             version, names = self._version()
             self._refuse_newer(version, names)
+            if version >= schema.LATEST and self._has_extras:
+                return
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {SESSIONS_TABLE} ("
                 "owner_host TEXT NOT NULL, owner_boot TEXT NOT NULL, owner_pid BIGINT NOT NULL, "
@@ -329,8 +347,6 @@ class PostgresDatabase:
                 "PRIMARY KEY (owner_host, owner_boot, owner_pid, owner_start, session))"
             )
             self.conn.execute(f"ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS server_start BIGINT")
-            if version >= schema.LATEST:
-                return
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
                 "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at DOUBLE PRECISION NOT NULL)"
@@ -345,6 +361,8 @@ class PostgresDatabase:
                     "VALUES (%s, %s, extract(epoch from clock_timestamp()))",
                     (seq, name),
                 )
+            # After the migrations: it names the jobs table's columns as they are now.
+            self.conn.execute(postgres_claim.create_sql(LOCK_SPACE, CLAIM_LOCK))
 
     # -- the primitives the noun modules use ---------------------------------------------
 
@@ -377,13 +395,13 @@ class PostgresDatabase:
                 raise
             self.conn.execute("COMMIT")
 
-    skip_locked = " FOR UPDATE SKIP LOCKED"
-
-    @contextmanager
-    def claim(self) -> Iterator[_Tx]:
-        """One claim's transaction, under the claims' lock only (see the module docstring)."""
-        with self._transaction(CLAIM_LOCK) as tx:
-            yield tx
+    def _claim_on_server(self, claim: JobClaim) -> Any | None:
+        """One job claim: one call of the claim function, in autocommit (its own
+        transaction, committed durably by the server's default), so one round trip."""
+        if self.conn.info.transaction_status != TransactionStatus.IDLE:
+            raise StoreError("a claim inside a write transaction")  # a bug, not a state
+        with self._translated():
+            return self.conn.execute(postgres_claim.CALL, postgres_claim.call_params(claim)).fetchone()
 
     def read(self, sql: str, params: Any = ()) -> list[Any]:
         with self._translated():

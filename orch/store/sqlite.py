@@ -21,12 +21,13 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 from orch.errors import Busy, NoDatabase, SchemaTooNew, StoreError
 from orch.store import schema
+from orch.store.backend import JobClaim
 
 # One SQLite busy-wait slice; the rest of the budget is our jittered loop.
 _SLICE_MS = 5
@@ -204,10 +205,8 @@ class SqliteDatabase:
                 with suppress(sqlite3.Error):
                     self.conn.execute("PRAGMA synchronous=NORMAL")
 
-    skip_locked = ""  # BEGIN IMMEDIATE excludes every other writer: no row is ever locked
-
-    def claim(self) -> AbstractContextManager[sqlite3.Connection]:
-        return self.write()
+    # jobs.py's claim statement runs in a write(): BEGIN IMMEDIATE serialises it.
+    server_claim: Callable[[JobClaim], Any | None] | None = None
 
     def read(self, sql: str, params: Any = ()) -> list[sqlite3.Row]:
         return self._retrying(lambda: self.conn.execute(sql, params).fetchall())
