@@ -22,15 +22,13 @@ next orch to open the database, and the old one stays for the orch that still ca
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from orch.store.backend import JobClaim
 
 NAME = "orch_claim_job_v1"
-ARGS = (
-    "double precision, text, text, bigint, text, text, text, bigint, text[], bigint[], boolean, bigint, "
-    "text[], double precision[]"
-)
+ARGS = "double precision, text, text, bigint, text, text, text, bigint, jsonb, boolean, bigint, jsonb"
 SIGNATURE = f"{NAME}({ARGS})"
 
 
@@ -45,11 +43,10 @@ def create_sql(lock_space: int, lock: int) -> str:
 CREATE OR REPLACE FUNCTION {NAME}(
     p_now double precision, p_host text, p_boot text, p_pid bigint, p_start text,
     p_log_prefix text, p_actor text, p_max_running bigint,
-    p_limit_agents text[], p_limits bigint[], p_deps boolean, p_job bigint,
-    p_timeout_agents text[], p_timeouts double precision[]
+    p_limits jsonb, p_deps boolean, p_job bigint, p_timeouts jsonb
 ) RETURNS SETOF jobs LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
 DECLARE
-    v_full text[];
+    v_full text[] := '{{}}';
     v_id bigint;
     v_job jobs;
 BEGIN
@@ -57,9 +54,11 @@ BEGIN
     IF (SELECT count(*) FROM jobs WHERE state = 'running') >= p_max_running THEN
         RETURN;
     END IF;
-    SELECT coalesce(array_agg(l.agent), '{{}}') INTO v_full
-      FROM unnest(p_limit_agents, p_limits) AS l(agent, n)
-     WHERE (SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.agent = l.agent) >= l.n;
+    IF p_limits <> '{{}}' THEN  -- '{{}}': no agent has a limit of its own, nothing to count
+        SELECT coalesce(array_agg(l.agent), '{{}}') INTO v_full
+          FROM jsonb_each_text(p_limits) AS l(agent, n)
+         WHERE (SELECT count(*) FROM jobs r WHERE r.state = 'running' AND r.agent = l.agent) >= l.n::bigint;
+    END IF;
     IF p_job IS NOT NULL THEN
         SELECT id INTO v_id FROM jobs
          WHERE id = p_job AND state = 'queued' AND (ready = 1 OR NOT p_deps) {pick_tail}
@@ -79,7 +78,7 @@ BEGIN
     UPDATE jobs SET state = 'running', started_at = p_now, owner_host = p_host,
            owner_boot = p_boot, owner_pid = p_pid, owner_start = p_start,
            log_path = p_log_prefix || id || '.log',
-           deadline = p_now + p_timeouts[array_position(p_timeout_agents, agent)]
+           deadline = p_now + (p_timeouts ->> agent)::double precision
      WHERE id = v_id
      RETURNING * INTO v_job;
     -- Audit.detail_json's layout (keys sorted, ", " and ": "): for an ASCII agent name the
@@ -94,21 +93,15 @@ $fn$
 """
 
 
-CALL = (
-    f"SELECT * FROM {NAME}(%s, %s, %s, %s, %s, %s, %s, %s, %s::text[], %s::bigint[], %s, %s, "
-    "%s::text[], %s::double precision[])"
-)
+CALL = f"SELECT * FROM {NAME}(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb)"
 
 
 def call_params(claim: JobClaim) -> tuple[Any, ...]:
-    """The function's arguments for `claim`, in its order."""
+    """The function's arguments for `claim`, in its order. The limits and timeouts travel
+    as JSON objects, agent to number: psycopg takes 0.1 ms to send four arrays."""
     o = claim.owner
-    limits = [(agent, n) for agent, n in claim.agent_limits if n]
-    timeouts = list(claim.timeouts)
     return (
         claim.now, o.host, o.boot_id, o.pid, o.start_time, claim.log_prefix, o.label(),
-        claim.max_running,
-        [a for a, _ in limits], [int(n) for _, n in limits],
-        claim.deps_enabled, claim.job_id,
-        [a for a, _ in timeouts], [None if s is None else float(s) for _, s in timeouts],
+        claim.max_running, json.dumps(dict(claim.agent_limits)), claim.deps_enabled, claim.job_id,
+        json.dumps(dict(claim.timeouts)),
     )  # fmt: skip
