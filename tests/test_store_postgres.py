@@ -418,11 +418,9 @@ def test_a_claim_neither_waits_for_the_write_lock_nor_for_a_job_row_another_writ
         (j1,), (j2,) = store.jobs(task_id=first.id), store.jobs(task_id=second.id)
         with holder.write() as c:
             c.execute("UPDATE jobs SET note = 'held' WHERE id = ?", (j1.id,))
-            t0 = time.monotonic()
+            # A claim that waited for either would raise Busy after 300 ms: no clock needed.
             got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=5)
-            waited = time.monotonic() - t0
             assert got is not None and got.id == j2.id and got.state == "running"
-            assert waited < 0.25  # it did not wait out the 300 ms lock timeout
             assert c.execute("SELECT state FROM jobs WHERE id = ?", (j1.id,)).fetchone()[0] == "queued"
         # Released: the next claim takes the first job, and the limit counts both.
         got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=3.0, log_dir=tmp_path, max_running=2)
@@ -445,9 +443,8 @@ def test_a_delivery_is_stored_while_another_write_holds_the_lock_and_stored_once
     try:
         with holder.write() as c:
             c.execute("INSERT INTO facts (name, value, at) VALUES (?, ?, ?)", ("held", "1", 1.0))
-            t0 = time.monotonic()
-            first = store.inbox_put(now=1.0, **put)  # type: ignore[arg-type]
-            assert time.monotonic() - t0 < 0.25 and first[1] is True
+            first = store.inbox_put(now=1.0, **put)  # type: ignore[arg-type]  # or Busy at 300 ms
+            assert first[1] is True
         # Two relays storing one delivery at the same moment: one row, both told its id.
         got: list[tuple[int, bool]] = []
         start = threading.Barrier(2)
