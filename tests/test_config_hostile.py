@@ -44,6 +44,13 @@ def _write(path: Path, text: str | bytes) -> Path:
         ("[reconcile.stage_grace_s]\nreview = nan\n", ["[reconcile.stage_grace_s] review"]),
         ("[reconcile.stage_grace_s]\nrevew = 5\n", ["[reconcile.stage_grace_s] revew: not a stage"]),
         ("[plane]\nper_page = 500\n", ["[plane] per_page", "from 1 to 100", "500"]),
+        # Names reach terminals, logs, lease names and command lines: printable, one line.
+        ('[agents."dev\\u0000x"]\ncommand = "true"\n', ["[agents]: name 'dev\\x00x'", "printable"]),
+        ('[agents."dev\\nx"]\ncommand = "true"\n', ["[agents]: name 'dev\\nx'"]),
+        ('[gates."\\u001b[2J"]\ntype = "command"\ncommand = "true"\n', ["[gates]: name '\\x1b[2J'"]),
+        ('[effects."-rf"]\ncommand = "true"\n', ["[effects]: name '-rf'", "not led by '-'"]),
+        ('[repos.""]\npath = "."\n', ["[repos]: name ''"]),
+        ("[pipeline.stages." + "s" * 65 + "]\n", ["[pipeline.stages]: name 'sss", "1 to 64"]),
         (
             "[pipeline]\ninitial = 'a'\n[pipeline.stages.a]\n[pipeline.stages.b]\n"
             "[[pipeline.transitions]]\nfrom = 'a'\nto = 'b'\n"

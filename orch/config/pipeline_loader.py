@@ -41,7 +41,9 @@ def read_pipeline(v: Validator, raw: dict[str, Any]) -> PipelineTables:
     # A stages value that is no table is one problem; checking every reference to a stage
     # against it would bury that problem under a dozen echoes.
     v.stages_known = isinstance(pipe.get("stages"), dict)
-    for name, st in v.table(pipe, "pipeline", "stages").items():
+    stage_tables = v.table(pipe, "pipeline", "stages")
+    v.table_names("pipeline.stages", stage_tables)
+    for name, st in stage_tables.items():
         key = f"pipeline.stages.{name}"
         st = v.is_table(st, key)
         v.only(st, key, item_keys("stage"))
@@ -53,14 +55,14 @@ def read_pipeline(v: Validator, raw: dict[str, Any]) -> PipelineTables:
             terminal=v.boolean(st, key, "terminal"),
         )
     gates = {
-        name: _gate(v, name, v.is_table(g, f"gates.{name}")) for name, g in v.section(raw, "gates").items()
+        name: _gate(v, name, v.is_table(g, f"gates.{name}")) for name, g in v.named(raw, "gates").items()
     }
     effects = {
         name: _effect(v, name, v.is_table(e, f"effects.{name}"))
-        for name, e in v.section(raw, "effects").items()
+        for name, e in v.named(raw, "effects").items()
     }
     agents = {
-        name: _agent(v, name, v.is_table(a, f"agents.{name}")) for name, a in v.section(raw, "agents").items()
+        name: _agent(v, name, v.is_table(a, f"agents.{name}")) for name, a in v.named(raw, "agents").items()
     }
     transitions = _transitions(v, pipe, stages, gates, effects)
     for st in stages.values():
@@ -84,7 +86,7 @@ def read_pipeline(v: Validator, raw: dict[str, Any]) -> PipelineTables:
 
 def read_repos(v: Validator, raw: dict[str, Any], base_dir: Path) -> dict[str, Repo]:
     repos: dict[str, Repo] = {}
-    for name, r in v.section(raw, "repos").items():
+    for name, r in v.named(raw, "repos").items():
         key = f"repos.{name}"
         r = v.is_table(r, key)
         v.only(r, key, item_keys("repo"))

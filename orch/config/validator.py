@@ -11,6 +11,7 @@ from orch.config.defaults import DEFAULTS
 from orch.errors import ConfigError
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NAME = 64
 
 
 class Validator:
@@ -47,6 +48,12 @@ class Validator:
         if not isinstance(val, dict):
             self.error(section, None, f"expected a table, got {val!r}")
             return copy.deepcopy(DEFAULTS[section])
+        return val
+
+    def named(self, raw: dict[str, Any], section: str) -> dict[str, Any]:
+        """A top-level table of named tables ([agents.NAME]): `section` with its names checked."""
+        val = self.section(raw, section)
+        self.table_names(section, val)
         return val
 
     def table(self, d: dict[str, Any], section: str, key: str) -> dict[str, Any]:
@@ -130,6 +137,16 @@ class Validator:
             self._fail(section, key, "an array of names", val)
             return ()
         return tuple(val)
+
+    def table_names(self, section: str, names: Any) -> None:
+        """Names the file gives (of agents, stages, gates, effects, repositories): they reach
+        terminals, logs, lease names and command lines, so each is printable, one line, at
+        most MAX_NAME characters, and does not start with `-` (it would read as an option)."""
+        for n in names:
+            if not isinstance(n, str) or not n or len(n) > MAX_NAME or not n.isprintable() or n[0] == "-":
+                self.error(
+                    section, None, f"name {n!r}: use 1 to {MAX_NAME} printable characters, not led by '-'"
+                )
 
     def variables(self, d: dict[str, Any], section: str, key: str) -> tuple[str, ...]:
         names = self.names(d, section, key)
