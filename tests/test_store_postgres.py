@@ -208,24 +208,30 @@ def test_two_processes_opening_one_fresh_database_migrate_it_once(pg_db: pg.Data
     d.close()
 
 
-def test_a_database_without_the_claim_function_gets_it_when_next_opened(
+def test_a_database_an_earlier_orch_left_gets_what_this_one_adds_when_next_opened(
     pg_db: pg.Database, tmp_path: Path
 ) -> None:
-    # A database an earlier orch migrated (schema current, no function): the next open adds
-    # the function under the write lock, migrations untouched, and claims through it.
+    # Schema current, but no claim function and the sessions table as an earlier orch
+    # wrote it: the next open adds them under the write lock, migrations untouched.
     _open(pg_db).close()
     with psycopg.connect(pg_db.url, password=pg_db.password, autocommit=True) as c:
         c.execute(f"DROP FUNCTION {postgres_claim.SIGNATURE}")
-        assert c.execute("SELECT to_regprocedure(%s)", (postgres_claim.SIGNATURE,)).fetchone()[0] is None
+        c.execute("ALTER TABLE orch_sessions DROP COLUMN lock_key, DROP COLUMN server_start")
     store = Store(_open(pg_db))
     try:
         assert store.db.one("SELECT to_regprocedure(?) IS NOT NULL", (postgres_claim.SIGNATURE,))[0]
         assert store.db.one("SELECT count(*) FROM orch_migrations")[0] == schema.LATEST
+        cols = {r[0] for r in store.db.read("SELECT column_name FROM information_schema.columns "
+                                            "WHERE table_name = 'orch_sessions'")}  # fmt: skip
+        assert {"lock_key", "server_start"} <= cols
         store.add_task(
             title="x", repo="app", stage="dev", now=1.0, key="T-1", key_prefix="T", actor="t", agent="dev"
         )
         got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=1)
         assert got is not None and got.state == "running"
+        db: Any = store.db
+        db.register(Owner("h", "b", 1, "s"))
+        assert db.owner_alive(Owner("h", "b", 1, "s")) is True
     finally:
         store.close()
 
@@ -767,6 +773,62 @@ def test_an_owner_on_another_host_is_dead_once_its_sessions_have_ended(pg_db: pg
         again.register(other_host)
         assert mine.owner_alive(other_host) is True
         again.close()
+    finally:
+        mine.close()
+        theirs.close()
+
+
+def test_a_session_a_pooler_keeps_after_its_client_left_does_not_keep_the_owner_alive(
+    pg_db: pg.Database,
+) -> None:
+    # A pooler in session mode (PgBouncer) does not end the server session when its client
+    # leaves: it resets it with DISCARD ALL and hands it to the next client. The session
+    # then lives on, but the advisory lock the owner took with it is gone.
+    gone = Owner("host-b", "boot-b", 4242, "777")
+    mine, pooled = _open(pg_db), _open(pg_db)
+    try:
+        pooled.register(gone)
+        assert mine.owner_alive(gone) is True
+        pooled.conn.execute("DISCARD ALL")  # what the pooler runs when the client leaves
+        assert pooled.session() in mine.live_sessions([pooled.session()])
+        assert mine.owner_alive(gone) is False
+        # The next client of that server session is alive, and judged apart.
+        nxt = Owner("host-c", "boot-c", 99, "1")
+        pooled.register(nxt)
+        assert (mine.owner_alive(nxt), mine.owner_alive(gone)) == (True, False)
+    finally:
+        mine.close()
+        pooled.close()
+
+
+def test_an_owner_with_two_sessions_lives_while_one_is_open(pg_db: pg.Database) -> None:
+    # Each session locks a key of its own: a second store of the same process takes its
+    # lock beside the first's, and closing the first leaves the owner alive.
+    me = Owner("host-b", "boot-b", 4242, "777")
+    judge, first, second = _open(pg_db), _open(pg_db), _open(pg_db)
+    try:
+        first.register(me)
+        second.register(me)
+        first.close()
+        assert judge.owner_alive(me) is True
+        second.close()
+        deadline = time.monotonic() + 5
+        while judge.owner_alive(me) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert judge.owner_alive(me) is False
+    finally:
+        judge.close()
+
+
+def test_a_session_registered_by_an_older_orch_is_judged_by_the_session_alone(pg_db: pg.Database) -> None:
+    # Rows an orch wrote before the lock existed have no key: their session decides.
+    old = Owner("host-b", "boot-b", 4242, "777")
+    mine, theirs = _open(pg_db), _open(pg_db)
+    try:
+        theirs.register(old)
+        theirs.conn.execute("UPDATE orch_sessions SET lock_key = NULL")
+        theirs.conn.execute("SELECT pg_advisory_unlock_all()")
+        assert mine.owner_alive(old) is True
     finally:
         mine.close()
         theirs.close()

@@ -49,6 +49,7 @@ existing database without it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -284,14 +285,14 @@ class PostgresDatabase:
         """(highest migration applied, names of all applied), (0, []) on a fresh database."""
         found = self.conn.execute(
             "SELECT to_regclass(%s), to_regclass(%s), (SELECT count(*) FROM pg_attribute "
-            "WHERE attrelid = to_regclass(%s) AND attname = 'server_start' AND NOT attisdropped), "
-            "to_regprocedure(%s)",
+            "WHERE attrelid = to_regclass(%s) AND attname IN ('server_start', 'lock_key') "
+            "AND NOT attisdropped), to_regprocedure(%s)",
             (VERSION_TABLE, SESSIONS_TABLE, SESSIONS_TABLE, postgres_claim.SIGNATURE),
         ).fetchone()
         # What this orch adds beside the migrations: the sessions table as it writes it
-        # (server_start came after the table) and the claim function.
+        # (server_start and lock_key came after the table) and the claim function.
         assert found is not None  # a SELECT without FROM: one row
-        self._has_extras = found[1] is not None and found[2] == 1 and found[3] is not None
+        self._has_extras = found[1] is not None and found[2] == 2 and found[3] is not None
         if found[0] is None:
             return 0, []
         rows = self.conn.execute(f"SELECT seq, name FROM {VERSION_TABLE} ORDER BY seq").fetchall()
@@ -347,6 +348,7 @@ class PostgresDatabase:
                 "PRIMARY KEY (owner_host, owner_boot, owner_pid, owner_start, session))"
             )
             self.conn.execute(f"ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS server_start BIGINT")
+            self.conn.execute(f"ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS lock_key BIGINT")
             self.conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
                 "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at DOUBLE PRECISION NOT NULL)"
@@ -444,14 +446,27 @@ class PostgresDatabase:
 
     def register(self, owner: Owner) -> None:
         """Record that `owner` (this process) holds this connection's session, so that
-        processes on other hosts can tell when it is gone (`owner_alive`)."""
+        processes on other hosts can tell when it is gone (`owner_alive`).
+
+        The session also takes a session-level advisory lock of its own (a key from the
+        session and the owner), and records the key. A session that outlives its client
+        (a pooler in session mode keeps the server session and hands it to the next
+        client) loses the lock when the pooler resets it (`DISCARD ALL`), so the owner is
+        then dead although the session lives. The lock is taken before the row is
+        written: a row whose key is not held always means an owner gone."""
+        session = self.session()
+        key = _lock_key(session, owner)
         with self._translated():
+            held = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            # Not granted: another client holds that key (not orch's: a 64-bit hash of a
+            # unique session); the session alone then says whether the owner lives.
+            recorded = key if held is not None and held[0] else None
             self.conn.execute(
                 f"INSERT INTO {SESSIONS_TABLE} "
-                "(owner_host, owner_boot, owner_pid, owner_start, session, since, server_start) "
-                f"VALUES (%s, %s, %s, %s, %s, extract(epoch from clock_timestamp()), ({_SERVER_START})) "
+                "(owner_host, owner_boot, owner_pid, owner_start, session, since, server_start, lock_key) "
+                f"VALUES (%s, %s, %s, %s, %s, extract(epoch from clock_timestamp()), ({_SERVER_START}), %s) "
                 "ON CONFLICT DO NOTHING",
-                (owner.host, owner.boot_id, owner.pid, owner.start_time, self.session()),
+                (owner.host, owner.boot_id, owner.pid, owner.start_time, session, recorded),
             )
             self.conn.execute(
                 f"DELETE FROM {SESSIONS_TABLE} WHERE since < extract(epoch from clock_timestamp()) - %s "
@@ -460,25 +475,37 @@ class PostgresDatabase:
             )
 
     def owner_alive(self, owner: Owner) -> bool | None:
-        """True if one of `owner`'s registered sessions is open; False if all have ended
-        and one of them was opened on the server as it runs now (the owner is gone, on
-        whatever host); None if it registered none (an owner from before sessions, or
-        SQLite's), if every one was opened before the server last started (a restart or a
-        failover ended them all at once, whether or not the owner lives: its own host
-        judges it), or if the database cannot say now."""
+        """True if one of `owner`'s registered sessions is open and still holds its lock
+        (`register`); False if none does and one of them was opened on the server as it
+        runs now (the owner is gone, on whatever host); None if it registered none (an
+        owner from before sessions, or SQLite's), if every one was opened before the
+        server last started (a restart or a failover ended them all at once, whether or
+        not the owner lives: its own host judges it), or if the database cannot say now."""
         try:
             rows = self.conn.execute(
-                f"SELECT session, server_start, ({_SERVER_START}) FROM {SESSIONS_TABLE} "
+                f"SELECT session, server_start, ({_SERVER_START}), lock_key FROM {SESSIONS_TABLE} "
                 "WHERE owner_host = %s AND owner_boot = %s AND owner_pid = %s AND owner_start = %s",
                 (owner.host, owner.boot_id, owner.pid, owner.start_time),
             ).fetchall()
             if not rows:
                 return None
-            if self.live_sessions(r[0] for r in rows):
+            live = self.live_sessions(r[0] for r in rows)
+            if any(r[0] in live and (r[3] is None or self._holds(r[0], r[3])) for r in rows):
                 return True
             return False if any(r[1] == r[2] for r in rows) else None
         except (psycopg.Error, StoreError):
             return None  # our own connection failed: unknown, so the owner stays alive
+
+    def _holds(self, session: str, key: int) -> bool:
+        """Does the live `session` still hold its advisory lock `key`? (pg_locks shows a
+        bigint key as its high half in classid and its low half in objid.)"""
+        unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
+        row = self.conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
+            "AND pid = %s AND classid = %s::bigint::oid AND objid = %s::bigint::oid",
+            (int(session.split("@")[0]), unsigned >> 32, unsigned & 0xFFFF_FFFF),
+        ).fetchone()
+        return row is not None and row[0] > 0
 
     def integrity(self) -> str:
         """`ok` when every table of the schema is there (PostgreSQL checks its own pages)."""
@@ -496,6 +523,14 @@ TABLES = (
     "tasks", "transitions", "leases", "effects", "jobs", "verdicts", "commit_statuses", "outbox",
     "deps", "facts", "inbox", "tracker_states", "rate_windows", "holds", "merge_line",
 )  # fmt: skip
+
+
+def _lock_key(session: str, owner: Owner) -> int:
+    """The advisory lock key of `owner` in `session`: 64 bits of a hash, signed (bigint)."""
+    text = "\0".join((session, owner.host, owner.boot_id, str(owner.pid), owner.start_time))
+    return int.from_bytes(
+        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big", signed=True
+    )
 
 
 def _said(e: BaseException, password: str | None) -> str:
