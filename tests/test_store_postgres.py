@@ -236,6 +236,118 @@ def test_a_database_an_earlier_orch_left_gets_what_this_one_adds_when_next_opene
         store.close()
 
 
+def _role(server: pg.Server, db: pg.Database, name: str) -> str:
+    """A login role `name` (the test password) that may connect to `db`: its URL."""
+    with server.admin() as c:
+        c.execute(
+            f"DO $$ BEGIN CREATE ROLE {name} LOGIN PASSWORD '{server.password}'; "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
+    return server.url(db.name, user=name)
+
+
+def test_a_role_that_may_only_write_rows_opens_an_up_to_date_database(
+    pg_server: pg.Server, pg_db: pg.Database, tmp_path: Path
+) -> None:
+    # The owner migrates; a role with rights on the rows only then works without any DDL.
+    _open(pg_db).close()
+    url = _role(pg_server, pg_db, "app")
+    with pg_server.admin(pg_db.name) as c:
+        c.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app")
+        c.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app")
+    db = PostgresDatabase.open(url, password=pg_server.password)
+    store = Store(db)
+    try:
+        store.add_task(
+            title="x", repo="app", stage="dev", now=1.0, key="T-1", key_prefix="T", actor="t", agent="dev"
+        )
+        got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=1)
+        assert got is not None and got.state == "running"
+        db.register(Owner("h", "b", 1, "s"))
+        assert db.owner_alive(Owner("h", "b", 1, "s")) is True
+    finally:
+        store.close()
+    # What this orch adds and that role may not: one line saying who must open it once.
+    with psycopg.connect(pg_db.url, password=pg_db.password, autocommit=True) as c:
+        c.execute(f"DROP FUNCTION {postgres_claim.SIGNATURE}")
+    with pytest.raises(StoreError) as e:
+        PostgresDatabase.open(url, password=pg_server.password)
+    said = str(e.value)
+    assert e.value.exit_code == 1 and "\n" not in said and pg_server.password not in said
+    assert f"adds the function {postgres_claim.NAME}" in said and "role 'app'" in said
+    assert "once as the owner of orch's tables" in said
+
+
+def test_a_function_another_role_adds_is_never_what_a_claim_calls(
+    pg_server: pg.Server, pg_db: pg.Database, tmp_path: Path
+) -> None:
+    # A role that may create in orch's schema (every role on PostgreSQL 14 and older) adds
+    # an overload whose types fit psycopg's better (a small int is sent as smallint), or,
+    # once orch's function is gone, one with its very signature.
+    store = Store(_open(pg_db))
+    url = _role(pg_server, pg_db, "mallory")
+    with pg_server.admin(pg_db.name) as c:
+        c.execute("GRANT CREATE ON SCHEMA public TO mallory")
+    fake = (
+        "CREATE FUNCTION public.orch_claim_job_v1({args}) RETURNS SETOF jobs LANGUAGE plpgsql "
+        "AS $$ BEGIN RAISE EXCEPTION 'mallory ran as %', current_user; END $$"
+    )
+    smallints = postgres_claim.ARGS.replace(
+        "bigint, text, text, text, bigint", "smallint, text, text, text, smallint"
+    )
+    try:
+        store.add_task(
+            title="x", repo="app", stage="dev", now=1.0, key="T-1", key_prefix="T", actor="t", agent="dev"
+        )
+        with psycopg.connect(url, password=pg_server.password, autocommit=True) as m:
+            m.execute(fake.format(args=smallints))
+        got = store.claim_job(owner=Owner("h", "b", 1, "s"), now=2.0, log_dir=tmp_path, max_running=1)
+        assert got is not None and got.state == "running"
+    finally:
+        store.close()
+    with psycopg.connect(pg_db.url, password=pg_db.password, autocommit=True) as c:
+        c.execute(f"DROP FUNCTION public.{postgres_claim.SIGNATURE}")
+    with psycopg.connect(url, password=pg_server.password, autocommit=True) as m:
+        m.execute(fake.format(args=postgres_claim.ARGS))
+    with pytest.raises(StoreError, match=r"belongs to role 'mallory'.* will not call it"):
+        _open(pg_db)
+
+
+def test_a_database_default_isolation_does_not_reach_orchs_writes(
+    pg_server: pg.Server, pg_db: pg.Database
+) -> None:
+    # Claims and every read-decide-write rely on READ COMMITTED (each statement sees what
+    # committed before its lock was granted); a database default of REPEATABLE READ would
+    # take the snapshot before the wait.
+    with pg_server.admin() as c:
+        c.execute(f"ALTER DATABASE \"{pg_db.name}\" SET default_transaction_isolation = 'repeatable read'")
+    d = _open(pg_db)
+    try:
+        with d.write() as c:
+            assert c.execute("SHOW transaction_isolation").fetchone()[0] == "read committed"
+    finally:
+        d.close()
+
+
+def test_a_database_that_is_not_utf8_is_refused_in_one_line(pg_server: pg.Server) -> None:
+    # psycopg hands a SQL_ASCII database's text back as bytes; orch would fail at random
+    # places later (a task key as b'...'). It refuses such a database when it opens it.
+    name = "t_ascii_" + str(os.getpid())
+    with pg_server.admin() as c:
+        c.execute(
+            f'CREATE DATABASE "{name}" OWNER "{pg.ROLE}" ENCODING \'SQL_ASCII\' TEMPLATE template0 '
+            "LC_COLLATE 'C' LC_CTYPE 'C'"
+        )
+    db = pg.Database(name=name, url=pg_server.url(name), password=pg_server.password)
+    try:
+        with pytest.raises(StoreError, match=r"encoding is SQL_ASCII; orch needs UTF8") as e:
+            _open(db)
+        assert e.value.exit_code == 1 and "\n" not in str(e.value)
+        assert _tables(db) == set()
+    finally:
+        pg_server.drop_database(db)
+
+
 def test_a_claim_is_one_round_trip(pg_db: pg.Database, tmp_path: Path) -> None:
     # Issue 13's claim p50 of 1 ms: a claim sends one statement (the function's call, in
     # autocommit) where a transaction of separate statements sent four.

@@ -100,6 +100,11 @@ def keepalives(params: dict[str, Any]) -> tuple[int, int, int] | None:
 
 
 CONNECT_TIMEOUT_S = 10
+MIN_SERVER = 120000  # PostgreSQL 12: the claim function's plan_cache_mode
+# What this orch adds beside the migrations, as an error names it when it may not.
+_NO_SESSIONS = f"the table {SESSIONS_TABLE}"
+_NO_COLUMNS = f"the columns server_start and lock_key of {SESSIONS_TABLE}"
+_NO_FUNCTION = f"the function {postgres_claim.NAME}"
 
 
 def is_url(location: str) -> bool:
@@ -164,7 +169,12 @@ def _row_factory(cursor: Any) -> Any:
     return _row_class(tuple(res.fname(i) for i in range(res.nfields)))
 
 
-_HAS_ROWS = (ExecStatus.TUPLES_OK, ExecStatus.SINGLE_TUPLE)
+# TUPLES_CHUNK: a result streamed in chunks (libpq 17 and later).
+_HAS_ROWS = tuple(
+    s
+    for s in (ExecStatus.TUPLES_OK, ExecStatus.SINGLE_TUPLE, getattr(ExecStatus, "TUPLES_CHUNK", None))
+    if s is not None
+)
 
 
 class _Tx:
@@ -203,7 +213,9 @@ class PostgresDatabase:
         self.busy_timeout_ms = busy_timeout_ms
         self._password = password  # only to scrub it from messages
         self._session: str | None = None
-        self._has_extras = False
+        self._missing: list[str] = []  # what this orch adds beside the migrations, if absent
+        self._schema: str | None = None  # the schema of orch's tables, quoted
+        self._claim_sql = ""
         self._keepalives: tuple[int, int, int] | None = None
         self.server_claim: Callable[[JobClaim], Any | None] | None = self._claim_on_server
 
@@ -282,25 +294,70 @@ class PostgresDatabase:
     # -- opening and migrating -------------------------------------------------------
 
     def _version(self) -> tuple[int, list[str]]:
-        """(highest migration applied, names of all applied), (0, []) on a fresh database."""
+        """(highest migration applied, names of all applied), (0, []) on a fresh database;
+        also what this orch adds beside the migrations (`self._missing`)."""
         found = self.conn.execute(
             "SELECT to_regclass(%s), to_regclass(%s), (SELECT count(*) FROM pg_attribute "
             "WHERE attrelid = to_regclass(%s) AND attname IN ('server_start', 'lock_key') "
-            "AND NOT attisdropped), to_regprocedure(%s)",
-            (VERSION_TABLE, SESSIONS_TABLE, SESSIONS_TABLE, postgres_claim.SIGNATURE),
+            "AND NOT attisdropped), (SELECT quote_ident(n.nspname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = to_regclass('jobs'))",
+            (VERSION_TABLE, SESSIONS_TABLE, SESSIONS_TABLE),
         ).fetchone()
-        # What this orch adds beside the migrations: the sessions table as it writes it
-        # (server_start and lock_key came after the table) and the claim function.
         assert found is not None  # a SELECT without FROM: one row
-        self._has_extras = found[1] is not None and found[2] == 2 and found[3] is not None
+        # The sessions table as this orch writes it (server_start and lock_key came after
+        # the table), and the claim function in the schema that holds orch's tables.
+        self._missing = []
+        if found[1] is None:
+            self._missing.append(_NO_SESSIONS)
+        elif found[2] != 2:
+            self._missing.append(_NO_COLUMNS)
+        self._schema = found[3]
+        if self._schema is not None and not self._claim_function_ok():
+            self._missing.append(_NO_FUNCTION)
         if found[0] is None:
             return 0, []
         rows = self.conn.execute(f"SELECT seq, name FROM {VERSION_TABLE} ORDER BY seq").fetchall()
         return (int(rows[-1][0]) if rows else 0), [r[1] for r in rows]
 
+    def _claim_function_ok(self) -> bool:
+        """Is the claim function there, beside orch's tables and owned by their owner?
+        One owned by another role (who could create in that schema) is never called."""
+        row = self.conn.execute(
+            "SELECT pg_get_userbyid(p.proowner), p.proowner = c.relowner FROM pg_proc p, pg_class c "
+            "WHERE p.oid = to_regprocedure(%s) AND c.oid = to_regclass('jobs')",
+            (f"{self._schema}.{postgres_claim.SIGNATURE}",),
+        ).fetchone()
+        if row is not None and not row[1]:
+            raise StoreError(
+                f"{self.where}: {self._schema}.{postgres_claim.NAME} belongs to role {row[0]!r}, not to "
+                "the owner of orch's tables; orch will not call it: drop it as that owner"
+            )
+        return row is not None
+
     def _prepare(self, *, create: bool) -> None:
+        if self.conn.info.server_version < MIN_SERVER:
+            raise StoreError(
+                f"{self.where}: PostgreSQL {self.conn.info.server_version // 10000} is too old; "
+                "orch needs 12 or later"
+            )
+        raw = self.conn.info.parameter_status("server_encoding")
+        encoding = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        if encoding != "UTF8":
+            # orch stores tracker text in any language; psycopg hands a SQL_ASCII
+            # database's text back as bytes, and LATIN1 cannot hold most of it.
+            raise StoreError(
+                f"{self.where}: the database's encoding is {encoding}; "
+                "orch needs UTF8 (CREATE DATABASE ... ENCODING 'UTF8')"
+            )
         with self._translated():
-            self.conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.busy_timeout_ms}ms",))
+            self.conn.execute(
+                "SELECT set_config('lock_timeout', %s, false), "
+                # Every claim and every read-decide-write relies on each statement seeing
+                # what committed before it took its lock: READ COMMITTED, whatever the
+                # server's or role's default isolation says.
+                "set_config('default_transaction_isolation', 'read committed', false)",
+                (f"{self.busy_timeout_ms}ms",),
+            )
             if self.conn.info.server_version >= 140000:
                 # This session is the process's liveness (session()): it idles for as long as
                 # an agent or a deploy runs. A server or role default that ends idle
@@ -318,8 +375,10 @@ class PostgresDatabase:
         self._refuse_newer(version, names)
         if version == 0 and not create:
             raise NoDatabase(f"{self.where}: no orch database here")
-        if version < schema.LATEST or not self._has_extras:
+        if version < schema.LATEST or self._missing:
             self._migrate()
+        assert self._schema is not None  # the tables exist now
+        self._claim_sql = postgres_claim.call_sql(self._schema)
 
     def _refuse_newer(self, version: int, names: list[str]) -> None:
         if version > schema.LATEST:
@@ -334,37 +393,62 @@ class PostgresDatabase:
             )
 
     def _migrate(self) -> None:
+        """Apply what is missing, and only that: a role that may write orch's rows but not
+        change its schema opens an up-to-date database without any DDL."""
         with self.write():
             # Under the write lock: two processes opening one fresh database cannot both
             # migrate it; the second sees the first's work here and stops.
             version, names = self._version()
             self._refuse_newer(version, names)
-            if version >= schema.LATEST and self._has_extras:
-                return
+            try:
+                self._add_what_is_missing(version)
+            except psycopg.errors.InsufficientPrivilege as e:
+                what = ", ".join(self._missing) or "its migrations"
+                raise StoreError(
+                    f"{self.where}: this orch adds {what} to the database, which role "
+                    f"{self.conn.info.user!r} may not ({_said(e, self._password)}); run any orch command "
+                    "once as the owner of orch's tables (e.g. `orch doctor`), then this one again"
+                ) from None
+
+    def _add_what_is_missing(self, version: int) -> None:
+        if version < schema.LATEST:
+            self._apply_migrations(version)
+        if _NO_SESSIONS in self._missing:
             self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {SESSIONS_TABLE} ("
+                f"CREATE TABLE {SESSIONS_TABLE} ("
                 "owner_host TEXT NOT NULL, owner_boot TEXT NOT NULL, owner_pid BIGINT NOT NULL, "
                 "owner_start TEXT NOT NULL, session TEXT NOT NULL, since DOUBLE PRECISION NOT NULL, "
+                "server_start BIGINT, lock_key BIGINT, "
                 "PRIMARY KEY (owner_host, owner_boot, owner_pid, owner_start, session))"
             )
-            self.conn.execute(f"ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS server_start BIGINT")
-            self.conn.execute(f"ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS lock_key BIGINT")
+        if _NO_COLUMNS in self._missing:
             self.conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
-                "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at DOUBLE PRECISION NOT NULL)"
+                f"ALTER TABLE {SESSIONS_TABLE} ADD COLUMN IF NOT EXISTS server_start BIGINT, "
+                "ADD COLUMN IF NOT EXISTS lock_key BIGINT"
             )
-            migrator = _Migrator(self.conn)
-            for seq, (name, step) in enumerate(schema.MIGRATIONS, start=1):
-                if seq <= version:
-                    continue
-                step(migrator)
-                self.conn.execute(
-                    f"INSERT INTO {VERSION_TABLE} (seq, name, applied_at) "
-                    "VALUES (%s, %s, extract(epoch from clock_timestamp()))",
-                    (seq, name),
-                )
+        if version < schema.LATEST or _NO_FUNCTION in self._missing:
             # After the migrations: it names the jobs table's columns as they are now.
-            self.conn.execute(postgres_claim.create_sql(LOCK_SPACE, CLAIM_LOCK))
+            self._schema = self.conn.execute(
+                "SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE c.oid = to_regclass('jobs')"
+            ).fetchone()[0]  # type: ignore[index]
+            self.conn.execute(postgres_claim.create_sql(self._schema, LOCK_SPACE, CLAIM_LOCK))
+
+    def _apply_migrations(self, version: int) -> None:
+        self.conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} ("
+            "seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        migrator = _Migrator(self.conn)
+        for seq, (name, step) in enumerate(schema.MIGRATIONS, start=1):
+            if seq <= version:
+                continue
+            step(migrator)
+            self.conn.execute(
+                f"INSERT INTO {VERSION_TABLE} (seq, name, applied_at) "
+                "VALUES (%s, %s, extract(epoch from clock_timestamp()))",
+                (seq, name),
+            )
 
     # -- the primitives the noun modules use ---------------------------------------------
 
@@ -403,7 +487,7 @@ class PostgresDatabase:
         if self.conn.info.transaction_status != TransactionStatus.IDLE:
             raise StoreError("a claim inside a write transaction")  # a bug, not a state
         with self._translated():
-            return self.conn.execute(postgres_claim.CALL, postgres_claim.call_params(claim)).fetchone()
+            return self.conn.execute(self._claim_sql, postgres_claim.call_params(claim)).fetchone()
 
     def read(self, sql: str, params: Any = ()) -> list[Any]:
         with self._translated():

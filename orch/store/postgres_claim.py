@@ -32,19 +32,22 @@ ARGS = "double precision, text, text, bigint, text, text, text, bigint, jsonb, b
 SIGNATURE = f"{NAME}({ARGS})"
 
 
-def create_sql(lock_space: int, lock: int) -> str:
-    """The CREATE OR REPLACE of the function, taking the advisory lock (lock_space, lock)."""
+def create_sql(schema: str, lock_space: int, lock: int) -> str:
+    """The CREATE OR REPLACE of the function in `schema` (quoted: the one of orch's tables),
+    taking the advisory lock (lock_space, lock). Its search_path is that schema alone: no
+    other role's table or function of the same name is ever what it reads."""
     # Each statement is planned once per session, for any arguments (force_generic_plan:
     # left to choose, the server re-planned them on every call, 0.2 ms of a claim). So the
     # picks are three statements: a generic plan keeps an index only for a WHERE without
     # `OR <argument>`, and the job-id pick's one is the primary key.
     pick_tail = "AND not_before <= p_now AND agent <> ALL (v_full)"
     return f"""
-CREATE OR REPLACE FUNCTION {NAME}(
+CREATE OR REPLACE FUNCTION {schema}.{NAME}(
     p_now double precision, p_host text, p_boot text, p_pid bigint, p_start text,
     p_log_prefix text, p_actor text, p_max_running bigint,
     p_limits jsonb, p_deps boolean, p_job bigint, p_timeouts jsonb
-) RETURNS SETOF jobs LANGUAGE plpgsql VOLATILE SET plan_cache_mode = force_generic_plan AS $fn$
+) RETURNS SETOF jobs LANGUAGE plpgsql VOLATILE
+  SET plan_cache_mode = force_generic_plan SET search_path = {schema}, pg_temp AS $fn$
 DECLARE
     v_full text[] := '{{}}';
     v_id bigint;
@@ -93,7 +96,12 @@ $fn$
 """
 
 
-CALL = f"SELECT * FROM {NAME}(%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s, %s::jsonb)"
+def call_sql(schema: str) -> str:
+    """The call, in `schema` (quoted), every argument cast to its declared type: an
+    overload another role added with closer types (psycopg sends a small int as
+    smallint) would otherwise be the one PostgreSQL picks."""
+    casts = [t.strip() for t in ARGS.split(",")]
+    return f"SELECT * FROM {schema}.{NAME}({', '.join(f'%s::{t}' for t in casts)})"
 
 
 def call_params(claim: JobClaim) -> tuple[Any, ...]:
