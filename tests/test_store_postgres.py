@@ -31,7 +31,7 @@ from store_contract import StoreContract
 from orch.engine import advance, reaper, tasks
 from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
 from orch.identity import Owner
-from orch.store import Store, postgres, postgres_claim, schema
+from orch.store import Store, postgres, postgres_claim, postgres_url, schema
 from orch.store import postgres_dialect as dialect
 from orch.store.postgres import PostgresDatabase
 
@@ -387,7 +387,7 @@ def test_a_password_in_the_url_is_refused_without_showing_it(pg_db: pg.Database)
         PostgresDatabase.open(with_password)
     assert e.value.exit_code == 2
     assert pg_db.password not in str(e.value)
-    assert pg_db.password not in postgres.redacted(with_password)
+    assert pg_db.password not in postgres_url.redacted(with_password)
 
 
 def test_a_wrong_password_is_a_store_error_that_names_the_server_not_the_password(

@@ -16,7 +16,7 @@ def shared_store_findings(cfg: Config) -> list[dict[str, str]]:
     if not cfg.store.url:
         return []
     from orch.errors import ConfigError
-    from orch.store.postgres import check_url, keepalives
+    from orch.store.postgres_url import check_url, keepalives
 
     out: list[dict[str, str]] = []
     try:

@@ -15,8 +15,9 @@ def copy(cfg: Config, *, to: str) -> dict[str, Any]:
     password is read from the variable [store] password_env names."""
     from orch.app.wiring import open_store
     from orch.store import Store
-    from orch.store.postgres import PostgresDatabase, redacted
+    from orch.store.postgres import PostgresDatabase
     from orch.store.postgres_copy import copy_rows, row_counts
+    from orch.store.postgres_url import redacted
 
     if cfg.store.url and redacted(cfg.store.url) == redacted(to):
         raise UsageError(f"{redacted(to)} is this orch's own store: copy to another database")

@@ -49,7 +49,6 @@ existing database without it.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from functools import lru_cache
@@ -57,86 +56,27 @@ from typing import Any, ClassVar
 
 import psycopg
 import psycopg.errors
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import ExecStatus, TransactionStatus
 
-from orch.errors import Busy, ConfigError, NoDatabase, SchemaTooNew, StoreError
-from orch.identity import Owner, drop_session_check
+from orch.errors import Busy, NoDatabase, SchemaTooNew, StoreError
+from orch.identity import drop_session_check
 from orch.store import postgres_claim, schema
 from orch.store import postgres_dialect as dialect
 from orch.store.backend import JobClaim
+from orch.store.postgres_sessions import SESSIONS_TABLE, SessionLiveness
+from orch.store.postgres_url import CONNECT_TIMEOUT_S, KEEPALIVES, check_url, keepalives, redacted
 
-SCHEMES = ("postgresql://", "postgres://")
 VERSION_TABLE = "orch_migrations"
-# Which database sessions each owner (host, boot, pid, start) has opened: the backend's own
-# bookkeeping, beside the version table (SQLite has no sessions). Rows of ended sessions
-# are kept a week, longer than any lease may be held before the reaper's hard limit.
-SESSIONS_TABLE = "orch_sessions"
-SESSIONS_KEPT_S = 7 * 86400
-# A session's name from a pg_stat_activity row: `<backend pid>@<backend start in µs>`.
-_SESSION_NAME = "pid || '@' || (extract(epoch from backend_start) * 1000000)::bigint"
-_LIVE_SESSIONS = f"SELECT {_SESSION_NAME} FROM pg_stat_activity WHERE backend_type = 'client backend'"
-# When the server (this incarnation of it: a restart or a promoted standby starts anew)
-# started, in µs since the epoch; recorded with each session.
-_SERVER_START = "SELECT (extract(epoch from pg_postmaster_start_time()) * 1000000)::bigint"
 # pg_advisory_xact_lock(key1, key2): key1 is "orch" in ASCII; key2 1 is the store's write
 # lock, 2 the claims' lock. Other key2 values are free for other orch locks.
 LOCK_SPACE = 0x6F726368
 WRITE_LOCK = 1
 CLAIM_LOCK = 2
-# Unless the URL says otherwise: a silent peer is dropped after 10 + 3 * 5 s.
-KEEPALIVES = {"keepalives": "1", "keepalives_idle": "10", "keepalives_interval": "5", "keepalives_count": "3"}
-
-
-def keepalives(params: dict[str, Any]) -> tuple[int, int, int] | None:
-    """(idle, interval, count) in effect for a connection with these URL parameters, or
-    None when the URL turns keepalives off. The same values are set on the server's side of
-    the session (tcp_keepalives_*): it is the server that must notice a client host gone
-    silent (power lost, network cut) to end that host's sessions."""
-    merged = {**KEEPALIVES, **{k: str(v) for k, v in params.items() if k in KEEPALIVES}}
-    if merged["keepalives"] == "0":
-        return None
-    return int(merged["keepalives_idle"]), int(merged["keepalives_interval"]), int(merged["keepalives_count"])
-
-
-CONNECT_TIMEOUT_S = 10
 MIN_SERVER = 120000  # PostgreSQL 12: the claim function's plan_cache_mode
 # What this orch adds beside the migrations, as an error names it when it may not.
 _NO_SESSIONS = f"the table {SESSIONS_TABLE}"
 _NO_COLUMNS = f"the columns server_start and lock_key of {SESSIONS_TABLE}"
 _NO_FUNCTION = f"the function {postgres_claim.NAME}"
-
-
-def is_url(location: str) -> bool:
-    """Is `location` a PostgreSQL URL (rather than a SQLite path)?"""
-    return location.startswith(SCHEMES)
-
-
-def redacted(url: str) -> str:
-    """`url` as it may be shown: scheme, user, host, port and database; never a password."""
-    try:
-        p = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "postgresql://(unparseable URL)"
-    user = f"{p['user']}@" if p.get("user") else ""
-    port = f":{p['port']}" if p.get("port") else ""
-    return f"postgresql://{user}{p.get('host', '')}{port}/{p.get('dbname', '')}"
-
-
-def check_url(url: str) -> dict[str, Any]:
-    """The URL's connection parameters; ConfigError for a URL that is not usable as is."""
-    if not is_url(url):
-        raise ConfigError(f"store URL must start with postgresql://, got {redacted(url)}")
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        raise ConfigError("store URL cannot be parsed (it is not shown: it may hold a password)") from None
-    if params.get("password"):
-        raise ConfigError(
-            f"store URL {redacted(url)} contains a password: remove it from the URL and set it "
-            "in the environment instead (the variable [store] password_env names, or PGPASSWORD)"
-        )
-    return params
 
 
 class Row(tuple[Any, ...]):
@@ -202,7 +142,7 @@ class _Migrator:
         self._conn.execute(dialect.ddl(sql))
 
 
-class PostgresDatabase:
+class PostgresDatabase(SessionLiveness):
     """One PostgreSQL database: open (and migrate) with `PostgresDatabase.open(url)`."""
 
     def __init__(
@@ -501,96 +441,6 @@ class PostgresDatabase:
         with self._translated():
             return self._version()[0]
 
-    # -- database sessions: the liveness of an owner on any host ---------------------------
-
-    def session(self) -> str:
-        """This connection's database session, `<backend pid>@<backend start>` (microseconds
-        since the epoch): unique on the server for as long as it runs. The session ends when
-        the process dies on any host (its socket closes) or when the server drops it (a host
-        that lost power, after the keepalives), and this connection never reconnects: a
-        process whose session ended can write nothing more (the owner check before a
-        compare-and-swap is that its statements still run in the session it recorded)."""
-        if self._session is None:
-            with self._translated():
-                row = self.conn.execute(
-                    f"SELECT {_SESSION_NAME} FROM pg_stat_activity WHERE pid = pg_backend_pid()"
-                ).fetchone()
-            assert row is not None  # our own session is always listed
-            self._session = str(row[0])
-        return self._session
-
-    def live_sessions(self, sessions: Iterable[str]) -> set[str]:
-        """Which of `sessions` (as `session()` gives them) are still open on the server."""
-        wanted = {s for s in sessions if s}
-        if not wanted:
-            return set()
-        with self._translated():
-            rows = self.conn.execute(_LIVE_SESSIONS).fetchall()
-        return wanted & {r[0] for r in rows}
-
-    def register(self, owner: Owner) -> None:
-        """Record that `owner` (this process) holds this connection's session, so that
-        processes on other hosts can tell when it is gone (`owner_alive`).
-
-        The session also takes a session-level advisory lock of its own (a key from the
-        session and the owner), and records the key. A session that outlives its client
-        (a pooler in session mode keeps the server session and hands it to the next
-        client) loses the lock when the pooler resets it (`DISCARD ALL`), so the owner is
-        then dead although the session lives. The lock is taken before the row is
-        written: a row whose key is not held always means an owner gone."""
-        session = self.session()
-        key = _lock_key(session, owner)
-        with self._translated():
-            held = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            # Not granted: another client holds that key (not orch's: a 64-bit hash of a
-            # unique session); the session alone then says whether the owner lives.
-            recorded = key if held is not None and held[0] else None
-            self.conn.execute(
-                f"INSERT INTO {SESSIONS_TABLE} "
-                "(owner_host, owner_boot, owner_pid, owner_start, session, since, server_start, lock_key) "
-                f"VALUES (%s, %s, %s, %s, %s, extract(epoch from clock_timestamp()), ({_SERVER_START}), %s) "
-                "ON CONFLICT DO NOTHING",
-                (owner.host, owner.boot_id, owner.pid, owner.start_time, session, recorded),
-            )
-            self.conn.execute(
-                f"DELETE FROM {SESSIONS_TABLE} WHERE since < extract(epoch from clock_timestamp()) - %s "
-                f"AND session NOT IN ({_LIVE_SESSIONS})",
-                (SESSIONS_KEPT_S,),
-            )
-
-    def owner_alive(self, owner: Owner) -> bool | None:
-        """True if one of `owner`'s registered sessions is open and still holds its lock
-        (`register`); False if none does and one of them was opened on the server as it
-        runs now (the owner is gone, on whatever host); None if it registered none (an
-        owner from before sessions, or SQLite's), if every one was opened before the
-        server last started (a restart or a failover ended them all at once, whether or
-        not the owner lives: its own host judges it), or if the database cannot say now."""
-        try:
-            rows = self.conn.execute(
-                f"SELECT session, server_start, ({_SERVER_START}), lock_key FROM {SESSIONS_TABLE} "
-                "WHERE owner_host = %s AND owner_boot = %s AND owner_pid = %s AND owner_start = %s",
-                (owner.host, owner.boot_id, owner.pid, owner.start_time),
-            ).fetchall()
-            if not rows:
-                return None
-            live = self.live_sessions(r[0] for r in rows)
-            if any(r[0] in live and (r[3] is None or self._holds(r[0], r[3])) for r in rows):
-                return True
-            return False if any(r[1] == r[2] for r in rows) else None
-        except (psycopg.Error, StoreError):
-            return None  # our own connection failed: unknown, so the owner stays alive
-
-    def _holds(self, session: str, key: int) -> bool:
-        """Does the live `session` still hold its advisory lock `key`? (pg_locks shows a
-        bigint key as its high half in classid and its low half in objid.)"""
-        unsigned = key & 0xFFFF_FFFF_FFFF_FFFF
-        row = self.conn.execute(
-            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
-            "AND pid = %s AND classid = %s::bigint::oid AND objid = %s::bigint::oid",
-            (int(session.split("@")[0]), unsigned >> 32, unsigned & 0xFFFF_FFFF),
-        ).fetchone()
-        return row is not None and row[0] > 0
-
     def integrity(self) -> str:
         """`ok` when every table of the schema is there (PostgreSQL checks its own pages)."""
         with self._translated():
@@ -607,14 +457,6 @@ TABLES = (
     "tasks", "transitions", "leases", "effects", "jobs", "verdicts", "commit_statuses", "outbox",
     "deps", "facts", "inbox", "tracker_states", "rate_windows", "holds", "merge_line",
 )  # fmt: skip
-
-
-def _lock_key(session: str, owner: Owner) -> int:
-    """The advisory lock key of `owner` in `session`: 64 bits of a hash, signed (bigint)."""
-    text = "\0".join((session, owner.host, owner.boot_id, str(owner.pid), owner.start_time))
-    return int.from_bytes(
-        hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "big", signed=True
-    )
 
 
 def _said(e: BaseException, password: str | None) -> str:
