@@ -13,8 +13,8 @@ named job or the next by priority then age, a row another write holds passed ove
 SKIP LOCKED), checked by the same contract tests on both backends. Each statement in the
 function takes its snapshot after the lock (a VOLATILE function under READ COMMITTED), so
 every earlier claim's commit is counted: the limits stay exact, as in jobs.py. Its lock is
-the one jobs.py's claim takes through `PostgresDatabase`, so an orch that claims with
-either form can share a database with the other.
+the claims' lock the previous orch's claim transaction took, so orchs of both versions
+can share a database during an upgrade.
 
 The name carries a version: a change to the body is a new function (`_v2`), created by the
 next orch to open the database, and the old one stays for the orch that still calls it.
