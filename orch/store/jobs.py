@@ -111,8 +111,14 @@ class JobStore:
         return None if row is None else record(Job, row)
 
     def _claim_here(self, claim: JobClaim) -> Any | None:
-        # One statement picks and takes the job, with the limits counted inside it.
-        pick = "SELECT id FROM jobs WHERE state = 'queued' AND not_before <= ?"
+        # One statement picks and takes the job, with the limits counted inside it. Without
+        # dependencies the next job comes from jobs_queued (schema v11): SQLite's planner,
+        # with no statistics, would rather search jobs_claim by state and sort every queued
+        # job (66 ms with 100,000 queued, under the write lock).
+        source = "jobs"
+        if not claim.deps_enabled and claim.job_id is None:
+            source = "jobs INDEXED BY jobs_queued"
+        pick = f"SELECT id FROM {source} WHERE state = 'queued' AND not_before <= ?"
         params: list[Any] = [claim.now]
         if claim.deps_enabled:
             pick += " AND ready = 1"

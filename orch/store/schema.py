@@ -329,6 +329,16 @@ _V10 = [
 ]
 
 
+_V11 = [
+    # The next queued job by priority then age when dependencies are off ([deps] enabled =
+    # false): jobs_claim orders by (state, ready, ...) and cannot give that order without
+    # `ready`, so such a claim sorted every queued job (55 ms on SQLite, 106 ms on
+    # PostgreSQL with 100,000 queued, under the claims' lock). Partial: a job leaves the
+    # index when it is claimed, so it holds only what waits.
+    "CREATE INDEX jobs_queued ON jobs(priority DESC, id) WHERE state = 'queued'",
+]
+
+
 # Append only: never edit a migration that has shipped.
 MIGRATIONS: list[tuple[str, Any]] = [
     ("v1_core", _steps(_V1)),
@@ -341,5 +351,6 @@ MIGRATIONS: list[tuple[str, Any]] = [
     ("v8_effect_process", _steps(_V8)),
     ("v9_inbox_claimer", _steps(_V9)),
     ("v10_merge_line", _steps(_V10)),
+    ("v11_jobs_queued", _steps(_V11)),
 ]
 LATEST = len(MIGRATIONS)
