@@ -42,6 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import scratch
+
 GOAL_RATIO = 0.10
 WORKER_COUNTS = (1, 2, 4, 8)
 DISJOINT_TASKS = 16  # split between the workers: 16, 8, 4, 2 each
@@ -414,10 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 if raw is not None:
                     raw_runs[(mode, n)].append(raw)
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.leave(tmp, args.keep)
 
     head = (
         f"{'mode':8} {'wrk':>3} {'lease':5} {'adv/s':>6} {'raw/s':>6} {'ratio':>6} "

@@ -44,7 +44,6 @@ import argparse
 import os
 import platform
 import random
-import shutil
 import sqlite3
 import sys
 import tempfile
@@ -52,6 +51,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import scratch
 
 from orch.config import DEFAULTS
 from orch.engine.deps import find_cycles
@@ -364,10 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         for scenario in ("normal", "hard"):
             results[scenario] = run_scenario(tmp, scenario, n, random.Random(f"{SEED}-{scenario}"))
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.leave(tmp, args.keep)
 
     print()
     head = (

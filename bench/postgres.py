@@ -51,7 +51,6 @@ import multiprocessing as mp
 import os
 import platform
 import random
-import shutil
 import signal
 import socket
 import sqlite3
@@ -71,6 +70,7 @@ import advance_throughput as adv
 import claim
 import pg
 import relay as relay_bench
+import scratch
 
 from orch import config
 from orch.app.wiring import open_runtime, open_store
@@ -794,10 +794,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if server is not None:
             server.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.leave(tmp, args.keep)
     print()
     print(f"total bench time {time.monotonic() - t_start:.1f} s, load average now {os.getloadavg()[0]:.2f}")
     for g in goals:

@@ -49,7 +49,6 @@ import os
 import platform
 import random
 import resource
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -65,6 +64,7 @@ import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+import scratch
 from fakes.plane_workflow import add_orch_project
 from fakes.servers import FakePlane, Recorded, Reply
 
@@ -675,10 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         parts.undo()
         fake.stop()
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.leave(tmp, args.keep)
 
     print()
     print(f"total bench time {time.monotonic() - t_start:.1f} s")

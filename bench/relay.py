@@ -47,7 +47,6 @@ import multiprocessing as mp
 import os
 import platform
 import queue
-import shutil
 import sqlite3
 import statistics
 import sys
@@ -55,6 +54,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import scratch
 
 GOAL_P99_MS = 20.0
 SECRET_ENV = "ORCH_GITEA_WEBHOOK_SECRET"
@@ -424,10 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.leave(tmp, args.keep)
     report(results)
     print()
     print(f"total bench time {time.monotonic() - t_start:.1f} s")

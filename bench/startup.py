@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import scratch
 
 GOAL_RATIO = 3.0
 WARMUP = 2
@@ -275,10 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
         importtime([py, "-m", "orch", *adv], env=cached, cwd=tmp, repeats=1 if args.quick else 3)
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.leave(tmp, args.keep)
 
     print()
     print(f"total bench time {time.monotonic() - t_start:.1f} s")

@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -50,6 +49,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import scratch
 
 GOAL_RATIO = 1.5
 WARMUP = 2
@@ -467,10 +468,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 print(f"WARNING {name}: the ticks changed the database: {before[name]} -> {after[name]}")
     finally:
-        if args.keep:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        scratch.leave(tmp, args.keep)
 
     print()
     print(f"total bench time {time.monotonic() - t_start:.1f} s")
