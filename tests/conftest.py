@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -133,6 +134,16 @@ class Setup:
             cwd=self.root,
             start_new_session=group,
         )
+
+    def relay(self, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], int]:
+        """`orch relay serve` on a port the system picks, and that port, read from the line
+        it prints when it listens (no port picked here that another process could take)."""
+        proc = self.orch_popen("relay", "serve", "--host", "127.0.0.1", "--port", "0", env=env)
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
+        assert match, line + (proc.stderr.read() if proc.poll() is not None else "")
+        return proc, int(match.group(1))
 
     def git(self, *args: str) -> str:
         return subprocess.run(

@@ -49,14 +49,8 @@ def relay(setup: Setup) -> Iterator[tuple[subprocess.Popen[str], int]]:
     setup.update_config(
         {"relay": {"header_timeout_s": TIMEOUT_S, "body_timeout_s": TIMEOUT_S, "max_connections": 256}}
     )
-    proc = setup.orch_popen(
-        "relay", "serve", "--host", "127.0.0.1", "--port", "0", env={"ORCH_GITEA_WEBHOOK_SECRET": SECRET}
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", line)
-    assert match, line
-    yield proc, int(match.group(1))
+    proc, port = setup.relay(env={"ORCH_GITEA_WEBHOOK_SECRET": SECRET})
+    yield proc, port
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=10)

@@ -132,6 +132,12 @@ def _open(db: pg.Database, **kw: Any) -> PostgresDatabase:
     return PostgresDatabase.open(db.url, password=db.password, **kw)
 
 
+def _database_default(server: pg.Server, db: pg.Database, setting: str, value: str) -> None:
+    """What a DBA would set for the database: every new session there starts with it."""
+    with server.admin() as c:
+        c.execute(f"ALTER DATABASE \"{db.name}\" SET {setting} = '{value}'")
+
+
 def _tables(db: pg.Database) -> set[str]:
     with psycopg.connect(db.url, password=db.password) as c:
         return {r[0] for r in c.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
@@ -319,8 +325,7 @@ def test_a_database_default_isolation_does_not_reach_orchs_writes(
     # Claims and every read-decide-write rely on READ COMMITTED (each statement sees what
     # committed before its lock was granted); a database default of REPEATABLE READ would
     # take the snapshot before the wait.
-    with pg_server.admin() as c:
-        c.execute(f"ALTER DATABASE \"{pg_db.name}\" SET default_transaction_isolation = 'repeatable read'")
+    _database_default(pg_server, pg_db, "default_transaction_isolation", "repeatable read")
     d = _open(pg_db)
     try:
         with d.write() as c:
@@ -421,8 +426,7 @@ def test_a_server_default_that_ends_idle_sessions_does_not_end_orchs(
     # An owner's session is its liveness and idles while its agent or deploy runs: were the
     # server to end it (idle_session_timeout set for the database or the role), every other
     # host would take the live owner for dead.
-    with pg_server.admin() as c:
-        c.execute(f'ALTER DATABASE "{pg_db.name}" SET idle_session_timeout = 300')
+    _database_default(pg_server, pg_db, "idle_session_timeout", "300")
     d = _open(pg_db)
     try:
         session = d.session()
@@ -798,18 +802,6 @@ def test_the_store_location_shown_to_people_masks_a_password_but_keeps_the_user(
 # -- two relays on one PostgreSQL store --------------------------------------------------------
 
 
-def _relay_up(port: int, proc: subprocess.Popen[str], timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError(f"relay on {port} did not start")
-
-
 def test_two_relays_on_one_postgres_store_take_and_process_each_delivery_once(
     setup: Setup, pg_db: pg.Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -820,11 +812,9 @@ def test_two_relays_on_one_postgres_store_take_and_process_each_delivery_once(
     monkeypatch.setenv(pg_db.password_env, pg_db.password)
     setup.update_config({"store": {"url": pg_db.url}})
     env = {"ORCH_GITEA_WEBHOOK_SECRET": secret}
-    ports = [pg._free_port(), pg._free_port()]
-    relays = [setup.orch_popen("relay", "serve", "--port", str(p), env=env, group=True) for p in ports]
+    started = [setup.relay(env=env) for _ in range(2)]
+    relays, ports = [proc for proc, _ in started], [port for _, port in started]
     try:
-        for port, proc in zip(ports, relays, strict=True):
-            _relay_up(port, proc)
         codes: list[int] = []
 
         def send(i: int, port: int) -> None:
@@ -861,9 +851,9 @@ def test_two_relays_on_one_postgres_store_take_and_process_each_delivery_once(
         assert [(state, attempts) for _, state, attempts in rows] == [("done", 1)] * 10
     finally:
         for proc in relays:
-            os.killpg(proc.pid, signal.SIGTERM)
+            proc.send_signal(signal.SIGTERM)
         for proc in relays:
-            proc.wait(30)
+            proc.communicate(timeout=30)
 
 
 def test_an_owner_on_another_host_is_dead_once_its_sessions_have_ended(pg_db: pg.Database) -> None:
