@@ -77,9 +77,9 @@ def inert_text(text: str) -> str:
 def inert_lines(text: str) -> str:
     """`text` as lines a terminal shows and never acts on: as `inert_text`, but newlines
     and tabs stay (an agent's log is many lines) and a CR before a newline is dropped."""
-    if text.isprintable():
-        return text
     text = text.replace("\r\n", "\n")
+    if text.replace("\n", "").replace("\t", "").isprintable():  # the common case: a plain log
+        return text
     return "".join(ch if ch.isprintable() or ch in "\n\t" else _visible(ch) for ch in text)
 
 
