@@ -396,18 +396,13 @@ class PostgresDatabase(SessionLiveness):
     def write(self, *, durable: bool = False, exclusive: bool = True) -> Iterator[_Tx]:
         """One write transaction under the store's global write lock (see the module
         docstring); `exclusive=False`, one that decides nothing on what it reads, without it."""
-        with self._transaction(WRITE_LOCK if exclusive else None, durable=durable) as tx:
-            yield tx
-
-    @contextmanager
-    def _transaction(self, lock: int | None, *, durable: bool = False) -> Iterator[_Tx]:
         if self.conn.info.transaction_status != TransactionStatus.IDLE:
             raise StoreError("nested write transaction")  # a bug, not a state
         # BEGIN, the lock and the durability setting in one round trip (no parameters: the
-        # simple protocol takes them all); a claim is a handful of round trips of ~0.1 ms.
+        # simple protocol takes them all).
         begin = "BEGIN"
-        if lock is not None:
-            begin += f"; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {int(lock)})"
+        if exclusive:
+            begin += f"; SELECT pg_advisory_xact_lock({LOCK_SPACE}, {WRITE_LOCK})"
         if durable:
             begin += "; SET LOCAL synchronous_commit = on"
         with self._translated():
