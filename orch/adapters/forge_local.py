@@ -430,7 +430,8 @@ class LocalForge:
         )
 
     def _worktree_of(self, repo: Repo, branch: str) -> Path | None:
-        out = git("worktree", "list", "--porcelain", cwd=repo.path).stdout
+        with worktree_admin(self._gitdir(repo)):  # as every worktree command: see worktree_admin
+            out = git("worktree", "list", "--porcelain", cwd=repo.path).stdout
         path: str | None = None
         for line in out.splitlines():
             if line.startswith("worktree "):
