@@ -24,7 +24,6 @@ from orch import log
 from orch.engine import deps, jobs, lease_names, outbox, reaper, tasks
 from orch.engine.runtime import Runtime
 from orch.errors import ConfigError, OrchError
-from orch.names import safe_name
 
 
 def _exclusive(rt: Runtime, part: str, fn: Callable[[], Any]) -> Any:
@@ -78,7 +77,7 @@ def remove_finished_worktrees(rt: Runtime) -> list[str]:
         if (
             task is None
             or not rt.config.pipeline.is_terminal(task.stage)
-            or (path.parent.name, path.name) != (safe_name(task.repo), safe_name(task.key))
+            or path != rt.forge.worktree_path(task)
             or rt.store.jobs(task_id=task.id, states=("running",))
         ):
             continue
