@@ -8,7 +8,8 @@ the adapter (and its subprocess machinery) on the CLI's start-up path.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import os
+from collections.abc import Collection, Mapping
 
 _names: frozenset[str] = frozenset()
 
@@ -19,5 +20,8 @@ def hide(names: Collection[str]) -> None:
     _names = frozenset(names)
 
 
-def hidden() -> frozenset[str]:
-    return _names
+def inherited(names: Collection[str] | None = None) -> Mapping[str, str]:
+    """This process's environment without the secrets `names` (default: those `hide` set):
+    what a process orch starts inherits before anything is given to it by name."""
+    withheld = _names if names is None else names
+    return {k: v for k, v in os.environ.items() if k not in withheld} if withheld else os.environ

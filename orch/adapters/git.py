@@ -32,9 +32,7 @@ def git(*args: str, cwd: Path, check: bool = True, timeout: float = 120) -> subp
     # orch's secrets (docs/security.md), withheld from git as from every command orch starts:
     # git runs a repository's hooks and the commands its config names (filters, fsmonitor,
     # credential helpers), and an agent can write those in the repository it works in.
-    hidden = secret_env.hidden()
-    inherited = {k: v for k, v in os.environ.items() if k not in hidden} if hidden else os.environ
-    env = {**_IDENTITY, **inherited, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    env = {**_IDENTITY, **secret_env.inherited(), "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
     if not cwd.is_dir():
         # The machine's state, not a git failure nor the agent's: say what is missing.
         why = f"directory {cwd} is missing (git {' '.join(args[:1])}): restore it or fix the path"

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
+from orch import secret_env
 from orch.ports import Outcome
 
 GRACE_S = 5.0
@@ -67,7 +68,7 @@ class ProcessRunner:
     ) -> Outcome:
         """Run to the end; a deadline or `stall_timeout_s` of log silence kills the group."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        full_env = {**{k: v for k, v in os.environ.items() if k not in self.hidden}, **env}
+        full_env = {**secret_env.inherited(self.hidden), **env}
         gated = on_start is not None
         with open(log_path, "ab") as log:
             try:

@@ -82,8 +82,9 @@ def open_runtime(
 
     cfg = cfg or config_mod.load(config_path)
     store = open_store(cfg, create=create)
-    runner = ProcessRunner(hidden=cfg.secret_env_names())
-    secret_env.hide(cfg.secret_env_names())  # for git (orch/adapters/git.py)
+    secrets = cfg.secret_env_names()
+    runner = ProcessRunner(hidden=secrets)
+    secret_env.hide(secrets)  # for git (orch/adapters/git.py)
     clock = time.time
     try:
         tracker, external = _tracker(cfg, store, clock)
